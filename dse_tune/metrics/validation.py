@@ -1,0 +1,77 @@
+"""Input checks shared by every metric: shapes, layouts, dtypes and values, checked at the door."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+LAYOUTS = ("tokens", "feature_map")
+
+
+def as_token_tensor(features: object, layout: str, *, argument: str = "features") -> Tensor:
+    """Return dense features as a float tensor (B, N, d), whatever the documented layout.
+
+    ``layout="tokens"`` expects (B, N, d); ``layout="feature_map"`` expects (B, d, H, W)
+    and flattens the spatial grid. The layout is never guessed from the shape. Half
+    precision is promoted to float32; float64 stays float64.
+    """
+    if not isinstance(features, Tensor):
+        raise TypeError(f"{argument} must be a torch.Tensor, got {type(features).__name__}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if not (features.is_floating_point()):
+        raise TypeError(f"{argument} must be a floating-point tensor, got dtype {features.dtype}")
+    if layout == "tokens":
+        if features.ndim != 3:
+            raise ValueError(
+                f"{argument} with layout='tokens' must have shape (B, N, d), got {tuple(features.shape)}"
+                + (" (a (B, d, H, W) feature map needs layout='feature_map')" if features.ndim == 4 else "")
+            )
+        tokens = features
+    else:
+        if features.ndim != 4:
+            raise ValueError(
+                f"{argument} with layout='feature_map' must have shape (B, d, H, W), got {tuple(features.shape)}"
+            )
+        tokens = features.flatten(2).transpose(1, 2)
+    if tokens.dtype in (torch.float16, torch.bfloat16):
+        tokens = tokens.float()
+    check_finite(tokens, argument)
+    return tokens
+
+
+def check_finite(values: Tensor, argument: str) -> None:
+    """Raise a ValueError that counts the NaN and Inf entries, if any."""
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        nan_count = int(torch.isnan(values).sum())
+        inf_count = int((~finite).sum()) - nan_count
+        raise ValueError(
+            f"{argument} contains {nan_count} NaN and {inf_count} infinite value(s) "
+            f"out of {values.numel()}; DSE is undefined for them"
+        )
+
+
+def resolve_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+    """A private generator from ``seed`` (default 0), or the caller's own generator.
+
+    Metrics never draw from torch's global RNG, so calling them inside a training loop
+    leaves the loop's random stream untouched.
+    """
+    if seed is not None and generator is not None:
+        raise ValueError("pass either seed or generator, not both")
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return generator
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    private = torch.Generator(device="cpu")
+    private.manual_seed(0 if seed is None else seed)
+    return private
+
+
+def check_positive_int(value: object, argument: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{argument} must be an integer >= {minimum}, got {value!r}")
+    return value
