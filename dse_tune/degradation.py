@@ -1,0 +1,246 @@
+"""The stopping rule for dense degradation: a pure function of a DSE history.
+
+Every adapter (the Lightning callback, the Optuna pruner, the Ray Tune stopper) feeds
+the same history to :meth:`DegradationRule.decide`, so one sequence of DSE values gives
+one decision everywhere. This module imports only the standard library: it is tested
+in milliseconds and usable from any training loop.
+
+DSE is "higher is better". An adapter whose metric is minimized negates it first.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["NAN_POLICIES", "DegradationDecision", "DegradationRule", "first_stop_index"]
+
+#: ``"stop"``: a non-finite DSE stops the run at once (even during warm-up).
+#: ``"ignore"``: non-finite values are skipped as if they had not been reported.
+NAN_POLICIES = ("stop", "ignore")
+
+
+@dataclass(frozen=True)
+class DegradationDecision:
+    """What :meth:`DegradationRule.decide` concluded from a history.
+
+    Attributes:
+        stop: True when the run should stop.
+        reason: One line for logs, saying why it stops or why it goes on.
+        peak_index: Position in the history of the (smoothed) peak; ``None`` while no
+            finite value has been seen.
+        peak_value: The (smoothed) DSE at the peak; ``None`` likewise.
+        evaluations: Length of the history, non-finite entries included.
+        current_value: The latest (smoothed) finite DSE, or ``None``.
+        relative_drop: ``(peak - current) / (max - min)`` over the (smoothed) finite
+            history; ``0.0`` when the range is zero, ``None`` without finite values.
+        degraded_evaluations: How many of the latest finite evaluations in a row sit at
+            least ``min_drop`` of the range below the peak.
+    """
+
+    stop: bool
+    reason: str
+    peak_index: int | None
+    peak_value: float | None
+    evaluations: int
+    current_value: float | None = None
+    relative_drop: float | None = None
+    degraded_evaluations: int = 0
+
+
+@dataclass(frozen=True)
+class DegradationRule:
+    """Stop a run once its DSE has fallen clearly and persistently below its peak.
+
+    Given the DSE history ``values`` (evaluation order, higher is better), the run stops
+    when all of these hold:
+
+    1. **warm-up**: at least ``warmup`` evaluations have been made (counting finite
+       values only under ``nan_policy="ignore"``). Early SSL training is transient; DSE
+       often dips or jumps before it rises.
+    2. **persistent drop**: the latest ``patience`` evaluations *all* lie at least
+       ``min_drop * (max - min)`` below the peak, where the peak, max and min are taken
+       over the history seen so far. The run has therefore had at least ``patience``
+       evaluations since its peak, and a single recovery above that threshold (a noisy
+       spike, or a real partial recovery) restarts the count. A new peak resets it too.
+    3. **relative, not absolute**: ``min_drop`` is a fraction of the run's own DSE range,
+       because DSE scales differ between models, feature dimensions and probe sets. A
+       drop is also required to be strictly positive, so a constant history never stops.
+
+    With ``smoothing=k`` the rule reads a trailing moving average over the last ``k``
+    finite values (fewer at the start) instead of the raw values; ``peak_value`` and
+    ``current_value`` are then smoothed values and ``peak_index`` is the evaluation that
+    ends the peak's window.
+
+    Non-finite values (NaN, +-inf) follow ``nan_policy``: ``"stop"`` (default) stops at
+    the first one, warm-up or not, with reason ``"non-finite DSE ..."``: NaN features mean
+    the run has diverged and will not recover; the peak before it stays the checkpoint to
+    keep. ``"ignore"`` drops them; warm-up and patience then count finite evaluations,
+    while reported indices still refer to positions in the full history. ``None`` in the
+    history is read as NaN.
+
+    Defaults (``warmup=5, patience=3, min_drop=0.1``) assume the paper's protocol of one
+    evaluation per checkpoint, every ~10 epochs: no stop in the first 5 evaluations, and
+    a stop needs 3 evaluations in a row 10% of the range below the peak. ``patience=3``
+    exceeds the selector's candidate window (+-2 evaluations), so a stopped run still
+    has the full window after its peak and its best checkpoint stays a clean candidate.
+
+    The rule is stateless: ``decide`` looks at the whole history every time.
+
+    Example:
+        >>> rule = DegradationRule(warmup=5, patience=3, min_drop=0.1)
+        >>> history = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 0.95, 0.85, 0.75, 0.65]
+        >>> decision = rule.decide(history)
+        >>> decision.stop, decision.peak_index, decision.peak_value
+        (True, 5, 1.0)
+        >>> rule.decide(history[:9]).stop  # only 2 evaluations clearly below the peak
+        False
+        >>> first_stop_index(history, rule)
+        9
+        >>> rule.decide([0.1, 0.3, float("nan")]).reason
+        'non-finite DSE (nan) at evaluation 2'
+    """
+
+    warmup: int = 5
+    patience: int = 3
+    min_drop: float = 0.1
+    smoothing: int | None = None
+    nan_policy: str = "stop"
+
+    def __post_init__(self) -> None:
+        _check_int("warmup", self.warmup, minimum=0)
+        _check_int("patience", self.patience, minimum=1)
+        if (
+            isinstance(self.min_drop, bool)
+            or not isinstance(self.min_drop, numbers.Real)
+            or not 0.0 <= self.min_drop <= 1.0
+        ):
+            raise ValueError(
+                f"min_drop must be a number in [0, 1] (a fraction of the run's DSE range), "
+                f"got {self.min_drop!r}"
+            )
+        if self.smoothing is not None:
+            _check_int("smoothing", self.smoothing, minimum=1, extra="or None")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
+
+    def decide(self, values: Sequence[float]) -> DegradationDecision:
+        """Decide from the full DSE history (evaluation order) whether to stop now."""
+        history = _as_floats(values)
+        evaluations = len(history)
+
+        positions = [i for i, v in enumerate(history) if math.isfinite(v)]
+        first_bad = next((i for i, v in enumerate(history) if not math.isfinite(v)), None)
+        if first_bad is not None and self.nan_policy == "stop":
+            # Report the peak reached before the divergence: that checkpoint is kept.
+            finite_before = positions[: sum(1 for p in positions if p < first_bad)]
+            peak = self._summarize(history, finite_before)
+            return DegradationDecision(
+                stop=True,
+                reason=f"non-finite DSE ({history[first_bad]!r}) at evaluation {first_bad}",
+                evaluations=evaluations,
+                **peak,
+            )
+
+        if not positions:
+            reason = "no evaluations yet" if evaluations == 0 else "no finite DSE yet"
+            return DegradationDecision(False, reason, None, None, evaluations)
+
+        summary = self._summarize(history, positions)
+        counted = len(positions)
+        degraded = summary["degraded_evaluations"]
+        if counted < self.warmup:
+            reason = f"warm-up: {counted} of {self.warmup} evaluations"
+            return DegradationDecision(False, reason, evaluations=evaluations, **summary)
+        if degraded < self.patience:
+            reason = (
+                f"{degraded} of {self.patience} evaluations at least {self.min_drop:.0%} of the "
+                f"DSE range below the peak {summary['peak_value']:.6g} "
+                f"(evaluation {summary['peak_index']})"
+            )
+            return DegradationDecision(False, reason, evaluations=evaluations, **summary)
+        reason = (
+            f"degraded: DSE {summary['current_value']:.6g} is "
+            f"{summary['relative_drop']:.0%} of its range below the peak "
+            f"{summary['peak_value']:.6g} (evaluation {summary['peak_index']}), "
+            f"{degraded} evaluations in a row at least {self.min_drop:.0%} below"
+        )
+        return DegradationDecision(True, reason, evaluations=evaluations, **summary)
+
+    def _summarize(self, history: list[float], positions: list[int]) -> dict:
+        """Peak, current value, relative drop and degraded run length over ``positions``."""
+        if not positions:
+            return {"peak_index": None, "peak_value": None}
+        series = _trailing_mean([history[i] for i in positions], self.smoothing or 1)
+        # First occurrence of the maximum: on a plateau the earliest checkpoint is the peak.
+        peak_pos = max(range(len(series)), key=lambda i: (series[i], -i))
+        peak, low, current = series[peak_pos], min(series), series[-1]
+        spread = max(series) - low
+        threshold = self.min_drop * spread
+        degraded = 0
+        for value in reversed(series[peak_pos + 1 :]):
+            drop = peak - value
+            if drop > 0.0 and drop >= threshold:
+                degraded += 1
+            else:
+                break
+        return {
+            "peak_index": positions[peak_pos],
+            "peak_value": peak,
+            "current_value": current,
+            "relative_drop": (peak - current) / spread if spread > 0.0 else 0.0,
+            "degraded_evaluations": degraded,
+        }
+
+
+def first_stop_index(values: Sequence[float], rule: DegradationRule | None = None) -> int | None:
+    """Index at which ``rule`` first stops when fed ``values`` one at a time, else None.
+
+    This is what every adapter does during training: after evaluation ``i`` it asks
+    ``rule.decide(values[: i + 1])`` and stops on the first ``True``.
+
+    Example:
+        >>> first_stop_index([1.0, 0.5, 0.4, 0.3, 0.2, 0.1], DegradationRule(warmup=2))
+        3
+        >>> first_stop_index([0.1, 0.2, 0.3]) is None
+        True
+    """
+    rule = DegradationRule() if rule is None else rule
+    history = _as_floats(values)
+    for end in range(1, len(history) + 1):
+        if rule.decide(history[:end]).stop:
+            return end - 1
+    return None
+
+
+def _as_floats(values: Sequence[float]) -> list[float]:
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"values must be a sequence of numbers, got {type(values).__name__}")
+    out = []
+    for i, value in enumerate(values):
+        if value is None:
+            out.append(math.nan)
+            continue
+        try:
+            out.append(float(value))
+        except (TypeError, ValueError):
+            raise TypeError(f"values[{i}] must be a number (a DSE value), got {value!r}") from None
+    return out
+
+
+def _trailing_mean(series: list[float], window: int) -> list[float]:
+    if window == 1:
+        return series
+    out = []
+    for i in range(len(series)):
+        chunk = series[max(0, i - window + 1) : i + 1]
+        out.append(math.fsum(chunk) / len(chunk))
+    return out
+
+
+def _check_int(name: str, value: object, *, minimum: int, extra: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        suffix = f" {extra}" if extra else ""
+        raise ValueError(f"{name} must be an integer >= {minimum}{suffix}, got {value!r}")

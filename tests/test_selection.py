@@ -1,0 +1,533 @@
+from __future__ import annotations
+
+import argparse
+import doctest
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import dse_tune.selection as selection
+from dse_tune import selection_cli
+from dse_tune.selection import (
+    RunRecord,
+    candidate_indices,
+    load_rescored,
+    load_run,
+    load_sweep,
+    plot_selection,
+    select_best,
+    select_run,
+    write_selection,
+)
+
+NAN = math.nan
+
+
+def write_run(
+    directory: Path,
+    dse: list[float | None],
+    beta: float | None = 0.0,
+    *,
+    every: int = 10,
+    stopped_early: bool = False,
+    stop_reason: str | None = None,
+    make_checkpoints: bool = True,
+) -> Path:
+    """A RUN_DIR in the format the Lightning callback writes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    evaluations = []
+    for i, value in enumerate(dse):
+        epoch = every * i
+        checkpoint = f"checkpoints/epoch={epoch:04d}.ckpt"
+        if make_checkpoints:
+            (directory / checkpoint).parent.mkdir(exist_ok=True)
+            (directory / checkpoint).write_bytes(b"weights")
+        evaluations.append(
+            {
+                "index": i,
+                "epoch": epoch,
+                "global_step": 50 * epoch,
+                "dse": value,
+                "inter": 1.0,
+                "intra_image": 0.5,
+                "intra_batch": 0.25,
+                "dim": 0.5,
+                "checkpoint": checkpoint,
+                "seconds": 2.5,
+            }
+        )
+    config = {"lr": 1e-3} if beta is None else {"lr": 1e-3, "dse_beta": beta}
+    history = {
+        "config": config,
+        "evaluations": evaluations,
+        "stopped_early": stopped_early,
+        "stop_reason": stop_reason,
+    }
+    (directory / "dse_history.json").write_text(json.dumps(history))
+    return directory
+
+
+# --------------------------------------------------------------------- candidate_indices
+
+
+@pytest.mark.parametrize(
+    "values, window, top, expected",
+    [
+        ([0.1, 0.5, 0.3, 0.2, 0.9, 0.4, 0.35, 0.6], 2, 3, [4, 7, 1]),
+        ([0.1, 0.5, 0.3, 0.2, 0.9, 0.4, 0.35, 0.6], 2, 1, [4]),
+        ([0.1, 0.5, 0.3, 0.2, 0.9, 0.4, 0.35, 0.6], 3, 3, [4]),  # 0.9 is within 3 of both
+        # edges: the window is clipped, so the first and last values can be maxima
+        ([3.0, 1.0, 0.0, 1.0, 2.0], 2, 3, [0, 4]),
+        ([1.0, 2.0, 3.0], 2, 3, [2]),
+        # window 0: every value is its own maximum
+        ([0.2, 0.9, 0.5], 0, None, [1, 2, 0]),
+        # ties: all equal maxima count, earlier first
+        ([1.0, 2.0, 2.0, 1.0], 2, 3, [1, 2]),
+        ([2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0], 2, 3, [0, 6, 3]),  # a flat stretch wider
+        ([2.0, 0.0, 0.0, 0.0, 0.0, 2.0], 2, 3, [0, 5]),  # than the window is a maximum
+        ([5.0] * 4, 1, 2, [0, 1]),
+        # non-finite values are never candidates and do not block their neighbours
+        ([NAN, 5.0, NAN, 1.0, 2.0], 1, 3, [1, 4]),
+        ([1.0, math.inf, 2.0], 1, 3, [2, 0]),
+        ([None, -math.inf, 0.3], 2, 3, [2]),
+        ([NAN, NAN], 2, 3, []),
+        ([], 2, 3, []),
+    ],
+)
+def test_candidate_indices(values, window, top, expected):
+    assert candidate_indices(values, window=window, top=top) == expected
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"window": -1}, "window must be an integer >= 0, got -1"),
+        ({"window": 1.5}, "window must be an integer >= 0, got 1.5"),
+        ({"top": 0}, "top must be an integer >= 1 or None, got 0"),
+    ],
+)
+def test_candidate_indices_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        candidate_indices([1.0, 2.0], **kwargs)
+
+
+def test_candidate_indices_rejects_non_numbers():
+    with pytest.raises(TypeError, match=r"values\[1\] must be a number, got 'x'"):
+        candidate_indices([1.0, "x"])
+
+
+# --------------------------------------------------------------------- one run
+
+
+def test_select_run_picks_the_highest_candidate():
+    run = RunRecord.from_values("r", [0.1, 0.5, 0.3, 0.2, 0.9, 0.4, 0.35, 0.6], beta=0.0)
+    chosen = select_run(run)
+    assert chosen.candidates == (4, 7, 1)
+    assert (chosen.chosen, chosen.chosen_epoch, chosen.chosen_dse) == (4, 4, 0.9)
+    assert chosen.candidate_epochs == [4, 7, 1]
+
+
+def test_select_run_without_evaluations_chooses_nothing():
+    chosen = select_run(RunRecord("empty"))
+    assert (chosen.candidates, chosen.chosen, chosen.chosen_epoch, chosen.chosen_checkpoint) == (
+        (),
+        None,
+        None,
+        None,
+    )
+
+
+def test_select_run_rescoring_can_prefer_a_lower_candidate(tmp_path):
+    run = load_run(write_run(tmp_path / "run", [0.1, 0.6, 0.3, 0.2, 0.9, 0.4]))
+    rescored = {
+        tmp_path / "run" / "checkpoints" / "epoch=0010.ckpt": 0.7,
+        str(tmp_path / "run" / "checkpoints" / "epoch=0040.ckpt"): 0.5,
+    }
+    chosen = select_run(run, rescored=rescored)
+    assert chosen.candidates == (4, 1)
+    assert (chosen.chosen_epoch, chosen.chosen_rescored) == (10, 0.7)
+    assert chosen.chosen_checkpoint == tmp_path / "run" / "checkpoints" / "epoch=0010.ckpt"
+
+
+# --------------------------------------------------------------------- across runs
+
+
+@pytest.fixture
+def beta_sweep(tmp_path) -> Path:
+    """Three betas. The largest has the highest training-probe DSE (it optimizes DSE)
+    but the worst held-out rescored DSE; beta=0.1 is best held out, at its second
+    candidate (epoch 60), not at its monitored peak (epoch 20)."""
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "trial_0_beta=0", [0.10, 0.30, 0.50, 0.45, 0.40, 0.35], 0.0)
+    write_run(
+        sweep / "trial_1_beta=0.1",
+        [0.12, 0.40, 0.62, 0.50, 0.48, 0.55, 0.60, 0.52, 0.45],
+        0.1,
+        stopped_early=True,
+        stop_reason="degraded",
+    )
+    # nested like a Ray Tune trial directory
+    write_run(sweep / "ray" / "trial_2_beta=1", [0.2, 0.7, 0.9, 0.95, 0.93, 0.9], 1.0)
+    return sweep
+
+
+HELD_OUT = {
+    "trial_0_beta=0/checkpoints/epoch=0020.ckpt": 0.52,
+    "trial_1_beta=0.1/checkpoints/epoch=0020.ckpt": 0.50,
+    "trial_1_beta=0.1/checkpoints/epoch=0060.ckpt": 0.58,
+    "ray/trial_2_beta=1/checkpoints/epoch=0030.ckpt": 0.40,
+}
+
+
+def test_raw_dse_favours_the_largest_beta(beta_sweep):
+    # The trap this module is built to avoid: without a fair score, beta=1 wins.
+    result = select_best(load_sweep(beta_sweep), compare="raw")
+    assert (result.best_beta, result.best_epoch) == (1.0, 30)
+    assert any("biased toward the largest beta" in w for w in result.warnings)
+
+
+def test_held_out_rescoring_beats_largest_beta_wins(beta_sweep):
+    rescored = {str(beta_sweep / key): value for key, value in HELD_OUT.items()}
+    result = select_best(load_sweep(beta_sweep), rescored=rescored)
+    assert result.compare == "rescored"
+    assert result.best.name == "trial_1_beta=0.1"
+    assert (result.best_beta, result.best_epoch) == (0.1, 60)
+    assert result.best_checkpoint == beta_sweep / "trial_1_beta=0.1/checkpoints/epoch=0060.ckpt"
+    assert result.best.chosen_rescored == 0.58
+    assert result.warnings == ()
+
+
+def test_without_rescoring_a_larger_beta_is_not_credited(beta_sweep):
+    result = select_best(load_sweep(beta_sweep))
+    assert result.compare == "conservative"
+    assert (result.best.name, result.best_beta, result.best_epoch) == ("trial_0_beta=0", 0.0, 20)
+    assert any("betas [0.1, 1.0] not compared with 0.0" in w for w in result.warnings)
+    assert "smallest beta" in result.rule
+
+
+def test_conservative_compares_runs_of_the_same_beta_by_dse():
+    runs = [
+        RunRecord.from_values("lr=1e-3", [0.1, 0.5, 0.4], beta=0.0),
+        RunRecord.from_values("lr=1e-4", [0.1, 0.6, 0.2], beta=None),  # no beta: 0
+        RunRecord.from_values("big", [0.1, 0.9, 0.2], beta=0.5),
+    ]
+    result = select_best(runs)
+    assert result.best.name == "lr=1e-4"
+    assert result.best_beta is None
+
+
+def test_single_beta_conservative_equals_raw():
+    runs = [
+        RunRecord.from_values("a", [0.1, 0.5, 0.4], beta=0.2),
+        RunRecord.from_values("b", [0.1, 0.3, 0.7, 0.6], beta=0.2),
+    ]
+    conservative, raw = select_best(runs), select_best(runs, compare="raw")
+    assert conservative.best.name == raw.best.name == "b"
+    assert (
+        conservative.warnings
+        == raw.warnings
+        == ("the selected evaluation of trial b has no checkpoint",)
+    )
+
+
+def test_ties_between_runs_go_to_the_earlier_run():
+    runs = [
+        RunRecord.from_values("first", [0.1, 0.8, 0.2], beta=0.0),
+        RunRecord.from_values("second", [0.8, 0.1, 0.0], beta=0.0),
+    ]
+    assert select_best(runs).best.name == "first"
+
+
+def test_an_early_stopped_run_keeps_its_peak_as_candidate():
+    runs = [
+        RunRecord.from_values("long", [0.1, 0.3, 0.5, 0.6, 0.65, 0.7], beta=0.0),
+        RunRecord.from_values("stopped", [0.2, 0.9, 0.5, 0.4, 0.3], beta=0.0, stopped_early=True),
+    ]
+    result = select_best(runs)
+    assert (result.best.name, result.best_epoch, result.best.stopped_early) == ("stopped", 1, True)
+
+
+def test_runs_without_finite_dse_are_reported_not_selected():
+    runs = [
+        RunRecord("crashed"),
+        RunRecord.from_values("diverged", [NAN, NAN], beta=0.0),
+        RunRecord.from_values("fine", [0.1, NAN, 0.3, 0.2], beta=0.0),
+    ]
+    result = select_best(runs)
+    assert result.best.name == "fine"
+    assert result.best_epoch == 2
+    assert result.warnings[:2] == (
+        "trial crashed: no finite DSE evaluations; not selectable",
+        "trial diverged: no finite DSE evaluations; not selectable",
+    )
+
+
+def test_nothing_selectable_gives_no_best():
+    result = select_best([RunRecord("crashed")])
+    assert result.best is None
+    assert (result.best_checkpoint, result.best_epoch, result.best_beta) == (None, None, None)
+
+
+def test_runs_missing_rescored_values_are_left_out(beta_sweep):
+    rescored = {str(beta_sweep / "ray/trial_2_beta=1/checkpoints/epoch=0030.ckpt"): 0.40}
+    result = select_best(load_sweep(beta_sweep), rescored=rescored)
+    assert result.best.name == "ray/trial_2_beta=1"
+    assert "trial trial_0_beta=0: no rescored value for its candidates; left out" in result.warnings
+
+
+def test_rescored_callable_and_errors():
+    runs = [
+        RunRecord.from_values("a", [0.1, 0.9, 0.2], beta=1.0),
+        RunRecord.from_values("b", [0.1, 0.5, 0.2], beta=0.0),
+    ]
+    held_out = {"a": 0.3, "b": 0.4}
+    result = select_best(runs, rescored=lambda run, evaluation: held_out[run.name])
+    assert result.best.name == "b"
+    with pytest.raises(ValueError, match="rescored gives no value for any candidate"):
+        select_best(runs, rescored=lambda run, evaluation: None)
+    with pytest.raises(ValueError, match=r'compare="rescored" needs rescored values'):
+        select_best(runs, compare="rescored")
+    with pytest.raises(ValueError, match=r"compare must be one of .*got 'best'"):
+        select_best(runs, compare="best")
+    with pytest.raises(TypeError, match="rescored must be a mapping"):
+        select_best(runs, rescored=0.5)
+
+
+# --------------------------------------------------------------------- reading
+
+
+def test_load_run_reads_the_callback_format(tmp_path):
+    run_dir = write_run(
+        tmp_path / "run", [0.1, None, 0.4], 0.25, stopped_early=True, stop_reason="why"
+    )
+    run = load_run(run_dir)
+    assert run.name == "run" and run.path == run_dir
+    assert run.beta == 0.25 and run.config["lr"] == 1e-3
+    assert (run.stopped_early, run.stop_reason) == (True, "why")
+    first = run.evaluations[0]
+    assert (first.index, first.epoch, first.global_step, first.dse, first.seconds) == (
+        0,
+        0,
+        0,
+        0.1,
+        2.5,
+    )
+    assert first.components == {"inter": 1.0, "intra_image": 0.5, "intra_batch": 0.25, "dim": 0.5}
+    assert math.isnan(run.evaluations[1].dse)  # null DSE reads as NaN
+    assert run.checkpoint_path(run.evaluations[2]) == run_dir / "checkpoints/epoch=0020.ckpt"
+
+
+def test_load_run_orders_by_index_and_reads_nan(tmp_path):
+    history = {
+        "config": {"dse_beta": 0.0},
+        "evaluations": [{"index": 1, "epoch": 9, "dse": NAN}, {"index": 0, "epoch": 4, "dse": 0.3}],
+    }
+    (tmp_path / "dse_history.json").write_text(json.dumps(history))  # Python writes NaN
+    run = load_run(tmp_path / "dse_history.json")
+    assert [e.epoch for e in run.evaluations] == [4, 9]
+    assert math.isnan(run.evaluations[1].dse)
+    assert run.stopped_early is False
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{", "not valid JSON"),
+        ("[]", "expected a JSON object, got list"),
+        ('{"evaluations": {}}', "'evaluations' must be a list"),
+        ('{"evaluations": [{"epoch": 1}]}', r"evaluations\[0\] has no 'dse'"),
+        (
+            '{"evaluations": [{"dse": "high"}]}',
+            r"evaluations\[0\]: 'dse' must be a number, got 'high'",
+        ),
+    ],
+)
+def test_load_run_errors_name_the_file(tmp_path, content, message):
+    (tmp_path / "dse_history.json").write_text(content)
+    with pytest.raises(ValueError, match=message) as error:
+        load_run(tmp_path)
+    assert str(tmp_path / "dse_history.json") in str(error.value)
+
+
+def test_load_run_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cannot read .*dse_history.json"):
+        load_run(tmp_path)
+
+
+def test_load_sweep_finds_runs_recursively_and_tolerates_bad_ones(beta_sweep):
+    write_run(beta_sweep / "trial_3_crashed", [], 0.5)
+    (beta_sweep / "trial_4_corrupt").mkdir()
+    (beta_sweep / "trial_4_corrupt" / "dse_history.json").write_text("{not json")
+    # a copy of the history inside a run's checkpoint folder is not another run
+    copy = beta_sweep / "trial_0_beta=0" / "checkpoints" / "checkpoint_000003"
+    write_run(copy, [9.0, 9.9], 0.0)
+
+    runs = load_sweep(beta_sweep)
+    assert [r.name for r in runs] == [
+        "ray/trial_2_beta=1",
+        "trial_0_beta=0",
+        "trial_1_beta=0.1",
+        "trial_3_crashed",
+        "trial_4_corrupt",
+    ]
+    by_name = {r.name: r for r in runs}
+    assert (
+        by_name["trial_3_crashed"].evaluations == () and by_name["trial_3_crashed"].problem is None
+    )
+    assert "not valid JSON" in by_name["trial_4_corrupt"].problem
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_sweep(beta_sweep, strict=True)
+
+    result = select_best(runs)
+    assert result.best.name == "trial_0_beta=0"
+    assert any(w.startswith("trial trial_4_corrupt: ") for w in result.warnings)
+
+
+def test_load_sweep_on_a_single_run_dir(tmp_path):
+    write_run(tmp_path / "my_run", [0.1, 0.2], 0.0)
+    assert [r.name for r in load_sweep(tmp_path / "my_run")] == ["my_run"]
+    assert load_sweep(tmp_path / "my_run" / "checkpoints") == []
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        load_sweep(tmp_path / "nowhere")
+
+
+def test_load_rescored_both_formats(tmp_path, beta_sweep):
+    as_dict = tmp_path / "sweep" / "rescored.json"
+    as_dict.write_text(json.dumps(HELD_OUT))
+    as_list = tmp_path / "rescored_list.json"
+    as_list.write_text(
+        json.dumps(
+            [{"checkpoint": f"sweep/{k}", "dse": v} for k, v in HELD_OUT.items()]
+            + [{"checkpoint": "sweep/x.ckpt", "dse": None}]
+        )
+    )
+    for path in (as_dict, as_list):
+        result = select_best(load_sweep(beta_sweep), rescored=load_rescored(path))
+        assert (result.best_beta, result.best_epoch) == (0.1, 60)
+    assert len(load_rescored(as_list)) == 4  # null values dropped
+    as_list.write_text('[{"checkpoint": "a"}]')
+    with pytest.raises(ValueError, match="entry 0 needs 'checkpoint' and 'dse'"):
+        load_rescored(as_list)
+
+
+# --------------------------------------------------------------------- writing
+
+
+def test_write_selection(beta_sweep, tmp_path):
+    runs = load_sweep(beta_sweep) + [RunRecord.from_values("nan_run", [NAN, 0.1], beta=0.0)]
+    rescored = {str(beta_sweep / key): value for key, value in HELD_OUT.items()}
+    result = select_best(runs, rescored=rescored)
+    out = tmp_path / "out"
+    path = write_selection(result, out)
+
+    assert path == out / "selection.json"
+    assert sorted(p.name for p in out.iterdir()) == ["selection.json"]  # no temp file left
+    # strict JSON: no NaN/Infinity tokens
+    data = json.loads(path.read_text(), parse_constant=lambda token: pytest.fail(token))
+    assert data["best_checkpoint"] == str(
+        beta_sweep / "trial_1_beta=0.1/checkpoints/epoch=0060.ckpt"
+    )
+    assert (data["best_epoch"], data["best_beta"], data["best_trial"]) == (
+        60,
+        0.1,
+        "trial_1_beta=0.1",
+    )
+    assert (data["best_dse"], data["best_rescored"], data["compare"]) == (0.6, 0.58, "rescored")
+    assert data["rule"] == result.rule and "held-out" in data["rule"]
+    trials = {t["name"]: t for t in data["trials"]}
+    assert set(trials) == {"trial_0_beta=0", "trial_1_beta=0.1", "ray/trial_2_beta=1", "nan_run"}
+    chosen = trials["trial_1_beta=0.1"]
+    assert chosen["candidates"] == [20, 60]
+    assert chosen["candidate_rescored"] == [0.50, 0.58]
+    assert (chosen["chosen_epoch"], chosen["dse"], chosen["rescored"]) == (60, 0.6, 0.58)
+    assert (chosen["stopped_early"], chosen["evaluations"], chosen["selected"]) == (True, 9, True)
+    assert trials["ray/trial_2_beta=1"]["selected"] is False
+    assert trials["nan_run"]["candidate_dse"] == [0.1]
+
+    write_selection(select_best(runs, compare="raw"), out)  # overwrites in place
+    assert json.loads(path.read_text())["best_beta"] == 1.0
+
+
+def test_plot_selection_writes_a_png(beta_sweep, tmp_path):
+    runs = load_sweep(beta_sweep) + [RunRecord("crashed")]
+    path = plot_selection(select_best(runs), tmp_path / "plots" / "selection.png")
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+    assert sorted(p.name for p in path.parent.iterdir()) == ["selection.png"]
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(selection)
+    assert result.attempted >= 10 and result.failed == 0
+
+
+# --------------------------------------------------------------------- CLI
+
+
+def run_cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    selection_cli.add_arguments(parser)
+    return selection_cli.run(parser.parse_args(list(argv)))
+
+
+def test_cli_on_a_sweep(beta_sweep, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert run_cli(str(beta_sweep), "--out", str(out)) == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    header = next(line for line in lines if line.lstrip().startswith("trial"))
+    for column in ("trial", "beta", "candidates", "chosen epoch", "DSE", "stopped early"):
+        assert column in header
+    row = next(line for line in lines if "trial_1_beta=0.1" in line)
+    assert "20, 60" in row and "yes" in row
+    winner = next(line for line in lines if line.startswith("*"))
+    assert "trial_0_beta=0" in winner
+    assert "betas [0.1, 1.0] not compared" in printed
+    data = json.loads((out / "selection.json").read_text())
+    assert (data["best_trial"], data["best_epoch"]) == ("trial_0_beta=0", 20)
+    assert (out / "selection.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_with_rescored_file_and_options(beta_sweep, capsys):
+    rescored = beta_sweep / "rescored.json"
+    rescored.write_text(json.dumps(HELD_OUT))
+    code = run_cli(
+        str(beta_sweep), "--rescored", str(rescored), "--window", "1", "--top", "5", "--no-plot"
+    )
+    assert code == 0
+    data = json.loads((beta_sweep / "selection.json").read_text())  # --out defaults to RUN_DIR
+    assert (data["best_beta"], data["best_epoch"], data["window"], data["top"]) == (0.1, 60, 1, 5)
+    assert not (beta_sweep / "selection.png").exists()
+    assert "rescored" in capsys.readouterr().out
+
+
+def test_cli_on_a_single_run_and_errors(tmp_path, capsys):
+    run_dir = write_run(tmp_path / "run", [0.1, 0.5, 0.3], 0.0)
+    assert run_cli(str(run_dir)) == 0
+    assert json.loads((run_dir / "selection.json").read_text())["best_epoch"] == 10
+
+    (tmp_path / "empty").mkdir()
+    assert run_cli(str(tmp_path / "empty")) == 2
+    assert "no dse_history.json below" in capsys.readouterr().err
+
+    write_run(tmp_path / "crashed", [], 0.0)
+    assert run_cli(str(tmp_path / "crashed")) == 1
+    captured = capsys.readouterr()
+    assert "no trial has a candidate" in captured.err
+    assert (
+        json.loads((tmp_path / "crashed" / "selection.json").read_text())["best_checkpoint"] is None
+    )
+
+    with pytest.raises(SystemExit):
+        run_cli(str(run_dir), "--window", "-1")
+    assert "window" in capsys.readouterr().err
+
+
+def test_dse_tune_cli_dispatches_select(tmp_path):
+    from dse_tune.cli import main
+
+    run_dir = write_run(tmp_path / "run", [0.1, 0.5, 0.3], 0.0)
+    assert main(["select", str(run_dir), "--out", str(tmp_path / "o"), "--no-plot"]) == 0
+    assert (tmp_path / "o" / "selection.json").exists()
