@@ -1,0 +1,120 @@
+"""Dense tokens (B, N, d) from any model: timm ViT, timm ConvNet, or a callable.
+
+The model type decides how tokens are read, never the shape of a tensor:
+
+- ``"vit"``: a timm Vision Transformer (anything with ``forward_features`` and
+  ``num_prefix_tokens``, e.g. ``VisionTransformer``, DeiT, EVA). ``forward_features``
+  applies the final norm; the first ``num_prefix_tokens`` tokens (CLS and register
+  tokens) are dropped, leaving the patch tokens in raster order.
+- ``"convnet"``: a timm ConvNet; ``forward_features`` gives the last stage
+  (B, C, H, W), returned as (B, H*W, C) (channels-last models that declare
+  ``output_fmt == "NHWC"``, such as Swin, are read as (B, H, W, C)).
+- ``"callable"``: any callable ``images -> (B, N, d)``; also used for objects with a
+  ``dense_tokens(images)`` method (the modules of :mod:`dse_tune.ssl`).
+
+This module does not switch train/eval mode or disable gradients: callers decide
+(:class:`dse_tune.integrations.lightning.DSEMonitor` uses eval mode and no_grad; the
+regularizer needs gradients).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Union
+
+import torch
+from torch import Tensor, nn
+
+Kind = Literal["auto", "vit", "convnet", "callable"]
+KINDS = ("auto", "vit", "convnet", "callable")
+
+TokenSource = Union[nn.Module, Callable[[Tensor], Tensor]]
+
+
+def model_kind(model: TokenSource) -> str:
+    """``"vit"``, ``"convnet"`` or ``"callable"``, from the model's type alone.
+
+    Order: an object with a ``dense_tokens`` method is a callable (it knows its own
+    tokens); a module with ``num_prefix_tokens`` and ``forward_features`` is a ViT; a
+    module with ``forward_features`` is a ConvNet; any other callable is a callable.
+    """
+    if callable(getattr(model, "dense_tokens", None)):
+        return "callable"
+    if isinstance(model, nn.Module) and hasattr(model, "forward_features"):
+        return "vit" if hasattr(model, "num_prefix_tokens") else "convnet"
+    if callable(model):
+        return "callable"
+    raise TypeError(f"cannot read dense tokens from a {type(model).__name__}: it is neither a module nor a callable")
+
+
+def dense_tokens(model: TokenSource, images: Tensor, kind: Kind = "auto") -> Tensor:
+    """Dense tokens of ``images`` (B, 3, H, W) as a (B, N, d) tensor.
+
+    Args:
+        model: a timm ViT, a timm ConvNet, an object with ``dense_tokens(images)``,
+            or a callable returning (B, N, d).
+        images: the input batch.
+        kind: ``"auto"`` (see :func:`model_kind`), ``"vit"``, ``"convnet"`` or
+            ``"callable"``.
+
+    Example:
+        >>> import timm
+        >>> vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8,
+        ...                         num_classes=0, reg_tokens=2, pretrained=False)
+        >>> dense_tokens(vit, torch.randn(2, 3, 32, 32)).shape  # CLS + 2 registers dropped
+        torch.Size([2, 16, 192])
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got {shape}")
+    resolved = model_kind(model) if kind == "auto" else kind
+
+    if resolved == "vit":
+        num_prefix = getattr(model, "num_prefix_tokens", None)
+        if num_prefix is None or not hasattr(model, "forward_features"):
+            raise TypeError(
+                f"kind='vit' needs a timm ViT with forward_features and num_prefix_tokens; "
+                f"{type(model).__name__} has neither"
+            )
+        tokens = model.forward_features(images)
+        _check_rank(tokens, 3, f"{type(model).__name__}.forward_features (ViT)")
+        tokens = tokens[:, int(num_prefix) :]
+    elif resolved == "convnet":
+        if not hasattr(model, "forward_features"):
+            raise TypeError(f"kind='convnet' needs a timm model with forward_features; got {type(model).__name__}")
+        feature_map = model.forward_features(images)
+        _check_rank(feature_map, 4, f"{type(model).__name__}.forward_features (ConvNet last stage)")
+        # timm declares channels-last outputs (Swin, some hybrids) with output_fmt.
+        if str(getattr(model, "output_fmt", "NCHW")) == "NHWC":
+            tokens = feature_map.flatten(1, 2)
+        else:
+            tokens = feature_map.flatten(2).transpose(1, 2)
+    else:
+        function = getattr(model, "dense_tokens", None)
+        function = function if callable(function) else model
+        if not callable(function):
+            raise TypeError(f"kind='callable' needs a callable, got {type(model).__name__}")
+        tokens = function(images)
+        _check_rank(tokens, 3, f"{type(model).__name__} (callable)")
+
+    if tokens.shape[0] != images.shape[0]:
+        raise ValueError(f"dense tokens have batch size {tokens.shape[0]} but images have {images.shape[0]}")
+    return tokens
+
+
+def _check_rank(tensor: Tensor, rank: int, source: str) -> None:
+    if not isinstance(tensor, Tensor) or tensor.ndim != rank:
+        shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+        layout = "(B, N, d)" if rank == 3 else "(B, C, H, W)"
+        raise ValueError(f"{source} returned {shape}; expected a {layout} tensor")
+
+
+@torch.no_grad()
+def dense_tokens_batched(model: TokenSource, images: Tensor, kind: Kind = "auto", batch_size: int = 64) -> Tensor:
+    """:func:`dense_tokens` under ``no_grad`` in chunks of ``batch_size`` images,
+    concatenated on the images' device (bounded memory for large probe sets)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    chunks = [dense_tokens(model, images[i : i + batch_size], kind) for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(chunks)

@@ -1,0 +1,234 @@
+"""PretrainConfig: everything that defines a pretraining run, saved as ``config.json``.
+
+One flat dataclass so that a sweep can set any field by name (``lr``, ``dse_beta``,
+``teacher_momentum``, ...), a YAML file can hold a run, and ``config.json`` in the run
+folder is enough to rebuild the model of any of its checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+METHODS = ("dino", "ibot", "mae", "mocov3")
+# Methods that mask patch tokens need a ViT; the others also run on a timm ConvNet.
+VIT_ONLY_METHODS = {"ibot": "masks patch tokens (masked image modelling)", "mae": "masks patch tokens and reconstructs them"}
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of one pretraining run. ``None`` means "the method's default".
+
+    Model:
+        method: ``dino``, ``ibot``, ``mae`` or ``mocov3``.
+        backbone: ``"vit"`` builds a timm ``VisionTransformer`` from ``image_size``,
+            ``patch_size``, ``embed_dim``, ``depth`` and ``num_heads``; any other value
+            is a timm model name (``"vit_small_patch16_224"``, ``"resnet18"``, ...)
+            created with ``pretrained=False`` at ``image_size``.
+        image_size, patch_size, embed_dim, depth, num_heads, drop_path_rate: the ViT.
+    Optimisation:
+        epochs, batch_size, lr (peak, after warm-up), min_lr (end of the cosine),
+        weight_decay, warmup_epochs, gradient_clip_val (None = off).
+    Heads and losses:
+        head_hidden_dim, head_bottleneck_dim, head_output_dim (DINO/iBOT prototypes,
+        MoCo v3 output dim), teacher_momentum (start of the cosine schedule to 1; DINO,
+        iBOT, MoCo v3), teacher_temp, warmup_teacher_temp, teacher_temp_warmup_epochs,
+        student_temp (DINO, iBOT), freeze_last_layer_epochs (DINO, iBOT),
+        moco_temperature, mask_ratio (MAE: share of masked patches, default 0.75;
+        iBOT: largest masked share of an image, default 0.5), decoder_dim,
+        decoder_depth, decoder_num_heads (MAE).
+    Views:
+        global_crop_size (default image_size), global_crop_scale, local_crop_size
+        (default image_size // 2 rounded down to a multiple of patch_size),
+        local_crop_scale, num_local_crops (DINO, iBOT).
+    DSE:
+        dse_beta: regularizer weight (loss = ssl_loss - dse_beta * DSE(student patch
+        tokens)); dse_every_n_steps, dse_max_images: its cost controls.
+        eval_every_n_epochs: DSE evaluation (and checkpoint) period.
+        probe_size: number of probe images; probe_seed: seed of the DSE k-means.
+        early_stop: stop when the degradation rule says so; degradation: keyword
+        arguments of ``dse_tune.degradation.DegradationRule``.
+    Data:
+        data: ``"synthetic"`` or a folder; splits: split names or None;
+        synthetic_size: number of synthetic scenes; num_workers: data loader workers.
+    seed: seeds Lightning (weights, augmentations) and the synthetic scenes.
+    """
+
+    method: str = "dino"
+    backbone: str = "vit"
+    image_size: int = 32
+    patch_size: int = 8
+    embed_dim: int = 96
+    depth: int = 3
+    num_heads: int = 3
+    drop_path_rate: float = 0.0
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 5e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 0.04
+    warmup_epochs: int = 1
+    gradient_clip_val: float | None = 3.0
+
+    head_hidden_dim: int = 256
+    head_bottleneck_dim: int = 64
+    head_output_dim: int = 1024
+    teacher_momentum: float = 0.996
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    teacher_temp_warmup_epochs: int = 0
+    student_temp: float = 0.1
+    freeze_last_layer_epochs: int = 1
+    moco_temperature: float = 0.2
+    mask_ratio: float | None = None
+    decoder_dim: int = 64
+    decoder_depth: int = 1
+    decoder_num_heads: int = 2
+
+    global_crop_size: int | None = None
+    global_crop_scale: tuple[float, float] = (0.4, 1.0)
+    local_crop_size: int | None = None
+    local_crop_scale: tuple[float, float] = (0.05, 0.4)
+    num_local_crops: int = 2
+
+    dse_beta: float = 0.0
+    dse_every_n_steps: int = 1
+    dse_max_images: int | None = None
+    eval_every_n_epochs: int = 1
+    probe_size: int = 64
+    probe_seed: int = 0
+    early_stop: bool = False
+    degradation: dict[str, Any] = field(default_factory=dict)
+
+    data: str = "synthetic"
+    splits: tuple[str, ...] | None = None
+    synthetic_size: int = 512
+    num_workers: int = 0
+    seed: int = 0
+
+    # ------------------------------------------------------------------ resolved
+
+    @property
+    def resolved_global_crop_size(self) -> int:
+        return self.global_crop_size or self.image_size
+
+    @property
+    def resolved_local_crop_size(self) -> int:
+        if self.local_crop_size:
+            return self.local_crop_size
+        return max(self.patch_size, (self.image_size // 2) // self.patch_size * self.patch_size)
+
+    @property
+    def resolved_mask_ratio(self) -> float:
+        if self.mask_ratio is not None:
+            return self.mask_ratio
+        return 0.75 if self.method == "mae" else 0.5
+
+    @property
+    def uses_custom_vit(self) -> bool:
+        return self.backbone == "vit"
+
+    # ---------------------------------------------------------------- validation
+
+    def validate(self) -> "PretrainConfig":
+        """Raise ValueError naming the first field with an unusable value."""
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        positive = (
+            "image_size", "patch_size", "embed_dim", "depth", "num_heads", "epochs", "batch_size",
+            "head_hidden_dim", "head_bottleneck_dim", "head_output_dim", "decoder_dim", "decoder_depth",
+            "decoder_num_heads", "dse_every_n_steps", "eval_every_n_epochs", "probe_size", "synthetic_size",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("lr", "student_temp", "teacher_temp", "warmup_teacher_temp", "moco_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("min_lr", "weight_decay", "dse_beta", "drop_path_rate"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("warmup_epochs", "teacher_temp_warmup_epochs", "freeze_last_layer_epochs", "num_local_crops", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.warmup_teacher_temp > self.teacher_temp:
+            raise ValueError(
+                f"warmup_teacher_temp ({self.warmup_teacher_temp}) must be <= teacher_temp ({self.teacher_temp})"
+            )
+        if not 0.0 <= self.teacher_momentum <= 1.0:
+            raise ValueError(f"teacher_momentum must be in [0, 1], got {self.teacher_momentum!r}")
+        if not 0.0 < self.resolved_mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio!r}")
+        if self.dse_max_images is not None and self.dse_max_images < 1:
+            raise ValueError(f"dse_max_images must be None or >= 1, got {self.dse_max_images!r}")
+        if self.gradient_clip_val is not None and self.gradient_clip_val <= 0:
+            raise ValueError(f"gradient_clip_val must be None or > 0, got {self.gradient_clip_val!r}")
+        for name in ("global_crop_scale", "local_crop_scale"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high <= 1:
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {getattr(self, name)!r}")
+        if self.uses_custom_vit:
+            if self.image_size % self.patch_size:
+                raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+            if self.embed_dim % self.num_heads:
+                raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
+            for name, size in (("global_crop_size", self.resolved_global_crop_size), ("local_crop_size", self.resolved_local_crop_size)):
+                if size % self.patch_size:
+                    raise ValueError(f"{name} ({size}) must be a multiple of patch_size ({self.patch_size})")
+        if self.decoder_dim % self.decoder_num_heads:
+            raise ValueError(f"decoder_dim ({self.decoder_dim}) must be divisible by decoder_num_heads ({self.decoder_num_heads})")
+        if self.method == "mocov3" and self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2 for mocov3 (contrastive negatives, batch norm in the heads)")
+        if not isinstance(self.degradation, dict):
+            raise ValueError(f"degradation must be a mapping of DegradationRule arguments, got {self.degradation!r}")
+        return self
+
+    # ------------------------------------------------------------- (de)serialise
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        # JSON has no tuples; lists round-trip through from_dict.
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "PretrainConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown PretrainConfig field(s) {unknown}; known fields: {sorted(known)}")
+        converted = dict(values)
+        for name in ("global_crop_scale", "local_crop_scale", "splits"):
+            if isinstance(converted.get(name), (list, tuple)):
+                converted[name] = tuple(converted[name])
+        if isinstance(converted.get("splits"), str):
+            converted["splits"] = (converted["splits"],)
+        return cls(**converted)
+
+    def replace(self, **changes: Any) -> "PretrainConfig":
+        return PretrainConfig.from_dict({**self.to_dict(), **changes})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "PretrainConfig":
+        """Read a YAML (``.yaml``/``.yml``) or JSON file of config fields."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise ValueError(f"cannot read config file {path}: {error}") from error
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError(f"config file {path} must hold a mapping of field: value, got {type(values).__name__}")
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"config file {path}: {error}") from error

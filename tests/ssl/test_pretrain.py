@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+import dse_tune
+from dse_tune.cli import main as cli_main
+from dse_tune.degradation import DegradationRule, first_stop_index
+from dse_tune.integrations.lightning import EVALUATION_KEYS, load_history
+from dse_tune.ssl.config import PretrainConfig
+from dse_tune.ssl.data import SyntheticScenes, build_probe_set
+from dse_tune.ssl.methods import load_checkpoint
+from dse_tune.ssl.pretrain import add_arguments, config_from_args, pretrain
+from tests.ssl.conftest import tiny_config
+
+
+class SeesDSE(pl.Callback):
+    """An extra callback, as a sweep would add: records the DSE it sees each epoch."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seen.append(float(trainer.callback_metrics["dse"]))
+
+
+@pytest.mark.parametrize("method", ["dino", "ibot", "mae", "mocov3"])
+def test_each_method_trains_scores_and_checkpoints(tmp_path, method):
+    config = tiny_config(method)
+    extra = SeesDSE()
+    result = pretrain(config, tmp_path, callbacks=[extra], enable_progress_bar=False, accelerator="cpu")
+
+    rows = result.history["evaluations"]
+    assert len(rows) == 2 and [r["epoch"] for r in rows] == [0, 1] and [r["global_step"] for r in rows] == [2, 4]
+    assert all(tuple(r) == EVALUATION_KEYS and math.isfinite(r["dse"]) for r in rows)
+    assert extra.seen == pytest.approx([r["dse"] for r in rows]), "extra callbacks see the DSE of their epoch"
+    assert load_history(tmp_path)["evaluations"] == rows
+    with open(tmp_path / "dse_history.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 2
+    assert json.loads((tmp_path / "config.json").read_text())["method"] == method
+    assert (tmp_path / "dse_curve.png").stat().st_size > 0
+    assert result.last_checkpoint == tmp_path / "checkpoints" / "last.ckpt"
+    assert result.best_checkpoint in {tmp_path / r["checkpoint"] for r in rows}
+
+    with open(next((tmp_path / "logs").glob("version_*/metrics.csv")), newline="") as handle:
+        logged = list(csv.DictReader(handle))
+    losses = [float(r["train/ssl_loss"]) for r in logged if r.get("train/ssl_loss")]
+    assert losses and all(math.isfinite(v) for v in losses)
+
+    # A checkpoint loads back into the same network: same features, same DSE as recorded.
+    probe = build_probe_set(SyntheticScenes(16, 64, seed=0), size=16, image_size=32).images
+    last = load_checkpoint(tmp_path / rows[-1]["checkpoint"])
+    assert torch.equal(last.dense_tokens(probe), result.module.eval().dense_tokens(probe))
+    first = load_checkpoint(tmp_path / rows[0]["checkpoint"])
+    assert dse_tune.dse(first.dense_tokens(probe), seed=config.probe_seed).score == pytest.approx(rows[0]["dse"], rel=1e-5)
+    assert torch.load(tmp_path / rows[0]["checkpoint"], weights_only=False)["dse"]["dse"] == rows[0]["dse"]
+
+
+def test_dse_regularizer_enters_the_loss(tmp_path):
+    config = tiny_config("dino", dse_beta=0.5, epochs=1)
+    result = pretrain(config, tmp_path, enable_progress_bar=False, accelerator="cpu")
+    with open(next((tmp_path / "logs").glob("version_*/metrics.csv")), newline="") as handle:
+        logged = [r for r in csv.DictReader(handle) if r.get("train/loss")]
+    for row in logged:
+        # loss = ssl_loss - beta * DSE(student patch tokens)
+        assert float(row["train/dse_reg"]) == pytest.approx(-0.5 * float(row["train/student_dse"]), rel=1e-4)
+        assert float(row["train/loss"]) == pytest.approx(float(row["train/ssl_loss"]) + float(row["train/dse_reg"]), rel=1e-4)
+    assert result.module.regularizer.weight == 0.5
+
+
+def test_cli_writes_the_run_folder_and_resumes_from_the_right_epoch(tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["--no-progress", "--accelerator", "cpu", "--set", "synthetic_size=16", "--set", "head_output_dim=128"]
+    sizes = ["--embed-dim", "64", "--depth", "2", "--heads", "2", "--batch-size", "8", "--probe-size", "16"]
+    code = cli_main(["pretrain", "--method", "mocov3", "--data", "synthetic", "--epochs", "2", "--out", str(run_dir), *sizes, *common])
+    assert code == 0
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"epoch=0000.ckpt", "epoch=0001.ckpt", "last.ckpt"}
+    before = load_history(run_dir)["evaluations"]
+
+    code = cli_main(["pretrain", "--out", str(run_dir), "--resume", "--epochs", "3", *common])
+    assert code == 0
+    after = load_history(run_dir)["evaluations"]
+    assert after[:2] == before, "the resumed run keeps the evaluations it continues from"
+    assert [(r["index"], r["epoch"], r["global_step"]) for r in after] == [(0, 0, 2), (1, 1, 4), (2, 2, 6)]
+    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 3
+    # The resumed fit trained epoch 2 only (its own log folder).
+    with open(run_dir / "logs" / "version_1" / "metrics.csv", newline="") as handle:
+        assert {r["epoch"] for r in csv.DictReader(handle)} == {"2"}
+
+
+def test_early_stopping_fires_on_a_scripted_dse_after_the_warm_up(tmp_path, monkeypatch):
+    scripted = [0.3, 0.6, 0.9, 1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.1]
+    remaining = list(scripted)
+
+    def fake_dse(tokens, seed=0, **kwargs):
+        value = remaining.pop(0)
+        return type("Result", (), dict(score=value, inter=value, intra_image=0.0, intra_batch=0.0, dim=0.0))()
+
+    monkeypatch.setattr(dse_tune, "dse", fake_dse)
+    degradation = dict(warmup=4, patience=2, min_drop=0.1)
+    config = tiny_config("dino", epochs=10, early_stop=True, degradation=degradation, synthetic_size=8)
+    result = pretrain(config, tmp_path, enable_progress_bar=False, accelerator="cpu")
+
+    stop_index = first_stop_index(scripted, DegradationRule(**degradation))
+    assert stop_index == 5 >= degradation["warmup"] - 1
+    assert len(result.history["evaluations"]) == stop_index + 1
+    assert result.epochs_completed == stop_index + 1 < config.epochs
+    assert result.stopped_early and "degraded" in result.stop_reason
+    assert result.best_checkpoint.name == "epoch=0003.ckpt"
+    assert load_history(tmp_path)["stopped_early"] is True
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_config_precedence_file_then_flags_then_set(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("method: ibot\nlr: 0.001\nembed_dim: 96\nsplits: [train, val]\n")
+    args = _parse(["--out", str(tmp_path), "--config", str(path), "--lr", "0.002", "--set", "embed_dim=128", "--set", "teacher_temp=0.07", "--heads", "4"])
+    config = config_from_args(args)
+    assert (config.method, config.lr, config.embed_dim, config.num_heads, config.teacher_temp) == ("ibot", 0.002, 128, 4, 0.07)
+    assert config.splits == ("train", "val")
+    assert PretrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_config_and_cli_errors_name_the_field(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"image_size \(30\) must be a multiple of patch_size \(8\)"):
+        PretrainConfig(image_size=30).validate()
+    with pytest.raises(ValueError, match=r"unknown PretrainConfig field\(s\) \['learning_rate'\]"):
+        PretrainConfig.from_dict({"learning_rate": 0.1})
+    assert cli_main(["pretrain", "--method", "simclr", "--out", str(tmp_path)]) == 2
+    assert "method must be one of" in capsys.readouterr().err
+    assert cli_main(["pretrain", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert cli_main(["pretrain", "--out", str(tmp_path / "fresh"), "--resume"]) == 2
+    assert "config.json does not exist" in capsys.readouterr().err
+    # A probe set DSE cannot score fails before training, naming the setting.
+    with pytest.raises(ValueError, match=r"DSE cannot score the probe set: 1 images \(probe_size 1\).*at least 2 images"):
+        pretrain(tiny_config("dino", probe_size=1), tmp_path / "small", enable_progress_bar=False, accelerator="cpu")
