@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "score": ("dse_tune.score", "DSE of a model's dense features on a folder or the embedded scenes"),
     "sweep": ("dse_tune.sweep", "label-free hyperparameter sweep (Ray Tune + Optuna)"),
     "select": ("dse_tune.selection_cli", "pick the checkpoint and beta from a run or sweep"),
+    "rescore": ("dse_tune.rescore", "score a sweep's candidate checkpoints on the same held-out images"),
     "validate": ("dse_tune.validate", "check label-free scores against a labelled probe"),
     "demo": ("dse_tune.demo", "the embedded end-to-end demo (no download, no labels)"),
 }

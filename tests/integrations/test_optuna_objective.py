@@ -1,0 +1,312 @@
+"""DSEObjective: one tiny pretraining run per trial, the peak DSE as a COMPLETE value.
+
+Runs are tiny (ViT depth 2, dim 64, 32 px, 16 synthetic images, 2 steps per epoch).
+Where the exact stopping point matters, the DSE values are scripted by replacing
+``dse_tune.dse`` (which the run's DSE monitor calls); the rest uses the real score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+import dse_tune
+from dse_tune.degradation import DegradationRule, first_stop_index
+from dse_tune.integrations.optuna import (
+    DSEDegradationPruner,
+    DSEObjective,
+    create_dse_study,
+    load_dse_study,
+    peak_value_and_step,
+)
+from dse_tune.selection import load_run
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = dict(
+    method="dino",
+    image_size=32,
+    patch_size=8,
+    embed_dim=64,
+    depth=2,
+    num_heads=2,
+    batch_size=8,
+    epochs=2,
+    warmup_epochs=0,
+    synthetic_size=16,
+    probe_size=16,
+    head_hidden_dim=64,
+    head_bottleneck_dim=32,
+    head_output_dim=128,
+    num_local_crops=2,
+    seed=0,
+)
+QUIET = {"logger": False, "accelerator": "cpu"}
+# Rises to 0.9 at evaluation 2, then falls for good.
+RISE_AND_FALL = [0.2, 0.6, 0.9, 0.7, 0.5, 0.4, 0.3, 0.2]
+
+
+class ScriptedDSE:
+    """Stands in for ``dse_tune.dse``: returns the scripted scores in order."""
+
+    def __init__(self, values):
+        self.values = list(values)
+        self.calls = 0
+
+    def __call__(self, tokens, **settings):
+        value = self.values[self.calls]
+        self.calls += 1
+        return SimpleNamespace(score=value, inter=value, intra_image=0.0, intra_batch=0.0, dim=0.0)
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    def install(values):
+        scorer = ScriptedDSE(values)
+        monkeypatch.setattr(dse_tune, "dse", scorer)
+        return scorer
+
+    return install
+
+
+def lr_space():
+    return {"lr": FloatDistribution(1e-4, 1e-3, log=True)}
+
+
+def test_pruned_run_completes_with_its_peak(scripted, tmp_path):
+    scorer = scripted(RISE_AND_FALL)
+    rule = DegradationRule(warmup=3, patience=2, min_drop=0.1)
+    stop_index = first_stop_index(RISE_AND_FALL, rule)
+    assert stop_index == 4  # peak 0.9 at 2; 0.7 and 0.5 are 2 in a row >= 10% of the range below
+    objective = DSEObjective({**TINY, "epochs": 8}, lr_space(), tmp_path, pretrain_kwargs=QUIET)
+    study = optuna.create_study(direction="maximize", pruner=DSEDegradationPruner(rule))
+    study.optimize(objective, n_trials=1)
+
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE  # not PRUNED: it is best_trial with its peak
+    assert study.best_trial.number == trial.number and trial.value == 0.9
+    assert scorer.calls == stop_index + 1  # training stopped right at the pruning evaluation
+    assert trial.intermediate_values == {i: RISE_AND_FALL[i] for i in range(stop_index + 1)}
+    assert peak_value_and_step(trial) == (0.9, 2)
+
+    attrs = trial.user_attrs
+    assert (attrs["peak_dse"], attrs["peak_epoch"], attrs["peak_evaluation"]) == (0.9, 2, 2)
+    assert attrs["peak_checkpoint"].endswith("checkpoints/epoch=0002.ckpt")
+    assert Path(attrs["peak_checkpoint"]).is_file()
+    assert (attrs["evaluations"], attrs["epochs_run"]) == (5, 5)
+    assert attrs["stopped_early"] is True and attrs["stopped_by"] == "pruner"
+    assert attrs["stop_reason"].startswith("pruned: degraded")
+    # The run folder tells the same story to the selector.
+    run = load_run(attrs["run_dir"])
+    assert Path(attrs["run_dir"]) == tmp_path / study.study_name / "trial_0000"
+    assert run.stopped_early and run.stop_reason == attrs["stop_reason"]
+    assert run.dse == RISE_AND_FALL[:5]
+
+
+def test_the_runs_own_degradation_rule_stops_it_too(scripted, tmp_path):
+    scripted(RISE_AND_FALL)
+    config = {**TINY, "epochs": 8, "early_stop": True, "degradation": {"warmup": 3, "patience": 2}}
+    objective = DSEObjective(config, lr_space(), tmp_path, pretrain_kwargs=QUIET)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert (trial.state, trial.value) == (TrialState.COMPLETE, 0.9)
+    assert trial.user_attrs["stopped_by"] == "degradation rule"
+    assert trial.user_attrs["stop_reason"].startswith("degraded")
+    assert trial.user_attrs["epochs_run"] == 5
+    assert len(trial.intermediate_values) == 5  # still reported, although nothing prunes
+
+
+def test_any_optuna_pruner_can_stop_the_run(scripted, tmp_path):
+    scripted([0.6, 0.4, 0.9, 0.8])
+    objective = DSEObjective({**TINY, "epochs": 4}, lr_space(), tmp_path, pretrain_kwargs=QUIET)
+    pruner = optuna.pruners.ThresholdPruner(lower=0.5)  # prunes at the first value below 0.5
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert (trial.state, trial.value, trial.user_attrs["epochs_run"]) == (TrialState.COMPLETE, 0.6, 2)
+    assert trial.user_attrs["stop_reason"] == "pruned by ThresholdPruner after evaluation 1 (DSE 0.4)"
+
+
+def test_a_real_run_returns_the_best_dse_of_its_history(tmp_path):
+    objective = DSEObjective(TINY, lr_space(), tmp_path, pretrain_kwargs=QUIET)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    history = json.loads((Path(trial.user_attrs["run_dir"]) / "dse_history.json").read_text())
+    values = [row["dse"] for row in history["evaluations"]]
+    assert trial.state == TrialState.COMPLETE and len(values) == TINY["epochs"]
+    assert all(math.isfinite(v) for v in values)
+    assert trial.value == max(values)
+    assert trial.intermediate_values == dict(enumerate(values))
+    assert trial.user_attrs["stopped_early"] is False and trial.user_attrs["stopped_by"] is None
+    assert Path(trial.user_attrs["peak_checkpoint"]).is_file()
+    assert 1e-4 <= trial.params["lr"] <= 1e-3
+    assert (
+        json.loads((Path(trial.user_attrs["run_dir"]) / "config.json").read_text())["lr"]
+        == trial.params["lr"]
+    )
+
+
+def test_a_failing_trial_fails_alone(tmp_path):
+    def space(trial):  # a function search space: any trial.suggest_* calls
+        return {
+            "batch_size": trial.suggest_categorical("batch_size", [8, 64]),
+            "eval_every_n_epochs": trial.suggest_categorical("eval_every_n_epochs", [1, 5]),
+        }
+
+    objective = DSEObjective(TINY, space, tmp_path, pretrain_kwargs=QUIET)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"batch_size": 64, "eval_every_n_epochs": 1})  # more than 16 images
+    study.enqueue_trial({"batch_size": 8, "eval_every_n_epochs": 5})  # never evaluates in 2 epochs
+    study.enqueue_trial({"batch_size": 8, "eval_every_n_epochs": 1})
+    study.optimize(objective, n_trials=3, catch=(Exception,))
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
+    assert "batch_size (64) exceeds the 16 images" in study.trials[0].user_attrs["error"]
+    assert "made no DSE evaluation" in study.trials[1].user_attrs["error"]
+    assert study.best_trial.number == 2
+
+
+def test_arguments_are_checked_with_clear_messages(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown PretrainConfig field\(s\) \['learning_rate'\]"):
+        DSEObjective(TINY, {"learning_rate": FloatDistribution(0.1, 1.0)}, tmp_path)
+    with pytest.raises(
+        TypeError, match=r"pretrain_kwargs: unknown or reserved argument\(s\) \['data'\]"
+    ):
+        DSEObjective(TINY, lr_space(), tmp_path, pretrain_kwargs={"data": "x"})
+    objective = DSEObjective(TINY, lr_space(), tmp_path)
+    study = optuna.create_study(direction="minimize")
+    with pytest.raises(
+        ValueError, match="must have the single direction 'maximize', got \\['minimize'\\]"
+    ):
+        study.optimize(objective, n_trials=1)
+    with pytest.raises(ValueError, match="cannot be imported by another process"):
+        DSEObjective(TINY, lambda trial: {}, tmp_path).to_spec()
+
+
+def test_study_storage_round_trip_and_mismatch(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    space = {**lr_space(), "dse_beta": CategoricalDistribution([0.0, 0.1]), "epochs": 3}
+    objective = DSEObjective(TINY, space, tmp_path / "runs", pretrain_kwargs=QUIET)
+    pruner = DSEDegradationPruner(warmup=2, patience=1)
+    create_dse_study(objective, storage=storage, study_name="s", pruner=pruner)
+
+    study, loaded = load_dse_study(storage, "s")
+    assert loaded.to_spec() == objective.to_spec()
+    assert loaded.search_space == space and loaded.out_root == tmp_path / "runs"
+    assert isinstance(study.pruner, DSEDegradationPruner) and study.pruner.rule == pruner.rule
+    # Reopening with the same settings joins; with other settings it refuses.
+    create_dse_study(objective, storage=storage, study_name="s", pruner=pruner)
+    with pytest.raises(ValueError, match="already exists with a different objective or pruner"):
+        create_dse_study(objective, storage=storage, study_name="s")
+    with pytest.raises(
+        ValueError, match=r"no study 'missing' in the storage; studies there: \['s'\]"
+    ):
+        load_dse_study(storage, "missing")
+
+
+def run_two_workers(
+    storage: str, study_name: str, n_trials_each: int
+) -> list[subprocess.CompletedProcess]:
+    # One torch thread each: two processes share 2 cores.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "dse_tune.integrations.optuna",
+        "worker",
+        "--storage",
+        storage,
+        "--study",
+        study_name,
+        "--n-trials",
+        str(n_trials_each),
+    ]
+    workers = [
+        subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    results = []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(command, worker.returncode, stdout, stderr))
+    for result in results:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return results
+
+
+def check_shared_study(study, batch_sizes):
+    trials = study.trials
+    assert sorted(t.number for t in trials) == list(
+        range(len(batch_sizes))
+    )  # none lost, none twice
+    assert sorted(t.params["batch_size"] for t in trials) == sorted(batch_sizes)  # each queued once
+    run_dirs = set()
+    for trial in trials:
+        if trial.params["batch_size"] > TINY["synthetic_size"]:
+            assert trial.state == TrialState.FAIL
+            assert "exceeds the 16 images" in trial.user_attrs["error"]
+            continue
+        assert trial.state == TrialState.COMPLETE, trial.user_attrs
+        assert Path(trial.user_attrs["peak_checkpoint"]).is_file()
+        assert trial.value == max(trial.intermediate_values.values())
+        run_dirs.add(trial.user_attrs["run_dir"])
+    assert len(run_dirs) == sum(b <= TINY["synthetic_size"] for b in batch_sizes)
+
+
+def test_two_worker_processes_share_a_sqlite_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    space = {**lr_space(), "batch_size": CategoricalDistribution([8, 64])}
+    objective = DSEObjective(TINY, space, tmp_path / "runs", pretrain_kwargs=QUIET)
+    study = create_dse_study(objective, storage=storage, study_name="shared")
+    batch_sizes = [8, 64, 8, 8]
+    for batch_size in batch_sizes:
+        study.enqueue_trial({"batch_size": batch_size})
+
+    results = run_two_workers(storage, "shared", n_trials_each=2)
+
+    for result in results:  # each worker ran and summarized its own two trials
+        assert len([line for line in result.stdout.splitlines() if line.startswith("trial ")]) == 2
+    study, _ = load_dse_study(storage, "shared")
+    check_shared_study(study, batch_sizes)
+
+
+def test_two_worker_processes_share_a_journal_file_study(tmp_path):
+    journal = tmp_path / "journal" / "study.log"
+    space = {**lr_space(), "batch_size": CategoricalDistribution([8, 64])}
+    objective = DSEObjective({**TINY, "epochs": 1}, space, tmp_path / "runs", pretrain_kwargs=QUIET)
+    study = create_dse_study(objective, storage=journal, study_name="journal")
+    batch_sizes = [8, 64]
+    for batch_size in batch_sizes:
+        study.enqueue_trial({"batch_size": batch_size})
+
+    run_two_workers(str(journal), "journal", n_trials_each=1)
+
+    study, _ = load_dse_study(journal, "journal")
+    check_shared_study(study, batch_sizes)
+
+
+def test_worker_command_reports_bad_input(tmp_path):
+    from dse_tune.integrations.optuna import main
+
+    storage = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.create_study(storage=storage, study_name="plain")
+    assert main(["worker", "--storage", storage, "--study", "plain", "--n-trials", "1"]) == 2
+    with pytest.raises(SystemExit):
+        main(
+            ["worker", "--storage", storage, "--study", "plain"]
+        )  # neither --n-trials nor --timeout
