@@ -1,0 +1,303 @@
+from __future__ import annotations
+
+import doctest
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+import dse_tune.config as config_module
+from dse_tune.config import (
+    Dimension,
+    SearchSpaceError,
+    SweepSpec,
+    load_search_space,
+    parse_search_space,
+)
+from dse_tune.integrations.optuna import DSEDegradationPruner
+
+SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+def write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# --------------------------------------------------------------------------- valid spaces
+
+
+def test_docstring_examples():
+    failures, attempted = doctest.testmod(config_module)
+    assert attempted > 0 and failures == 0
+
+
+def test_every_shipped_space_loads_with_realistic_settings():
+    methods = set()
+    for path in sorted(SPACES.glob("*.yaml")):
+        spec = load_search_space(path)
+        methods.add(spec.fixed.get("method"))
+        assert spec.total_trials >= 4, path
+        if path.stem != "demo_cpu":
+            assert spec.resources.gpu > 0, f"{path}: GPU-scale spaces hold GPUs"
+            assert spec.fixed["image_size"] >= 112
+    assert {"dino", "ibot", "mae", "mocov3"} <= methods
+
+
+def test_demo_space_sweeps_two_betas_over_at_least_four_cpu_trials():
+    spec = load_search_space(SPACES / "demo_cpu.yaml")
+    assert spec.total_trials >= 4
+    assert spec.dimensions["dse_beta"].kind == "grid" and len(spec.dimensions["dse_beta"].values) == 2
+    assert spec.resources.gpu == 0 and spec.fixed["data"] == "synthetic"
+
+
+def test_fixed_values_and_every_domain_kind(tmp_path):
+    path = write(
+        tmp_path,
+        """
+pretrain:
+  method: dino
+  epochs: 4
+  global_crop_scale: [0.3, 1.0]
+  degradation: {warmup: 2}
+  lr: {loguniform: [1e-4, 1.0e-3]}
+  teacher_momentum: {uniform: [0.99, 0.999]}
+  warmup_epochs: {randint: [0, 3]}
+  student_temp: {choice: [0.1, 0.2]}
+  dse_beta: {grid: [0.0, 0.1]}
+search: {algorithm: random, num_samples: 3, max_concurrent_trials: 2, seed: 7}
+resources: {cpu: 2, gpu: 0.5}
+storage: {path: somewhere, checkpoints_to_keep: 4, max_failures: 3}
+selection: {window: 1, top: 2}
+""",
+    )
+    spec = load_search_space(path)
+    assert spec.name == "space" and spec.source == path
+    assert spec.fixed == {
+        "method": "dino",
+        "epochs": 4,
+        "global_crop_scale": [0.3, 1.0],
+        "degradation": {"warmup": 2},
+    }
+    assert {n: d.kind for n, d in spec.dimensions.items()} == {
+        "lr": "loguniform",
+        "teacher_momentum": "uniform",
+        "warmup_epochs": "randint",
+        "student_temp": "choice",
+        "dse_beta": "grid",
+    }
+    assert spec.dimensions["lr"].low == pytest.approx(1e-4)  # "1e-4" is a float, not text
+    assert (spec.num_samples, spec.max_concurrent_trials, spec.sampler_seed) == (3, 2, 7)
+    assert spec.total_trials == 6  # 2 grid values x 3 samples
+    assert spec.resources.to_tune() == {"cpu": 2.0, "gpu": 0.5} and spec.resources.accelerator == "gpu"
+    assert (spec.storage_path, spec.checkpoints_to_keep, spec.max_failures) == ("somewhere", 4, 3)
+    assert (spec.window, spec.top) == (1, 2)
+    config = spec.trial_config({"lr": 3e-4, "dse_beta": 0.1})
+    assert (config.lr, config.dse_beta, config.epochs, config.global_crop_scale) == (3e-4, 0.1, 4, (0.3, 1.0))
+
+
+def test_ray_tune_param_space():
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    spec = parse_search_space(
+        {
+            "pretrain": {
+                "lr": {"loguniform": [1e-4, 1e-2]},
+                "drop_path_rate": {"uniform": [0.0, 0.2]},
+                "warmup_epochs": {"randint": [1, 4]},
+                "method": {"choice": ["dino", "mae"]},
+                "dse_beta": {"grid": [0.0, 0.1]},
+            }
+        }
+    )
+    space = spec.param_space()
+    assert isinstance(space["lr"], Float) and isinstance(space["lr"].get_sampler(), Float._LogUniform)
+    assert (space["lr"].lower, space["lr"].upper) == (1e-4, 1e-2)
+    assert isinstance(space["drop_path_rate"].get_sampler(), Float._Uniform)
+    assert isinstance(space["warmup_epochs"], Integer)
+    assert (space["warmup_epochs"].lower, space["warmup_epochs"].upper) == (1, 4)  # 4 excluded
+    assert isinstance(space["method"], Categorical) and space["method"].categories == ["dino", "mae"]
+    assert space["dse_beta"] == {"grid_search": [0.0, 0.1]}
+    samples = {space["warmup_epochs"].sample() for _ in range(200)}
+    assert samples == {1, 2, 3}
+
+
+def test_optuna_distributions_match_the_ranges():
+    spec = parse_search_space(
+        {
+            "pretrain": {
+                "lr": {"loguniform": [1e-4, 1e-2]},
+                "drop_path_rate": {"uniform": [0.0, 0.2]},
+                "warmup_epochs": {"randint": [1, 4]},
+                "method": {"choice": ["dino", "mae"]},
+                "dse_beta": {"grid": [0.0, 0.1]},
+            },
+            "search": {"algorithm": "random"},
+        }
+    )
+    distributions = spec.optuna_distributions()
+    assert distributions["lr"] == optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+    assert distributions["drop_path_rate"] == optuna.distributions.FloatDistribution(0.0, 0.2)
+    assert distributions["warmup_epochs"] == optuna.distributions.IntDistribution(1, 3)
+    assert distributions["method"] == optuna.distributions.CategoricalDistribution(["dino", "mae"])
+    assert distributions["dse_beta"] == optuna.distributions.CategoricalDistribution([0.0, 0.1])
+    assert spec.optuna_grid() == {"dse_beta": [0.0, 0.1]}
+    # The distributions drive a plain Optuna study (the Optuna path of a sweep).
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask(distributions)
+    assert set(trial.params) == set(distributions)
+    assert 1 <= trial.params["warmup_epochs"] <= 3
+
+
+def test_defaults():
+    spec = parse_search_space({"pretrain": {"lr": {"loguniform": [1e-4, 1e-3]}}}, source="x/my_sweep.yaml")
+    assert spec.name == "my_sweep"
+    assert spec.algorithm == "optuna"  # no grid: OptunaSearch
+    assert spec.num_samples == 1 and spec.max_concurrent_trials is None
+    assert isinstance(spec.build_pruner(), DSEDegradationPruner)
+    assert spec.build_pruner().rule.warmup == 5
+    assert spec.resources.to_tune() == {"cpu": 1.0, "gpu": 0.0} and spec.resources.accelerator == "cpu"
+    assert spec.storage_path == "runs/sweeps" and spec.checkpoints_to_keep == 3 and spec.max_failures == 1
+    grid = parse_search_space({"pretrain": {"dse_beta": {"grid": [0.0, 0.1]}}})
+    assert grid.algorithm == "random"  # a grid needs Ray's variant generator
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ({"type": "dse_degradation", "warmup": 2, "patience": 1, "min_drop": 0.2, "smoothing": 2},
+         "DSEDegradationPruner"),
+        ({"type": "median", "n_startup_trials": 1, "n_warmup_steps": 2}, "MedianPruner"),
+        ({"type": "percentile", "percentile": 25.0}, "PercentilePruner"),
+        ({"type": "threshold", "lower": 0.5}, "ThresholdPruner"),
+        ({"type": "successive_halving"}, "SuccessiveHalvingPruner"),
+        ({"type": "hyperband", "min_resource": 1, "max_resource": 10}, "HyperbandPruner"),
+        ({"type": "patient", "patience": 2, "wrapped": {"type": "dse_degradation", "warmup": 3}},
+         "PatientPruner"),
+    ],
+)
+def test_pruners(section, expected):
+    spec = parse_search_space({"pruner": section})
+    pruner = spec.build_pruner()
+    assert type(pruner).__name__ == expected
+    if expected == "DSEDegradationPruner":
+        assert (pruner.rule.warmup, pruner.rule.patience, pruner.rule.min_drop, pruner.rule.smoothing) == (2, 1, 0.2, 2)
+    if expected == "PatientPruner":
+        assert isinstance(pruner._wrapped_pruner, DSEDegradationPruner)
+        assert pruner._wrapped_pruner.rule.warmup == 3
+
+
+@pytest.mark.parametrize("section", [None, "none", {"type": "none"}])
+def test_pruning_can_be_switched_off(section):
+    assert parse_search_space({"pruner": section}).build_pruner() is None
+
+
+def test_round_trip_through_the_normalized_yaml(tmp_path):
+    spec = load_search_space(SPACES / "mocov3.yaml")
+    copy = write(tmp_path, spec.to_yaml(), "copy.yaml")
+    again = load_search_space(copy)
+    assert again.to_dict() == spec.to_dict()
+    assert isinstance(again.dimensions["lr"], Dimension)
+    no_pruner = parse_search_space({"name": "a", "pruner": None})
+    assert parse_search_space(yaml.safe_load(no_pruner.to_yaml())).pruner is None
+
+
+# --------------------------------------------------------------------------- errors
+
+
+ERRORS = [
+    # (YAML text, substring of the message after "FILE: ")
+    ("colour: red\n", "colour: unknown key; known keys: name, pretrain"),
+    ("pretrain:\n  learning_rate: 0.1\n", "pretrain.learning_rate: not a PretrainConfig field"),
+    ("pretrain:\n  lrr: {loguniform: [1.0e-4, 1.0e-3]}\n", "pretrain.lrr: not a PretrainConfig field (did you mean 'lr'?)"),
+    ("pretrain:\n  lr: {uniform: [0.1, 0.01]}\n", "pretrain.lr: uniform needs low < high, got [0.1, 0.01]"),
+    ("pretrain:\n  lr: {uniform: [0.1, 0.1]}\n", "pretrain.lr: uniform needs low < high"),
+    ("pretrain:\n  lr: {loguniform: [0.0, 0.01]}\n", "pretrain.lr: loguniform needs 0 < low"),
+    ("pretrain:\n  lr: {loguniform: [-1.0, 0.01]}\n", "pretrain.lr: loguniform needs 0 < low"),
+    ("pretrain:\n  warmup_epochs: {randint: [3, 3]}\n", "pretrain.warmup_epochs: randint needs low < high"),
+    ("pretrain:\n  warmup_epochs: {randint: [0.5, 3]}\n", "randint needs integer bounds"),
+    ("pretrain:\n  lr: {choice: []}\n", "pretrain.lr: choice needs a non-empty list of options"),
+    ("pretrain:\n  lr: {grid: []}\n", "pretrain.lr: grid needs a non-empty list of options"),
+    ("pretrain:\n  lr: {choice: 0.1}\n", "pretrain.lr: choice needs a non-empty list"),
+    ("pretrain:\n  lr: {choice: [0.1, 0.1]}\n", "lists an option twice"),
+    ("pretrain:\n  lr: {uniform: [0.1]}\n", "pretrain.lr: uniform needs [low, high], got [0.1]"),
+    ("pretrain:\n  lr: {uniform: [a, 0.1]}\n", "pretrain.lr: uniform low must be a finite number, got 'a'"),
+    ("pretrain:\n  lr: {uniform: [0.1, .inf]}\n", "uniform high must be a finite number"),
+    ("pretrain:\n  lr: fast\n", "pretrain.lr: expected a number, got 'fast' (a string)"),
+    ("pretrain:\n  epochs: 2.5\n", "pretrain.epochs: expected an integer, got 2.5"),
+    ("pretrain:\n  epochs: true\n", "pretrain.epochs: expected an integer, got True"),
+    ("pretrain:\n  epochs: {uniform: [1.0, 5.0]}\n", "uniform draws floats but epochs is an integer"),
+    ("pretrain:\n  method: {uniform: [1.0, 5.0]}\n", "uniform draws floats but method is a string"),
+    ("pretrain:\n  method: {choice: [dino, 3]}\n", "pretrain.method (choice option): expected a string, got 3"),
+    ("pretrain:\n  method: {choice: [dino, simclr]}\n", "pretrain.method='simclr': not a valid pretraining setting: method must be one of"),
+    ("pretrain:\n  epochs: 0\n", "pretrain: not a valid pretraining setting: epochs must be a positive integer"),
+    ("pretrain:\n  warmup_epochs: {randint: [-2, 3]}\n", "pretrain.warmup_epochs=-2: not a valid pretraining setting"),
+    ("pretrain:\n  global_crop_scale: [0.3]\n", "pretrain.global_crop_scale: expected a list"),
+    ("pretrain:\n  lr: {loguniorm: [1.0e-4, 1.0e-3]}\n", "pretrain.lr: a search domain is a mapping with one key out of"),
+    ("pretrain: [lr]\n", "pretrain: expected a mapping, got a list"),
+    ("- a\n- b\n", "expected a mapping of sections, got a list"),
+    ("name: 'my sweep'\n", "name: must be a folder name"),
+    ("search: {algorithm: tpe}\n", "search.algorithm: must be one of ('optuna', 'random'), got 'tpe'"),
+    ("search: {num_samples: 0}\n", "search.num_samples: must be an integer >= 1, got 0"),
+    ("search: {num_samples: 2.0}\n", "search.num_samples: must be an integer >= 1, got 2.0"),
+    ("search: {max_concurrent_trials: 0}\n", "search.max_concurrent_trials: must be an integer >= 1"),
+    ("search: {samples: 3}\n", "search.samples: unknown key (did you mean 'num_samples'?)"),
+    ("search: {algorithm: optuna}\npretrain:\n  dse_beta: {grid: [0.0, 0.1]}\n",
+     "search.algorithm: optuna cannot enumerate grid dimensions ['dse_beta']"),
+    ("pretrain:\n  global_crop_scale: {choice: [[0.3, 1.0], [0.4, 1.0]]}\nsearch: {algorithm: optuna}\n",
+     "optuna's categorical distribution needs scalar options"),
+    ("pruner: {type: magic}\n", "pruner.type: must be one of ('dse_degradation', 'median'"),
+    ("pruner: {type: dse_degradation, warmpu: 3}\n", "pruner.warmpu: unknown key (did you mean 'warmup'?)"),
+    ("pruner: {type: dse_degradation, patience: 0}\n", "pruner: dse_degradation pruner refuses {'patience': 0}: patience must be an integer >= 1"),
+    ("pruner: {type: median, n_warmup_steps: -1}\n", "pruner: median pruner refuses"),
+    ("pruner: {type: none, warmup: 3}\n", "pruner.warmup: unknown key"),
+    ("pruner: {type: patient, patience: 1, wrapped: {type: dse_degradation, min_drop: 2.0}}\n",
+     "pruner.wrapped: dse_degradation pruner refuses {'min_drop': 2.0}"),
+    ("pruner: 3\n", "pruner: expected a mapping with 'type', got int"),
+    ("resources: {cpu: 0}\n", "resources.cpu: must be > 0"),
+    ("resources: {gpu: -1}\n", "resources.gpu: must be >= 0"),
+    ("resources: {gpu: 1.5}\n", "resources.gpu: a fraction shares one GPU"),
+    ("resources: {gpu: lots}\n", "resources.gpu: must be a number, got 'lots'"),
+    ("resources: {tpu: 1}\n", "resources.tpu: unknown key (did you mean 'gpu'?); known keys: cpu, gpu"),
+    ("storage: {path: 's3://bucket/sweeps'}\n", "storage.path: must be a local or shared (NFS) folder"),
+    ("storage: {path: ''}\n", "storage.path: must be a folder path"),
+    ("storage: {checkpoints_to_keep: 0}\n", "storage.checkpoints_to_keep: must be an integer >= 1"),
+    ("storage: {max_failures: -1}\n", "storage.max_failures: must be an integer >= 0"),
+    ("storage: {keep: 2}\n", "storage.keep: unknown key"),
+    ("selection: {window: -1}\n", "selection.window: must be an integer >= 0"),
+    ("selection: {top: 0}\n", "selection.top: must be an integer >= 1"),
+    ("pretrain:\n  lr: [\n", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), ERRORS, ids=[m[:40] for _, m in ERRORS])
+def test_errors_name_the_file_the_key_and_the_reason(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(SearchSpaceError) as raised:
+        load_search_space(path)
+    assert str(raised.value).startswith(f"{path}: "), raised.value
+    assert message in str(raised.value), raised.value
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(SearchSpaceError, match=r"nope\.yaml: cannot read the search space"):
+        load_search_space(tmp_path / "nope.yaml")
+
+
+def test_search_space_error_is_a_value_error():
+    assert issubclass(SearchSpaceError, ValueError)
+
+
+def test_empty_file_is_a_single_default_trial(tmp_path):
+    spec = load_search_space(write(tmp_path, ""))
+    assert isinstance(spec, SweepSpec) and spec.dimensions == {} and spec.total_trials == 1
+    assert spec.base_config() == {}
+
+
+def test_corner_values_of_ranges():
+    assert Dimension("e", "randint", low=1, high=4).corner_values() == [1, 3]
+    assert Dimension("lr", "loguniform", low=1e-4, high=1e-2).corner_values() == [1e-4, 1e-2]
+    assert math.prod([len(Dimension("b", "grid", values=(0.0, 0.1)).corner_values())]) == 2

@@ -1,0 +1,76 @@
+"""``dse-tune demo``: the embedded end-to-end job, run here on a tinier space."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import pytest
+
+from dse_tune import demo
+from dse_tune.config import load_search_space
+from tests.sweep_helpers import write_space
+
+
+def test_the_default_demo_space_ships_with_the_source_tree():
+    spec = load_search_space(demo.default_space())
+    betas = spec.dimensions["dse_beta"].values
+    assert spec.total_trials >= 4 and len(betas) == 2
+    assert spec.fixed["data"] == "synthetic" and spec.resources.gpu == 0
+    assert spec.fixed["image_size"] == 32 and spec.fixed["patch_size"] == 8
+
+
+def test_a_missing_space_is_named(tmp_path, capsys):
+    args = parse(["--space", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "out")])
+    assert demo.run(args) == 2
+    assert f"search space {tmp_path / 'nope.yaml'} not found" in capsys.readouterr().err
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_demo_sweeps_selects_and_says_what_it_chose(ray_session, tmp_path, capsys):
+    space = write_space(
+        tmp_path / "demo_tiny.yaml",
+        pretrain={"epochs": 2, "dse_beta": {"grid": [0.0, 0.1]}, "lr": {"grid": [5.0e-4, 1.0e-3]}},
+        search={"algorithm": "random", "max_concurrent_trials": 2},
+        pruner={"type": "dse_degradation", "warmup": 5},
+    )
+    out = tmp_path / "demo"
+    assert demo.run(parse(["--space", str(space), "--out", str(out), "--quiet"])) == 0
+    printed = capsys.readouterr().out
+
+    selection = json.loads((out / "selection.json").read_text())
+    assert len(selection["trials"]) == 4
+    assert {t["beta"] for t in selection["trials"]} == {0.0, 0.1}
+    # Held-out rescoring makes the comparison across betas fair.
+    assert selection["compare"] == "rescored"
+    assert f"chosen checkpoint: {selection['best_checkpoint']}" in printed
+    assert f"chosen beta: {selection['best_beta']:.4g}" in printed
+    assert f"wrote {out.resolve() / 'selection.json'}" in printed
+    assert f"wrote {out.resolve() / 'selection.png'}" in printed
+    assert "trial-epochs run: 8 of 8 without pruning" in printed
+    assert "demo finished in" in printed
+
+    # Run again on the same folder: the finished sweep is kept, only selection reruns.
+    attempts = {p.name: json.loads((p / "trial.json").read_text())["attempts"] for p in (out / "runs").iterdir()}
+    assert demo.run(parse(["--out", str(out), "--quiet"])) == 0
+    again = capsys.readouterr().out
+    assert f"{out} already holds the demo sweep: continuing it" in again
+    assert f"chosen checkpoint: {selection['best_checkpoint']}" in again
+    assert attempts == {p.name: json.loads((p / "trial.json").read_text())["attempts"] for p in (out / "runs").iterdir()}
