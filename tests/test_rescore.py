@@ -31,25 +31,9 @@ from dse_tune.selection import (
     select_run,
 )
 from dse_tune.ssl.data import SyntheticScenes, build_probe_set, open_dataset
+from tests import tiny_configs
 
-TINY = dict(
-    method="dino",
-    image_size=32,
-    patch_size=8,
-    embed_dim=64,
-    depth=2,
-    num_heads=2,
-    batch_size=8,
-    epochs=3,
-    warmup_epochs=0,
-    synthetic_size=32,
-    probe_size=8,
-    head_hidden_dim=64,
-    head_bottleneck_dim=32,
-    head_output_dim=128,
-    num_local_crops=2,
-    seed=0,
-)
+TINY = {**tiny_configs.TINY_DINO, "epochs": 3, "synthetic_size": 32, "probe_size": 8}
 HELD_OUT = 16  # of the 32 scenes, 8 are the monitoring probe
 
 

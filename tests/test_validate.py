@@ -16,24 +16,9 @@ from PIL import Image
 
 from dse_tune.cli import main
 from dse_tune.validate import SCORE_NAMES, correlations, selection_summary
+from tests import tiny_configs
 
-TINY_DINO = dict(
-    method="dino",
-    image_size=32,
-    patch_size=8,
-    embed_dim=64,
-    depth=2,
-    num_heads=2,
-    batch_size=16,
-    epochs=3,
-    synthetic_size=64,
-    probe_size=16,
-    eval_every_n_epochs=1,
-    warmup_epochs=0,
-    head_hidden_dim=64,
-    head_bottleneck_dim=32,
-    head_output_dim=128,
-)
+TINY_DINO = {**tiny_configs.TINY_DINO, "batch_size": 16, "epochs": 3, "synthetic_size": 64, "eval_every_n_epochs": 1}
 
 
 @pytest.fixture(autouse=True)

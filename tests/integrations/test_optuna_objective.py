@@ -30,28 +30,12 @@ from dse_tune.integrations.optuna import (
     peak_value_and_step,
 )
 from dse_tune.selection import load_run
+from tests import tiny_configs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = dict(
-    method="dino",
-    image_size=32,
-    patch_size=8,
-    embed_dim=64,
-    depth=2,
-    num_heads=2,
-    batch_size=8,
-    epochs=2,
-    warmup_epochs=0,
-    synthetic_size=16,
-    probe_size=16,
-    head_hidden_dim=64,
-    head_bottleneck_dim=32,
-    head_output_dim=128,
-    num_local_crops=2,
-    seed=0,
-)
+TINY = tiny_configs.TINY_DINO
 QUIET = {"logger": False, "accelerator": "cpu"}
 # Rises to 0.9 at evaluation 2, then falls for good.
 RISE_AND_FALL = [0.2, 0.6, 0.9, 0.7, 0.5, 0.4, 0.3, 0.2]

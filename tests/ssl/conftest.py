@@ -7,28 +7,11 @@ from pathlib import Path
 import pytest
 
 from dse_tune.ssl.config import PretrainConfig
+from tests import tiny_configs
 
 CAMVID = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "camvid"
 
-TINY = dict(
-    image_size=32,
-    patch_size=8,
-    embed_dim=64,
-    depth=2,
-    num_heads=2,
-    batch_size=8,
-    epochs=2,
-    warmup_epochs=0,
-    synthetic_size=16,
-    probe_size=16,
-    head_hidden_dim=64,
-    head_bottleneck_dim=32,
-    head_output_dim=128,
-    decoder_dim=32,
-    decoder_num_heads=2,
-    num_local_crops=2,
-    seed=0,
-)
+TINY = {**tiny_configs.TINY_DINO, "decoder_dim": 32, "decoder_num_heads": 2}
 
 
 def tiny_config(method: str = "dino", **overrides) -> PretrainConfig:
