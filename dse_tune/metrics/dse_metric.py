@@ -287,8 +287,9 @@ def cluster_spreads(points: Tensor, labels: Tensor, num_clusters: int) -> tuple[
         inside = offsets < sizes[members, None]
         position = torch.where(inside, starts[members, None] + offsets, starts[members, None])
         # One gather per bucket; centring and zeroing the padding rows happen on that copy.
-        block = flat_points[sorted_rows[position]] - flat_means[members].unsqueeze(1)
-        block = block * inside.unsqueeze(-1).to(block.dtype)
+        # In place on the fresh gathered copy (autograd-safe: neither op needs it back).
+        block = flat_points[sorted_rows[position]]
+        block.sub_(flat_means[members].unsqueeze(1)).mul_(inside.unsqueeze(-1).to(block.dtype))
         nuclear = gram_singular_values(block).sum(-1)
         denominator = torch.clamp(sizes[members] - 1, min=channels).to(points.dtype).sqrt()
         spreads = spreads.index_put((members,), nuclear / denominator)

@@ -106,13 +106,15 @@ def kmeans_plus_plus(
 def cluster_means(points: Tensor, labels: Tensor, num_clusters: int) -> tuple[Tensor, Tensor]:
     """Per-cluster means (G, k, d) and counts (G, k), no Python loop.
 
-    A one-hot (G, k, n) @ (G, n, d) product: a GEMM is far faster than scatter-add of
-    whole rows on CPU, and it is differentiable in ``points``.
+    One ``index_add`` of every row into its (group, cluster) slot: a single pass over the
+    points (a one-hot GEMM would cost k times more), differentiable in ``points``.
     """
-    one_hot = torch.nn.functional.one_hot(labels, num_clusters).to(points.dtype).transpose(1, 2)
-    counts = one_hot.sum(dim=2)
-    sums = torch.bmm(one_hot, points)
-    return sums / counts.clamp(min=1).unsqueeze(-1), counts
+    groups, _, dim = points.shape
+    slots = (labels + torch.arange(groups, device=labels.device).unsqueeze(1) * num_clusters).reshape(-1)
+    sums = points.new_zeros(groups * num_clusters, dim).index_add(0, slots, points.reshape(-1, dim))
+    counts = torch.bincount(slots, minlength=groups * num_clusters).to(points.dtype)
+    counts = counts.reshape(groups, num_clusters)
+    return sums.reshape(groups, num_clusters, dim) / counts.clamp(min=1).unsqueeze(-1), counts
 
 
 def _relocate_empty(points: Tensor, centroids: Tensor, counts: Tensor, distances: Tensor, labels: Tensor) -> Tensor:
