@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The CamVid study of docs/validation.md, as run on the 2-core CPU machine (2026-11-28).
+# Pretraining uses all 701 frames without labels (train + val + test images, as the
+# study's issue asks); the probe is fitted on the train masks and scored on test.
+# Each pretraining run took 12-40 min on one thread while other work shared the machine.
+set -euo pipefail
+CAMVID=${CAMVID:-../shared/data/camvid}
+RUNS=${RUNS:-runs/camvid}
+COMMON=(--data "$CAMVID" --splits train val test --epochs 60 --image-size 64 --patch-size 8
+        --embed-dim 192 --depth 4 --heads 3 --batch-size 32 --lr 1e-3 --eval-every 3
+        --probe-size 64 --threads 1 --no-progress)
+
+dse-tune pretrain --method dino --teacher-momentum 0.99 "${COMMON[@]}" --out "$RUNS/camvid_dino_b0" &
+dse-tune pretrain --method mae "${COMMON[@]}" --out "$RUNS/camvid_mae_b0" &
+wait
+dse-tune pretrain --method mae --dse-beta 0.1 "${COMMON[@]}" --out "$RUNS/camvid_mae_b0.1"
+
+for run in camvid_dino_b0 camvid_mae_b0 camvid_mae_b0.1; do
+  dse-tune validate "$RUNS/$run" --data "$CAMVID" --out "$RUNS/validate_$run" --threads 1 &
+done
+wait

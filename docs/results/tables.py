@@ -1,0 +1,41 @@
+"""Markdown tables of docs/validation.md from the committed validation JSON files.
+
+    python docs/results/tables.py docs/results/validation_*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+SCORES = ("dse_monitored", "dse", "dse_standardized", "dse_dim", "dse_class_relevance",
+          "rankme_tokens", "rankme_pooled", "alpha_req_tokens", "alpha_req_pooled")
+
+
+def fmt(value, digits=3):
+    return "n/a" if value is None else f"{value:+.{digits}f}"
+
+
+def main(paths: list[str]) -> None:
+    reports = {Path(p).stem.removeprefix("validation_"): json.loads(Path(p).read_text()) for p in paths}
+    names = list(reports)
+    print("| score | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for score in SCORES:
+        print(f"| {score} | " + " | ".join(fmt(r["kendall_tau"].get(score)) for r in reports.values()) + " |")
+    print()
+    print("| run | mIoU range over checkpoints | selected (epoch, mIoU) | last (epoch, mIoU) | best (epoch, mIoU) | gain vs last |")
+    print("|---|---|---|---|---|---|")
+    for name, report in reports.items():
+        s = report["selection"]
+        mious = [row["miou"] for row in report["checkpoints"] if row.get("miou") is not None]
+        print(
+            f"| {name} | {min(mious):.4f} - {max(mious):.4f} | {s['selected']['epoch']}, {s['selected']['miou']:.4f} | "
+            f"{s['last']['epoch']}, {s['last']['miou']:.4f} | {s['best']['epoch']}, {s['best']['miou']:.4f} | "
+            f"{fmt(s['gain_vs_last'], 4)} |"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
