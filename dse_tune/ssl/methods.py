@@ -79,10 +79,30 @@ def _dino_heads(config: PretrainConfig, input_dim: int) -> tuple[DINOProjectionH
 
 
 class _TeacherStudentMixin:
-    """Teacher temperature warm-up and last-layer freezing shared by DINO and iBOT."""
+    """What DINO and iBOT share: student/teacher backbones and heads (the EMA teacher is
+    scored), the CLS-token DINO loss, teacher temperature warm-up, last-layer freezing."""
 
     config: PretrainConfig
     student_head: DINOProjectionHead
+
+    def build_teacher_student(self, model: nn.Module, kind: str) -> None:
+        self.student_backbone, self.teacher_backbone = vit_backbone_pair(self.config, model, kind)
+        self.student_head, self.teacher_head = _dino_heads(self.config, self.student_backbone.embed_dim)
+
+    def dino_loss(self) -> DINOLoss:
+        return DINOLoss(
+            output_dim=self.config.head_output_dim,
+            warmup_teacher_temp=self.config.warmup_teacher_temp,
+            teacher_temp=self.config.teacher_temp,
+            student_temp=self.config.student_temp,
+        )
+
+    @property
+    def scored_backbone(self) -> TokenBackbone:
+        return self.teacher_backbone
+
+    def momentum_pairs(self):
+        return [(self.student_backbone, self.teacher_backbone), (self.student_head, self.teacher_head)]
 
     def teacher_temperature(self) -> float:
         warmup_steps = self.config.teacher_temp_warmup_epochs * self._steps_per_epoch()
@@ -122,22 +142,8 @@ class DINOModule(_TeacherStudentMixin, DenseSSLModule):
 
     def __init__(self, config: PretrainConfig | dict[str, Any]) -> None:
         super().__init__(config)
-        model, kind = create_backbone(self.config)
-        self.student_backbone, self.teacher_backbone = vit_backbone_pair(self.config, model, kind)
-        self.student_head, self.teacher_head = _dino_heads(self.config, self.student_backbone.embed_dim)
-        self.criterion = DINOLoss(
-            output_dim=self.config.head_output_dim,
-            warmup_teacher_temp=self.config.warmup_teacher_temp,
-            teacher_temp=self.config.teacher_temp,
-            student_temp=self.config.student_temp,
-        )
-
-    @property
-    def scored_backbone(self) -> TokenBackbone:
-        return self.teacher_backbone
-
-    def momentum_pairs(self):
-        return [(self.student_backbone, self.teacher_backbone), (self.student_head, self.teacher_head)]
+        self.build_teacher_student(*create_backbone(self.config))
+        self.criterion = self.dino_loss()
 
     def build_transform(self):
         return self.multi_crop_transform(DINOTransform)
@@ -179,26 +185,13 @@ class IBOTModule(_TeacherStudentMixin, DenseSSLModule):
         model, kind = create_backbone(self.config)
         if not getattr(model, "has_class_token", False):
             raise BackboneMismatchError(f"method 'ibot' distils the CLS token; backbone {self.config.backbone!r} has none")
-        self.student_backbone, self.teacher_backbone = vit_backbone_pair(self.config, model, kind)
-        self.student_head, self.teacher_head = _dino_heads(self.config, self.student_backbone.embed_dim)
-        self.cls_criterion = DINOLoss(
-            output_dim=self.config.head_output_dim,
-            warmup_teacher_temp=self.config.warmup_teacher_temp,
-            teacher_temp=self.config.teacher_temp,
-            student_temp=self.config.student_temp,
-        )
+        self.build_teacher_student(model, kind)
+        self.cls_criterion = self.dino_loss()
         self.patch_criterion = IBOTPatchLoss(
             output_dim=self.config.head_output_dim,
             teacher_temp=self.config.teacher_temp,
             student_temp=self.config.student_temp,
         )
-
-    @property
-    def scored_backbone(self) -> TokenBackbone:
-        return self.teacher_backbone
-
-    def momentum_pairs(self):
-        return [(self.student_backbone, self.teacher_backbone), (self.student_head, self.teacher_head)]
 
     def build_transform(self):
         return self.multi_crop_transform(IBOTTransform)
