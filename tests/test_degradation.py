@@ -143,7 +143,7 @@ def _run_python(program: str) -> None:
 def test_core_modules_import_no_training_framework():
     _run_python(
         "import sys\n"
-        "import dse_tune.degradation, dse_tune.selection\n"
+        "import dse_tune.degradation, dse_tune.selection, dse_tune.metrics, dse_tune.regularizer\n"
         "frameworks = ('lightning', 'pytorch_lightning', 'ray', 'optuna')\n"
         "bad = [m for m in frameworks if m in sys.modules]\n"
         "assert not bad, bad\n"
