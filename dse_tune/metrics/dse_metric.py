@@ -83,7 +83,6 @@ def dse_components(
     gradients: k-means runs on detached tokens, every other step is differentiable).
     Inputs are assumed checked; use ``dse`` for the checked public entry point.
     """
-    num_images, num_tokens, channels = tokens.shape
     if normalize:
         tokens = F.normalize(tokens, dim=-1)
     scale = (tokens - tokens.mean(dim=(0, 1), keepdim=True)).norm(dim=-1).mean()
