@@ -13,9 +13,17 @@ COMMON=(--data "$CAMVID" --splits train val test --epochs 60 --image-size 64 --p
 dse-tune pretrain --method dino --teacher-momentum 0.99 "${COMMON[@]}" --out "$RUNS/camvid_dino_b0" &
 dse-tune pretrain --method mae "${COMMON[@]}" --out "$RUNS/camvid_mae_b0" &
 wait
-dse-tune pretrain --method mae --dse-beta 0.1 "${COMMON[@]}" --out "$RUNS/camvid_mae_b0.1"
+dse-tune pretrain --method mae --dse-beta 0.1 "${COMMON[@]}" --out "$RUNS/camvid_mae_b0.1" &
+dse-tune pretrain --method mae --dse-beta 0.01 "${COMMON[@]}" --out "$RUNS/camvid_mae_b0.01" &
+wait
 
-for run in camvid_dino_b0 camvid_mae_b0 camvid_mae_b0.1; do
+for run in camvid_dino_b0 camvid_mae_b0 camvid_mae_b0.01 camvid_mae_b0.1; do
   dse-tune validate "$RUNS/$run" --data "$CAMVID" --out "$RUNS/validate_$run" --threads 1 &
 done
 wait
+
+# Choosing beta without labels, three ways (docs/results/selection_*.json):
+dse-tune select "$RUNS" --compare raw --out "$RUNS/selection_raw" --no-plot
+dse-tune select "$RUNS" --compare conservative --out "$RUNS/selection_conservative" --no-plot
+dse-tune rescore "$RUNS" --probe-size 64 --out "$RUNS/rescored.json"
+dse-tune select "$RUNS" --rescored "$RUNS/rescored.json" --out "$RUNS/selection_rescored" --no-plot
