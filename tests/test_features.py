@@ -10,16 +10,9 @@ from torch import nn
 from dse_tune.features import dense_tokens, dense_tokens_batched, model_kind
 
 torch.manual_seed(0)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core machine two
-    threads per process oversubscribe the cores and make every small op ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_vit(**kwargs) -> VisionTransformer:

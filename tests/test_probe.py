@@ -23,13 +23,7 @@ from dse_tune.probe import (
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny tensors gain nothing from threads on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def block_masks(num_images: int, grid: int, cell: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,13 +21,7 @@ from tests import tiny_configs
 TINY_DINO = {**tiny_configs.TINY_DINO, "batch_size": 16, "epochs": 3, "synthetic_size": 64, "eval_every_n_epochs": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny models gain nothing from threads on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

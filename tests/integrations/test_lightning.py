@@ -20,17 +20,12 @@ from dse_tune.integrations.lightning import EVALUATION_KEYS, DSEMonitor, load_hi
 
 REPO = Path(__file__).resolve().parents[2]
 # PatchModel keeps a frozen submodule in eval mode on purpose (like an EMA teacher).
-pytestmark = pytest.mark.filterwarnings(r"ignore:Found 1 module\(s\) in eval mode")
+pytestmark = [
+    pytest.mark.filterwarnings(r"ignore:Found 1 module\(s\) in eval mode"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core machine two
-    threads per process oversubscribe the cores and make every small op ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 class PatchModel(pl.LightningModule):

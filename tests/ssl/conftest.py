@@ -26,12 +26,5 @@ def camvid_root() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core machine two
-    threads per process oversubscribe the cores and make every small op ~10x slower."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _tiny_models_on_one_thread(one_torch_thread):
+    """Every test of this package trains tiny models: one torch thread (see tests/conftest.py)."""
