@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
+
+from dse_tune.atomic import atomic_write
 
 COMPONENT_LABELS = {
     "inter": "M_inter (between clusters)",
@@ -74,14 +74,5 @@ def plot_dse_history(history: Mapping[str, Any] | str | Path, path: str | Path, 
         heading += f"\nstopped early: {history.get('stop_reason')}"
     top.set_title(heading, fontsize=10)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Atomic: readers (a sweep dashboard, a human) never see half a PNG.
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        figure.savefig(temporary, format="png", dpi=110)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110))

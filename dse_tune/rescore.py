@@ -45,7 +45,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,6 +55,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dse_tune.atomic import atomic_write_text
 from dse_tune.selection import Evaluation, RunRecord, load_sweep, select_run
 
 __all__ = [
@@ -642,11 +642,11 @@ def write_rescored(
             }
         )
     description = {"held_out_probe": probe.describe(), "settings": dict(settings or {})}
-    _atomic_write_text(path, json.dumps(records, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(records, indent=2, allow_nan=False) + "\n")
     probe_path = path.with_name(
         PROBE_FILENAME if path.name == RESCORED_FILENAME else f"{path.stem}_probe.json"
     )
-    _atomic_write_text(probe_path, json.dumps(description, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(probe_path, json.dumps(description, indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -761,18 +761,6 @@ def _relative(path: Path, folder: Path) -> str:
         return os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
     except ValueError:  # another drive (Windows): keep it absolute
         return str(Path(path).absolute())
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         if name in report:
             print(f"  {name:<12} {report[name]: .3f}")
     if args.json is not None:
-        from dse_tune.integrations.lightning import atomic_write_text
+        from dse_tune.atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(report, indent=2))
         print(f"wrote {args.json}")

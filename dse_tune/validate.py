@@ -497,7 +497,7 @@ def validate(
     Raises:
         ValueError / FileNotFoundError: no run with evaluations, unusable data.
     """
-    from dse_tune.integrations.lightning import atomic_write_text
+    from dse_tune.atomic import atomic_write_text
     from dse_tune.metrics import standardize_dse
     from dse_tune.probe import DEFAULT_STEPS, DEFAULT_WEIGHT_DECAY
     from dse_tune.selection import load_sweep
@@ -662,7 +662,7 @@ def plot_validation(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from dse_tune.integrations.lightning import atomic_write
+    from dse_tune.atomic import atomic_write
 
     names = list(report["per_run"])
     columns = min(3, len(names))

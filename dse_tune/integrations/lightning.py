@@ -51,7 +51,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -61,6 +60,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from dse_tune.atomic import atomic_write_text
 from dse_tune.features import Kind, dense_tokens
 
 HISTORY_JSON = "dse_history.json"
@@ -70,32 +70,6 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 EVALUATION_KEYS = ("index", "epoch", "global_step", "dse", "inter", "intra_image", "intra_batch", "dim", "checkpoint", "seconds")
 COMPONENTS = ("inter", "intra_image", "intra_batch", "dim")
-
-
-# ------------------------------------------------------------------ atomic files
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(temporary_path)``, then move the result onto ``path`` atomically.
-
-    The temporary file lives in the same folder (``os.replace`` is atomic only within
-    one file system) and is removed if ``write`` fails.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda temporary: temporary.write_text(text))
 
 
 def history_to_csv(evaluations: Sequence[Mapping[str, Any]]) -> str:

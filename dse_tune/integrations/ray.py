@@ -50,7 +50,8 @@ import optuna
 from optuna.trial import TrialState
 from ray import tune
 
-from dse_tune.integrations.lightning import DSEMonitor, atomic_write_text
+from dse_tune.atomic import atomic_write_text
+from dse_tune.integrations.lightning import DSEMonitor
 
 if TYPE_CHECKING:
     from dse_tune.config import SweepSpec

@@ -120,7 +120,8 @@ def pretrain(
     from lightning.pytorch.loggers import CSVLogger
     from torch.utils.data import DataLoader, Dataset
 
-    from dse_tune.integrations.lightning import DSEMonitor, atomic_write_text
+    from dse_tune.atomic import atomic_write_text
+    from dse_tune.integrations.lightning import DSEMonitor
     from dse_tune.ssl.config import PretrainConfig
     from dse_tune.ssl.data import ViewsDataset, build_probe_set, open_dataset
     from dse_tune.ssl.methods import build_module
