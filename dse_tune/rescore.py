@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 
 from dse_tune.atomic import atomic_write_text
+from dse_tune.metrics.dse_metric import COMPONENTS
 from dse_tune.selection import Evaluation, RunRecord, load_sweep, select_run
 
 __all__ = [
@@ -83,7 +84,6 @@ SCORES = ("dse", "rankme", "alpha_req")
 #: best value is near 1, not at an extreme.
 SELECTION_SCORES = ("dse", "rankme")
 WHICH = ("candidates", "all")
-COMPONENTS = ("inter", "intra_image", "intra_batch", "dim")
 # The PretrainConfig fields that decide which images a run trained and monitored on.
 _DATA_FIELDS = ("data", "splits", "synthetic_size", "seed")
 

@@ -62,6 +62,8 @@ from torch import Tensor
 
 from dse_tune.atomic import atomic_write_text
 from dse_tune.features import Kind, dense_tokens
+from dse_tune.metrics.dse_metric import COMPONENTS
+from dse_tune.metrics.validation import ConstantFeaturesError
 
 HISTORY_JSON = "dse_history.json"
 HISTORY_CSV = "dse_history.csv"
@@ -69,7 +71,6 @@ PLOT_PNG = "dse_curve.png"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 EVALUATION_KEYS = ("index", "epoch", "global_step", "dse", "inter", "intra_image", "intra_batch", "dim", "checkpoint", "seconds")
-COMPONENTS = ("inter", "intra_image", "intra_batch", "dim")
 
 
 def history_to_csv(evaluations: Sequence[Mapping[str, Any]]) -> str:
@@ -347,11 +348,11 @@ class DSEMonitor(pl.Callback):
         failure = None
         if not bool(torch.isfinite(tokens).all()):
             failure = "dense features contain NaN or infinite values"
-        elif self._collapsed(tokens):
-            failure = "every dense token is the same vector (collapsed features)"
         else:
             try:
                 result = self.scorer(tokens)
+            except ConstantFeaturesError as error:
+                failure = f"collapsed features: {error}"
             except FloatingPointError as error:
                 failure = str(error)
             # Other errors (a probe set too small for the clusters, ...) are setup
@@ -381,13 +382,6 @@ class DSEMonitor(pl.Callback):
         if by_step:
             for logger in pl_module.trainer.loggers:
                 logger.log_metrics(metrics, step=pl_module.trainer.global_step)
-
-    def _collapsed(self, tokens: Tensor) -> bool:
-        flat = tokens.flatten(0, 1).double()
-        if self.dse_kwargs.get("normalize", True):
-            flat = torch.nn.functional.normalize(flat, dim=-1)
-        spread = (flat - flat.mean(dim=0)).norm(dim=-1).mean()
-        return bool(spread <= 1e-6 * max(float(flat.abs().max()), 1e-30))
 
     def _save_checkpoint(self, trainer: pl.Trainer, path: Path) -> None:
         # Every rank must call save_checkpoint (collective); only rank 0 writes.

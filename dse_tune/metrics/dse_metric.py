@@ -22,7 +22,12 @@ from torch import Tensor
 
 from dse_tune.metrics.kmeans import cluster_means, kmeans, squared_distances
 from dse_tune.metrics.spectral import gram_singular_values, normalized_effective_rank
-from dse_tune.metrics.validation import as_token_tensor, check_positive_int, resolve_generator
+from dse_tune.metrics.validation import (
+    ConstantFeaturesError,
+    as_token_tensor,
+    check_positive_int,
+    resolve_generator,
+)
 
 DimEstimator = Literal["per_position", "all_tokens"]
 DIM_ESTIMATORS = ("per_position", "all_tokens")
@@ -187,7 +192,7 @@ def dse(
     # Normalised tokens have unit length; raw ones are compared with their own magnitude.
     magnitude = 1.0 if normalize else max(float(tokens.abs().max()), 1e-30)
     if values["scale"] <= 1e-6 * magnitude:
-        raise ValueError(
+        raise ConstantFeaturesError(
             "features are constant: every token is the same vector, so DSE (a ratio to the "
             "tokens' spread) is undefined"
         )

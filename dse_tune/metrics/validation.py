@@ -8,6 +8,13 @@ from torch import Tensor
 LAYOUTS = ("tokens", "feature_map")
 
 
+class ConstantFeaturesError(ValueError):
+    """Every token is the same vector: DSE, a ratio to the tokens' spread, is undefined.
+
+    A ValueError, so callers that treat it as bad input still can; a training monitor
+    catches this class to record a collapsed run instead of crashing."""
+
+
 def as_token_tensor(features: object, layout: str, *, argument: str = "features") -> Tensor:
     """Return dense features as a float tensor (B, N, d), whatever the documented layout.
 
