@@ -43,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import inspect
 import math
 import numbers
@@ -69,6 +70,8 @@ __all__ = [
     "SearchSpaceError",
     "SweepSpec",
     "load_search_space",
+    "resolve_search_space",
+    "shipped_search_spaces",
     "parse_search_space",
 ]
 
@@ -317,9 +320,38 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_search_space(path: str | Path) -> SweepSpec:
-    """Read and check a YAML search space; raise :class:`SearchSpaceError` if unusable."""
+def shipped_search_spaces() -> dict[str, Path]:
+    """The example search spaces installed with dse_tune (``search_spaces/*.yaml``), by name."""
+    folder = importlib.resources.files("dse_tune.search_spaces")
+    return {
+        entry.name.removesuffix(".yaml"): Path(str(entry))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".yaml")
+    }
+
+
+def resolve_search_space(path: str | Path) -> Path:
+    """``path`` itself if it exists, else the shipped space it names.
+
+    ``dino``, ``dino.yaml`` and ``search_spaces/dino.yaml`` name the shipped
+    ``dino.yaml`` when no such file exists here, so the examples work from any folder
+    and from a wheel install. A path into any other folder is never redirected.
+    """
     path = Path(path)
+    if path.exists() or path.parent not in (Path("."), Path("search_spaces")):
+        return path
+    return shipped_search_spaces().get(path.name.removesuffix(".yaml"), path)
+
+
+def load_search_space(path: str | Path) -> SweepSpec:
+    """Read and check a YAML search space; raise :class:`SearchSpaceError` if unusable.
+
+    ``path`` may also name a shipped example (:func:`resolve_search_space`).
+    """
+    path = resolve_search_space(path)
+    if not path.exists():
+        shipped = ", ".join(sorted(shipped_search_spaces()))
+        raise SearchSpaceError(f"{path}: cannot read the search space: no such file (shipped examples: {shipped})")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:

@@ -34,8 +34,10 @@ HELD_OUT_IMAGES = 64
 
 
 def default_space() -> Path:
-    """``search_spaces/demo_cpu.yaml`` of the source tree this package runs from."""
-    return Path(__file__).resolve().parent.parent / "search_spaces" / SPACE_NAME
+    """``search_spaces/demo_cpu.yaml``, as installed with the package."""
+    from dse_tune.config import shipped_search_spaces
+
+    return shipped_search_spaces()[SPACE_NAME.removesuffix(".yaml")]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help=f"search space (default: search_spaces/{SPACE_NAME} of the source tree)",
+        help=f"search space (default: the shipped search_spaces/{SPACE_NAME})",
     )
     parser.add_argument(
         "--num-cpus",
@@ -72,13 +74,6 @@ def run(args: argparse.Namespace) -> int:
     if resume:
         print(f"{args.out} already holds the demo sweep: continuing it (delete the folder to start over)")
     else:
-        if not space.is_file():
-            print(
-                f"dse-tune demo: error: search space {space} not found; pass --space PATH "
-                f"(the file ships in the source tree: search_spaces/{SPACE_NAME})",
-                file=sys.stderr,
-            )
-            return 2
         try:
             spec = load_search_space(space)
         except SearchSpaceError as error:

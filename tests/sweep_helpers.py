@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The example search spaces of the source tree.
+SPACES = REPO_ROOT / "search_spaces"
 
 #: A 1-block MAE on 64 synthetic 32 px scenes: ~0.3 s per epoch on one core.
 TINY_PRETRAIN: dict[str, Any] = {

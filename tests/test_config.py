@@ -15,10 +15,12 @@ from dse_tune.config import (
     SweepSpec,
     load_search_space,
     parse_search_space,
+    resolve_search_space,
+    shipped_search_spaces,
 )
 from dse_tune.integrations.optuna import DSEDegradationPruner
+from tests.sweep_helpers import SPACES
 
-SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 
 
 def write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
@@ -283,8 +285,30 @@ def test_errors_name_the_file_the_key_and_the_reason(tmp_path, text, message):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(SearchSpaceError, match=r"nope\.yaml: cannot read the search space"):
+    with pytest.raises(SearchSpaceError, match=r"nope\.yaml: cannot read the search space: no such file \(shipped examples: demo_cpu, dino, "):
         load_search_space(tmp_path / "nope.yaml")
+
+
+def test_every_example_space_is_shipped_with_the_package():
+    shipped = shipped_search_spaces()
+    assert sorted(shipped) == sorted(path.stem for path in SPACES.glob("*.yaml"))
+    for name, path in shipped.items():
+        assert path.read_bytes() == (SPACES / f"{name}.yaml").read_bytes()
+
+
+@pytest.mark.parametrize("given", ["dino", "dino.yaml", "search_spaces/dino.yaml"])
+def test_a_shipped_space_is_found_by_name_from_any_folder(tmp_path, monkeypatch, given):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_search_space(given) == shipped_search_spaces()["dino"]
+    assert load_search_space(given).fixed["method"] == "dino"
+
+
+def test_a_local_file_wins_over_the_shipped_space_and_other_folders_are_not_redirected(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("dino.yaml").write_text("pretrain: {method: mae, epochs: 2}\n")
+    assert load_search_space("dino.yaml").fixed["method"] == "mae"
+    with pytest.raises(SearchSpaceError, match=r"elsewhere/dino\.yaml: cannot read the search space: no such file"):
+        load_search_space("elsewhere/dino.yaml")
 
 
 def test_search_space_error_is_a_value_error():

@@ -10,10 +10,11 @@ import pytest
 
 from dse_tune import demo
 from dse_tune.config import load_search_space
-from tests.sweep_helpers import write_space
+from tests.sweep_helpers import SPACES, write_space
 
 
-def test_the_default_demo_space_ships_with_the_source_tree():
+def test_the_default_demo_space_is_the_shipped_one():
+    assert demo.default_space() == SPACES / demo.SPACE_NAME
     spec = load_search_space(demo.default_space())
     betas = spec.dimensions["dse_beta"].values
     assert spec.total_trials >= 4 and len(betas) == 2
@@ -24,7 +25,7 @@ def test_the_default_demo_space_ships_with_the_source_tree():
 def test_a_missing_space_is_named(tmp_path, capsys):
     args = parse(["--space", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "out")])
     assert demo.run(args) == 2
-    assert f"search space {tmp_path / 'nope.yaml'} not found" in capsys.readouterr().err
+    assert f"{tmp_path / 'nope.yaml'}: cannot read the search space: no such file" in capsys.readouterr().err
 
 
 def parse(argv):
