@@ -251,9 +251,32 @@ def select(
     else:
         print(f"chosen checkpoint: {result.best_checkpoint}")
         print(f"chosen beta: {_number(result.best_beta)} (trial {result.best.name}, epoch {result.best_epoch})")
+        if result.compare == "rescored":
+            _print_conservative_choice(runs, spec, rescored, result)
     for path in written:
         print(f"wrote {path}")
     return result
+
+
+def _print_conservative_choice(runs: Any, spec: Any, rescored: Any, chosen: Any) -> None:
+    """Also show what the smallest-beta comparison keeps: in the CamVid study held-out
+    rescored DSE still chose the worse, larger beta every time (docs/validation.md, 5)."""
+    from dse_tune import selection
+
+    safe = selection.select_best(runs, window=spec.window, top=spec.top, rescored=rescored, compare="conservative")
+    if safe.best is None:
+        return
+    same = safe.best.name == chosen.best.name
+    print(
+        f"conservative choice (smallest beta only): beta {_number(safe.best_beta)} "
+        f"(trial {safe.best.name}, epoch {safe.best_epoch}){': the same trial' if same else ''}"
+    )
+    if not same:
+        print(
+            "warning: the rescored comparison chose a larger beta; on CamVid, rescored DSE picked the "
+            "worse beta in all three comparisons (docs/validation.md, section 5). Check with labels "
+            "(dse-tune validate) or keep the conservative choice (dse-tune select --compare conservative)"
+        )
 
 
 def _rescore(sweep_dir: Path, spec: Any, data: Any, splits: list[str] | None, size: int) -> Any:

@@ -63,6 +63,10 @@ def test_demo_sweeps_selects_and_says_what_it_chose(ray_session, tmp_path, capsy
     assert selection["compare"] == "rescored"
     assert f"chosen checkpoint: {selection['best_checkpoint']}" in printed
     assert f"chosen beta: {selection['best_beta']:.4g}" in printed
+    # ... and the smallest-beta choice beside it, with a warning when they differ.
+    assert "conservative choice (smallest beta only): beta 0 (trial " in printed
+    warned = "warning: the rescored comparison chose a larger beta" in printed
+    assert warned == (selection["best_beta"] != 0.0), printed
     assert f"wrote {out.resolve() / 'selection.json'}" in printed
     assert f"wrote {out.resolve() / 'selection.png'}" in printed
     assert "trial-epochs run: 8 of 8 without pruning" in printed
