@@ -41,3 +41,12 @@ for run in camvid_dino150_b0 camvid_dino150_b0.1 camvid_mae150_b0 camvid_mae150_
   dse-tune validate "$RUNS/$run" --data "$CAMVID" --out "$RUNS/validate_$run" --threads 1 --no-progress &
 done
 wait
+
+# Second seeds (seed 1) of plain MAE (150 epochs) and plain DINO (60 epochs).
+dse-tune pretrain --method mae --epochs 150 --seed 1 "${COMMON[@]}" --out "$RUNS/camvid_mae150_b0_seed1" &
+dse-tune pretrain --method dino --teacher-momentum 0.99 --epochs 60 --seed 1 "${COMMON[@]}" --out "$RUNS/camvid_dino_b0_seed1" &
+wait
+for run in camvid_mae150_b0_seed1 camvid_dino_b0_seed1; do
+  dse-tune validate "$RUNS/$run" --data "$CAMVID" --out "$RUNS/validate_$run" --threads 1 --no-progress &
+done
+wait
