@@ -23,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from dse_tune.sweep import execute, positive_int
+from dse_tune.selection_cli import integer_at_least
+from dse_tune.sweep import execute
 
 DEFAULT_OUT = Path("runs/demo")
 SPACE_NAME = "demo_cpu.yaml"
@@ -57,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--num-cpus",
-        type=positive_int,
+        type=integer_at_least(1),
         default=None,
         metavar="N",
         help="CPUs of the local Ray cluster (default: all available)",

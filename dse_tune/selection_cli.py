@@ -31,12 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--window",
-        type=_integer(0),
+        type=integer_at_least(0),
         default=2,
         help="a candidate is the maximum within +-WINDOW evaluations (default: 2)",
     )
     parser.add_argument(
-        "--top", type=_integer(1), default=3, help="candidates kept per trial (default: 3)"
+        "--top", type=integer_at_least(1), default=3, help="candidates kept per trial (default: 3)"
     )
     parser.add_argument(
         "--rescored",
@@ -139,7 +139,9 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _integer(minimum: int):
+def integer_at_least(minimum: int):
+    """argparse type: an integer >= ``minimum``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)

@@ -29,6 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dse_tune.selection_cli import integer_at_least
+
 EXIT_INTERRUPTED = 130
 
 
@@ -72,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--num-cpus",
-        type=positive_int,
+        type=integer_at_least(1),
         default=None,
         metavar="N",
         help="CPUs of a local cluster (default: all available)",
@@ -89,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rescore-size",
-        type=positive_int,
+        type=integer_at_least(1),
         default=64,
         metavar="N",
         help="number of held-out images (default: 64)",
@@ -305,17 +307,6 @@ def _rescore(sweep_dir: Path, spec: Any, data: Any, splits: list[str] | None, si
         return None
     print(f"rescored {len(rescored)} candidate checkpoint(s) on held-out images")
     return rescored
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
 
 
 def _number(value: float | None) -> str:

@@ -47,6 +47,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial
 
 from dse_tune.degradation import DegradationDecision, DegradationRule
+from dse_tune.selection_cli import integer_at_least
 
 if TYPE_CHECKING:
     from dse_tune.ssl.config import PretrainConfig
@@ -897,7 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     worker.add_argument("--study", required=True, help="study name")
     worker.add_argument(
-        "--n-trials", type=_positive_int, default=None, help="trials this worker runs"
+        "--n-trials", type=integer_at_least(1), default=None, help="trials this worker runs"
     )
     worker.add_argument(
         "--timeout", type=float, default=None, help="stop starting trials after this many seconds"
@@ -929,16 +930,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"trial {trial.number}: {trial.state.name} {attrs.get('error', '')}".rstrip())
     return 0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 if __name__ == "__main__":
