@@ -1,29 +1,57 @@
 """dse_tune: label-free model selection for self-supervised dense features.
 
-The core (``dse_tune.metrics``, ``dse_tune.degradation``, ``dse_tune.selection``) is pure
-torch/Python; framework adapters live in ``dse_tune.integrations``.
+The core (``dse_tune.metrics``, ``dse_tune.degradation``, ``dse_tune.runs``,
+``dse_tune.selection``, ``dse_tune.tracker``) imports no Lightning, Ray or Optuna;
+framework adapters live in ``dse_tune.integrations``, the command line in
+``dse_tune.cli``.
+
+Names are loaded on first use, so ``import dse_tune.runs`` or ``dse_tune.selection``
+stays standard-library only (no torch) for tools that just read run folders.
+
+Example:
+    >>> import torch, dse_tune
+    >>> result = dse_tune.dse(torch.randn(16, 16, 8), seed=0)
+    >>> sorted(result.as_dict())[:3]
+    ['dim', 'inter', 'intra_batch']
 """
 
-from dse_tune.metrics import DSEResult, alpha_req, dse, lidar, rankme, standardize_dse
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DSEResult",
-    "DSERegularizer",
-    "alpha_req",
-    "dse",
-    "lidar",
-    "rankme",
-    "standardize_dse",
-]
+# public name -> module that owns it
+_EXPORTS = {
+    "DSEResult": "dse_tune.metrics",
+    "TokenScore": "dse_tune.metrics",
+    "alpha_req": "dse_tune.metrics",
+    "dse": "dse_tune.metrics",
+    "lidar": "dse_tune.metrics",
+    "rankme": "dse_tune.metrics",
+    "score_tokens": "dse_tune.metrics",
+    "standardize_dse": "dse_tune.metrics",
+    "DSERegularizer": "dse_tune.regularizer",
+    "DegradationRule": "dse_tune.degradation",
+    "peak": "dse_tune.degradation",
+    "RunRecord": "dse_tune.runs",
+    "read_run": "dse_tune.runs",
+    "select_best": "dse_tune.selection",
+    "DSETracker": "dse_tune.tracker",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    # The regularizer pulls in nn.Module machinery only; imported lazily to keep
-    # `import dse_tune` light for the metric-only use.
-    if name == "DSERegularizer":
-        from dse_tune.regularizer import DSERegularizer
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dse_tune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        return DSERegularizer
-    raise AttributeError(f"module 'dse_tune' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

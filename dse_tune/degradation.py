@@ -15,7 +15,7 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["NAN_POLICIES", "DegradationDecision", "DegradationRule", "first_stop_index"]
+__all__ = ["NAN_POLICIES", "DegradationDecision", "DegradationRule", "Peak", "first_stop_index", "peak"]
 
 #: ``"stop"``: a non-finite DSE stops the run at once (even during warm-up).
 #: ``"ignore"``: non-finite values are skipped as if they had not been reported.
@@ -193,6 +193,55 @@ class DegradationRule:
             "relative_drop": (peak - current) / spread if spread > 0.0 else 0.0,
             "degraded_evaluations": degraded,
         }
+
+
+@dataclass(frozen=True)
+class Peak:
+    """The best value of a DSE history: where it is, what it is, or why there is none.
+
+    Attributes:
+        index: Position of the highest finite value (the first of ties); ``None`` when
+            the history holds no finite value.
+        value: That value; ``None`` likewise.
+        reason: ``None`` when there is a peak, else why not (``"no evaluations"``,
+            ``"no finite DSE in 3 evaluations"``).
+        skipped: How many non-finite values (NaN, +-inf, None) were passed over.
+    """
+
+    index: int | None
+    value: float | None
+    reason: str | None = None
+    skipped: int = 0
+
+    def __bool__(self) -> bool:
+        return self.index is not None
+
+
+def peak(values: Sequence[float | None]) -> Peak:
+    """THE peak of a run: the highest finite DSE and its position (first of ties).
+
+    Every place that needs a run's best value (the monitor, the pretraining summary,
+    the Optuna objective, Ray's ``dse_best``, plots) calls this, so a history whose
+    first evaluation is NaN has the same finite peak everywhere. Non-finite values are
+    skipped; when nothing finite is left the peak is empty and says why.
+
+    Example:
+        >>> peak([float("nan"), 0.2, 0.5, 0.5, 0.1])
+        Peak(index=2, value=0.5, reason=None, skipped=1)
+        >>> peak([float("nan"), None]).reason
+        'no finite DSE in 2 evaluations'
+        >>> bool(peak([]))
+        False
+    """
+    history = _as_floats(values)
+    finite = [(value, i) for i, value in enumerate(history) if math.isfinite(value)]
+    skipped = len(history) - len(finite)
+    if not finite:
+        reason = "no evaluations" if not history else f"no finite DSE in {len(history)} evaluations"
+        return Peak(None, None, reason, skipped)
+    # Highest value; on ties the earliest evaluation (the cheaper, earlier checkpoint).
+    value, index = max(finite, key=lambda pair: (pair[0], -pair[1]))
+    return Peak(index, value, None, skipped)
 
 
 def first_stop_index(values: Sequence[float], rule: DegradationRule | None = None) -> int | None:

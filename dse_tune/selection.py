@@ -1,10 +1,9 @@
 """Label-free selection: candidate checkpoints per run, then the best run and beta.
 
-Pure Python (standard library only; matplotlib is imported inside
-:func:`plot_selection`). The data model does not care where histories come from:
-:func:`load_run` / :func:`load_sweep` read the ``dse_history.json`` files written by the
-Lightning callback, and any other source (an Optuna study, a Ray result grid) only has
-to build :class:`RunRecord` objects.
+Pure Python (standard library only). The data model (:class:`~dse_tune.runs.RunRecord`)
+does not care where histories come from: :func:`dse_tune.runs.load_sweep` reads run
+folders, and any other source (an Optuna study, a Ray result grid) only has to build
+``RunRecord`` objects. The plot is :func:`dse_tune.plotting.plot_selection`.
 
 Within a run (the paper's protocol): the candidates are the local maxima of the run's
 DSE curve within +-``window`` evaluations, the ``top`` highest of them; the chosen
@@ -49,36 +48,28 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dse_tune.atomic import atomic_write_text
+from dse_tune.runs import SELECTION_FILE, Evaluation, RunRecord
+
 __all__ = [
     "COMPARE_MODES",
-    "HISTORY_FILENAME",
-    "SELECTION_FILENAME",
-    "Evaluation",
     "Rescored",
-    "RunRecord",
     "RunSelection",
     "SelectionResult",
     "candidate_indices",
     "load_rescored",
-    "load_run",
-    "load_sweep",
-    "plot_selection",
     "select_best",
     "select_run",
     "selection_to_dict",
     "write_selection",
 ]
 
-HISTORY_FILENAME = "dse_history.json"
-SELECTION_FILENAME = "selection.json"
 COMPARE_MODES = ("auto", "rescored", "conservative", "raw")
-COMPONENTS = ("inter", "intra_image", "intra_batch", "dim")
 
 
 # --------------------------------------------------------------------------- candidates
@@ -116,85 +107,6 @@ def candidate_indices(values: Sequence[float], window: int = 2, top: int | None 
 
 
 # --------------------------------------------------------------------------- data model
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """One DSE evaluation of a run (one row of ``dse_history.json``)."""
-
-    index: int
-    dse: float
-    epoch: int | None = None
-    global_step: int | None = None
-    #: As recorded: relative to the run directory (or absolute).
-    checkpoint: str | None = None
-    seconds: float | None = None
-    #: Raw DSE components (``inter``, ``intra_image``, ``intra_batch``, ``dim``).
-    components: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """A run's DSE history, wherever it came from (file, Optuna study, Ray result).
-
-    ``problem`` says why a run has no usable evaluations (unreadable file, ...); such
-    runs are reported, never selected.
-    """
-
-    name: str
-    evaluations: tuple[Evaluation, ...] = ()
-    config: Mapping[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-    stopped_early: bool = False
-    stop_reason: str | None = None
-    problem: str | None = None
-
-    @property
-    def beta(self) -> float | None:
-        """``config["dse_beta"]``: the DSE regularization weight, None if not recorded."""
-        value = self.config.get("dse_beta")
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return float(value)
-        return None
-
-    @property
-    def dse(self) -> list[float]:
-        """The DSE history in evaluation order."""
-        return [evaluation.dse for evaluation in self.evaluations]
-
-    def checkpoint_path(self, evaluation: Evaluation) -> Path | None:
-        """Where ``evaluation``'s checkpoint lives (relative paths resolved on ``path``)."""
-        if evaluation.checkpoint is None:
-            return None
-        checkpoint = Path(evaluation.checkpoint)
-        if checkpoint.is_absolute() or self.path is None:
-            return checkpoint
-        return self.path / checkpoint
-
-    @classmethod
-    def from_values(
-        cls,
-        name: str,
-        values: Sequence[float],
-        *,
-        beta: float | None = None,
-        epochs: Sequence[int] | None = None,
-        stopped_early: bool = False,
-        **kwargs: Any,
-    ) -> RunRecord:
-        """A record from a bare DSE sequence (epochs default to the evaluation index)."""
-        series = _as_floats(values, "values")
-        epochs = list(range(len(series))) if epochs is None else list(epochs)
-        if len(epochs) != len(series):
-            raise ValueError(f"epochs has {len(epochs)} entries but values has {len(series)}")
-        evaluations = tuple(
-            Evaluation(index=i, dse=v, epoch=e)
-            for i, (v, e) in enumerate(zip(series, epochs, strict=True))
-        )
-        config = dict(kwargs.pop("config", {}))
-        if beta is not None:
-            config["dse_beta"] = beta
-        return cls(name, evaluations, config, stopped_early=stopped_early, **kwargs)
 
 
 #: Held-out scores for candidates: a mapping from checkpoint path to value, or a
@@ -420,71 +332,6 @@ def describe_rule(compare: str, window: int = 2, top: int | None = 3) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def load_run(run_dir: str | os.PathLike, name: str | None = None) -> RunRecord:
-    """Read ``RUN_DIR/dse_history.json`` (or the file itself) into a :class:`RunRecord`."""
-    path = Path(run_dir)
-    history_file = path if path.is_file() else path / HISTORY_FILENAME
-    run_path = history_file.parent
-    try:
-        text = history_file.read_text(encoding="utf-8")
-    except OSError as error:
-        raise FileNotFoundError(f"cannot read {history_file}: {error.strerror or error}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{history_file}: not valid JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{history_file}: expected a JSON object, got {type(data).__name__}")
-    config = data.get("config")
-    config = {} if config is None else config
-    if not isinstance(config, dict):
-        raise ValueError(f"{history_file}: 'config' must be an object")
-    rows = data.get("evaluations")
-    rows = [] if rows is None else rows
-    if not isinstance(rows, list):
-        raise ValueError(f"{history_file}: 'evaluations' must be a list")
-    evaluations = [_parse_evaluation(row, i, history_file) for i, row in enumerate(rows)]
-    evaluations.sort(key=lambda e: e.index)  # stable: equal indices keep file order
-    stop_reason = data.get("stop_reason")
-    return RunRecord(
-        name=name or run_path.resolve().name,
-        evaluations=tuple(evaluations),
-        config=config,
-        path=run_path,
-        stopped_early=bool(data.get("stopped_early", False)),
-        stop_reason=None if stop_reason is None else str(stop_reason),
-    )
-
-
-def load_sweep(root: str | os.PathLike, strict: bool = False) -> list[RunRecord]:
-    """Every run below ``root`` (a run directory or a sweep of them), sorted by name.
-
-    Each directory holding ``dse_history.json`` is a run, named by its path relative to
-    ``root``; the search does not descend into a run (copies of the history inside its
-    checkpoint folders are not runs). An unreadable history raises with ``strict``,
-    else becomes an empty run whose ``problem`` says what went wrong.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"not a directory: {root}")
-    runs = []
-    for directory, subdirectories, files in os.walk(root):
-        subdirectories.sort()
-        if HISTORY_FILENAME not in files:
-            continue
-        subdirectories.clear()
-        run_dir = Path(directory)
-        relative = run_dir.relative_to(root).as_posix()
-        name = root.resolve().name if relative == "." else relative
-        try:
-            runs.append(load_run(run_dir, name=name))
-        except (OSError, ValueError) as error:
-            if strict:
-                raise
-            runs.append(RunRecord(name=name, path=run_dir, problem=str(error)))
-    return sorted(runs, key=lambda run: run.name)
-
-
 def load_rescored(path: str | os.PathLike) -> dict[str, float]:
     """Read rescored candidate values: ``{checkpoint: value}`` or ``[{checkpoint, dse}]``.
 
@@ -517,37 +364,6 @@ def load_rescored(path: str | os.PathLike) -> dict[str, float]:
     return values
 
 
-def _parse_evaluation(row: Any, position: int, history_file: Path) -> Evaluation:
-    where = f"{history_file}: evaluations[{position}]"
-    if not isinstance(row, dict):
-        raise ValueError(f"{where} must be an object")
-    if "dse" not in row:
-        raise ValueError(f"{where} has no 'dse'")
-
-    def number(key: str, kind: type = float):
-        value = row.get(key)
-        if value is None:
-            return None
-        try:
-            return kind(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}: {key!r} must be a number, got {value!r}") from None
-
-    dse = number("dse")
-    index = number("index", int)
-    checkpoint = row.get("checkpoint")
-    components = {key: number(key) for key in COMPONENTS if row.get(key) is not None}
-    return Evaluation(
-        index=position if index is None else index,
-        dse=math.nan if dse is None else dse,
-        epoch=number("epoch", int),
-        global_step=number("global_step", int),
-        checkpoint=None if checkpoint is None else str(checkpoint),
-        seconds=number("seconds"),
-        components=components,
-    )
-
-
 # --------------------------------------------------------------------------- writing
 
 
@@ -575,70 +391,7 @@ def write_selection(result: SelectionResult, out_dir: str | os.PathLike) -> Path
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(selection_to_dict(result), indent=2, allow_nan=False) + "\n"
-    target = out_dir / SELECTION_FILENAME
-    with _atomic_path(target) as temporary:
-        temporary.write_text(text, encoding="utf-8")
-    return target
-
-
-def plot_selection(result: SelectionResult, path: str | os.PathLike) -> Path:
-    """Draw every trial's DSE curve with its candidates, stop point and the winner (PNG)."""
-    # Figure + Agg canvas, not pyplot: no global backend switch, safe in any process.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    path = Path(path)
-    trials = [t for t in result.trials if t.run.evaluations]
-    by_epoch = all(e.epoch is not None for t in trials for e in t.run.evaluations)
-
-    def x_of(evaluation: Evaluation) -> int:
-        return evaluation.epoch if by_epoch else evaluation.index
-
-    figure = Figure(figsize=(9, 5), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    for t in trials:
-        xs = [x_of(e) for e in t.run.evaluations]
-        ys = [e.dse if math.isfinite(e.dse) else math.nan for e in t.run.evaluations]
-        beta = "?" if t.beta is None else f"{t.beta:g}"
-        (line,) = axes.plot(xs, ys, marker=".", label=f"{t.name} (beta={beta})")
-        color = line.get_color()
-        axes.scatter(
-            [xs[p] for p in t.candidates],
-            [ys[p] for p in t.candidates],
-            s=90,
-            facecolors="none",
-            edgecolors=color,
-            zorder=3,
-        )
-        if t.stopped_early:
-            axes.scatter([xs[-1]], [ys[-1]], marker="x", s=90, color=color, zorder=3)
-    if result.best is not None and result.best.chosen_evaluation is not None:
-        chosen = result.best.chosen_evaluation
-        axes.scatter(
-            [x_of(chosen)],
-            [chosen.dse],
-            marker="*",
-            s=320,
-            color="gold",
-            edgecolors="black",
-            zorder=4,
-        )
-    handles, _ = axes.get_legend_handles_labels()
-    handles += [
-        Line2D([], [], ls="", marker="o", mfc="none", color="gray", label="candidate"),
-        Line2D([], [], ls="", marker="x", color="gray", label="stopped early"),
-        Line2D([], [], ls="", marker="*", ms=14, mfc="gold", mec="black", label="selected"),
-    ]
-    axes.legend(handles=handles, fontsize="small" if len(trials) <= 8 else "x-small")
-    axes.set_xlabel("epoch" if by_epoch else "evaluation")
-    axes.set_ylabel("DSE (monitoring probe)")
-    axes.set_title(f"DSE per trial; selection by {result.compare} comparison")
-    axes.grid(alpha=0.3)
-    with _atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=110)
-    return path
+    return atomic_write_text(out_dir / SELECTION_FILE, text)
 
 
 def _trial_to_dict(t: RunSelection, is_best: bool) -> dict[str, Any]:
@@ -662,28 +415,6 @@ def _trial_to_dict(t: RunSelection, is_best: bool) -> dict[str, Any]:
         "problem": t.run.problem,
         "selected": is_best,
     }
-
-
-class _atomic_path:
-    """Context manager: a temporary sibling of ``target``, moved onto it on success."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(
-            prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent
-        )
-        os.close(handle)
-        self.temporary = Path(name)
-        return self.temporary
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if kind is None:
-            os.replace(self.temporary, self.target)
-        else:
-            self.temporary.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- helpers

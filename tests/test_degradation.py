@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import dse_tune.degradation as degradation
-from dse_tune.degradation import DegradationDecision, DegradationRule, first_stop_index
+from dse_tune.degradation import DegradationDecision, DegradationRule, first_stop_index, peak
 from tests.degradation_cases import DEGRADATION_CASES, RISE_PEAK_FALL, case_ids
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +154,8 @@ def test_core_modules_need_only_the_standard_library():
     # Loaded on their own (without the package __init__, which imports the metrics).
     _run_python(
         "import sys, importlib.util\n"
-        "for name in ('degradation', 'selection'):\n"
+        "import dse_tune.runs, dse_tune.selection\n"
+        "for name in ('degradation', 'selection', 'runs'):\n"
         "    spec = importlib.util.spec_from_file_location('_' + name, f'dse_tune/{name}.py')\n"
         "    module = importlib.util.module_from_spec(spec)\n"
         "    sys.modules[spec.name] = module\n"
@@ -163,3 +164,27 @@ def test_core_modules_need_only_the_standard_library():
         "bad = [m for m in heavy if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
+
+
+# ------------------------------------------------------------------------- peak
+
+
+@pytest.mark.parametrize(
+    "values, index, value, skipped",
+    [
+        ([math.nan, 0.2, 0.5, 0.5, 0.1], 2, 0.5, 1),  # first NaN: the finite peak, first of ties
+        ([None, math.inf, 0.3], 2, 0.3, 2),
+        ([0.4], 0, 0.4, 0),
+    ],
+)
+def test_peak_ignores_non_finite_values(values, index, value, skipped):
+    found = peak(values)
+    assert (found.index, found.value, found.skipped, found.reason) == (index, value, skipped, None)
+
+
+@pytest.mark.parametrize(
+    "values, reason", [([], "no evaluations"), ([math.nan, None], "no finite DSE in 2 evaluations")]
+)
+def test_peak_says_why_there_is_none(values, reason):
+    found = peak(values)
+    assert not found and found.value is None and found.reason == reason

@@ -10,63 +10,18 @@ import pytest
 
 import dse_tune.selection as selection
 from dse_tune import selection_cli
+from dse_tune.plotting import plot_selection
+from dse_tune.runs import RunRecord, load_sweep, read_run
 from dse_tune.selection import (
-    RunRecord,
     candidate_indices,
     load_rescored,
-    load_run,
-    load_sweep,
-    plot_selection,
     select_best,
     select_run,
     write_selection,
 )
+from tests.run_folders import beta_sweep, write_run  # noqa: F401  (fixture)
 
 NAN = math.nan
-
-
-def write_run(
-    directory: Path,
-    dse: list[float | None],
-    beta: float | None = 0.0,
-    *,
-    every: int = 10,
-    stopped_early: bool = False,
-    stop_reason: str | None = None,
-    make_checkpoints: bool = True,
-) -> Path:
-    """A RUN_DIR in the format the Lightning callback writes."""
-    directory.mkdir(parents=True, exist_ok=True)
-    evaluations = []
-    for i, value in enumerate(dse):
-        epoch = every * i
-        checkpoint = f"checkpoints/epoch={epoch:04d}.ckpt"
-        if make_checkpoints:
-            (directory / checkpoint).parent.mkdir(exist_ok=True)
-            (directory / checkpoint).write_bytes(b"weights")
-        evaluations.append(
-            {
-                "index": i,
-                "epoch": epoch,
-                "global_step": 50 * epoch,
-                "dse": value,
-                "inter": 1.0,
-                "intra_image": 0.5,
-                "intra_batch": 0.25,
-                "dim": 0.5,
-                "checkpoint": checkpoint,
-                "seconds": 2.5,
-            }
-        )
-    config = {"lr": 1e-3} if beta is None else {"lr": 1e-3, "dse_beta": beta}
-    history = {
-        "config": config,
-        "evaluations": evaluations,
-        "stopped_early": stopped_early,
-        "stop_reason": stop_reason,
-    }
-    (directory / "dse_history.json").write_text(json.dumps(history))
-    return directory
 
 
 # --------------------------------------------------------------------- candidate_indices
@@ -140,7 +95,7 @@ def test_select_run_without_evaluations_chooses_nothing():
 
 
 def test_select_run_rescoring_can_prefer_a_lower_candidate(tmp_path):
-    run = load_run(write_run(tmp_path / "run", [0.1, 0.6, 0.3, 0.2, 0.9, 0.4]))
+    run = read_run(write_run(tmp_path / "run", [0.1, 0.6, 0.3, 0.2, 0.9, 0.4]))
     rescored = {
         tmp_path / "run" / "checkpoints" / "epoch=0010.ckpt": 0.7,
         str(tmp_path / "run" / "checkpoints" / "epoch=0040.ckpt"): 0.5,
@@ -152,25 +107,6 @@ def test_select_run_rescoring_can_prefer_a_lower_candidate(tmp_path):
 
 
 # --------------------------------------------------------------------- across runs
-
-
-@pytest.fixture
-def beta_sweep(tmp_path) -> Path:
-    """Three betas. The largest has the highest training-probe DSE (it optimizes DSE)
-    but the worst held-out rescored DSE; beta=0.1 is best held out, at its second
-    candidate (epoch 60), not at its monitored peak (epoch 20)."""
-    sweep = tmp_path / "sweep"
-    write_run(sweep / "trial_0_beta=0", [0.10, 0.30, 0.50, 0.45, 0.40, 0.35], 0.0)
-    write_run(
-        sweep / "trial_1_beta=0.1",
-        [0.12, 0.40, 0.62, 0.50, 0.48, 0.55, 0.60, 0.52, 0.45],
-        0.1,
-        stopped_early=True,
-        stop_reason="degraded",
-    )
-    # nested like a Ray Tune trial directory
-    write_run(sweep / "ray" / "trial_2_beta=1", [0.2, 0.7, 0.9, 0.95, 0.93, 0.9], 1.0)
-    return sweep
 
 
 HELD_OUT = {
@@ -296,101 +232,6 @@ def test_rescored_callable_and_errors():
 
 
 # --------------------------------------------------------------------- reading
-
-
-def test_load_run_reads_the_callback_format(tmp_path):
-    run_dir = write_run(
-        tmp_path / "run", [0.1, None, 0.4], 0.25, stopped_early=True, stop_reason="why"
-    )
-    run = load_run(run_dir)
-    assert run.name == "run" and run.path == run_dir
-    assert run.beta == 0.25 and run.config["lr"] == 1e-3
-    assert (run.stopped_early, run.stop_reason) == (True, "why")
-    first = run.evaluations[0]
-    assert (first.index, first.epoch, first.global_step, first.dse, first.seconds) == (
-        0,
-        0,
-        0,
-        0.1,
-        2.5,
-    )
-    assert first.components == {"inter": 1.0, "intra_image": 0.5, "intra_batch": 0.25, "dim": 0.5}
-    assert math.isnan(run.evaluations[1].dse)  # null DSE reads as NaN
-    assert run.checkpoint_path(run.evaluations[2]) == run_dir / "checkpoints/epoch=0020.ckpt"
-
-
-def test_load_run_orders_by_index_and_reads_nan(tmp_path):
-    history = {
-        "config": {"dse_beta": 0.0},
-        "evaluations": [{"index": 1, "epoch": 9, "dse": NAN}, {"index": 0, "epoch": 4, "dse": 0.3}],
-    }
-    (tmp_path / "dse_history.json").write_text(json.dumps(history))  # Python writes NaN
-    run = load_run(tmp_path / "dse_history.json")
-    assert [e.epoch for e in run.evaluations] == [4, 9]
-    assert math.isnan(run.evaluations[1].dse)
-    assert run.stopped_early is False
-
-
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        ("{", "not valid JSON"),
-        ("[]", "expected a JSON object, got list"),
-        ('{"evaluations": {}}', "'evaluations' must be a list"),
-        ('{"evaluations": [{"epoch": 1}]}', r"evaluations\[0\] has no 'dse'"),
-        (
-            '{"evaluations": [{"dse": "high"}]}',
-            r"evaluations\[0\]: 'dse' must be a number, got 'high'",
-        ),
-    ],
-)
-def test_load_run_errors_name_the_file(tmp_path, content, message):
-    (tmp_path / "dse_history.json").write_text(content)
-    with pytest.raises(ValueError, match=message) as error:
-        load_run(tmp_path)
-    assert str(tmp_path / "dse_history.json") in str(error.value)
-
-
-def test_load_run_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cannot read .*dse_history.json"):
-        load_run(tmp_path)
-
-
-def test_load_sweep_finds_runs_recursively_and_tolerates_bad_ones(beta_sweep):
-    write_run(beta_sweep / "trial_3_crashed", [], 0.5)
-    (beta_sweep / "trial_4_corrupt").mkdir()
-    (beta_sweep / "trial_4_corrupt" / "dse_history.json").write_text("{not json")
-    # a copy of the history inside a run's checkpoint folder is not another run
-    copy = beta_sweep / "trial_0_beta=0" / "checkpoints" / "checkpoint_000003"
-    write_run(copy, [9.0, 9.9], 0.0)
-
-    runs = load_sweep(beta_sweep)
-    assert [r.name for r in runs] == [
-        "ray/trial_2_beta=1",
-        "trial_0_beta=0",
-        "trial_1_beta=0.1",
-        "trial_3_crashed",
-        "trial_4_corrupt",
-    ]
-    by_name = {r.name: r for r in runs}
-    assert (
-        by_name["trial_3_crashed"].evaluations == () and by_name["trial_3_crashed"].problem is None
-    )
-    assert "not valid JSON" in by_name["trial_4_corrupt"].problem
-    with pytest.raises(ValueError, match="not valid JSON"):
-        load_sweep(beta_sweep, strict=True)
-
-    result = select_best(runs)
-    assert result.best.name == "trial_0_beta=0"
-    assert any(w.startswith("trial trial_4_corrupt: ") for w in result.warnings)
-
-
-def test_load_sweep_on_a_single_run_dir(tmp_path):
-    write_run(tmp_path / "my_run", [0.1, 0.2], 0.0)
-    assert [r.name for r in load_sweep(tmp_path / "my_run")] == ["my_run"]
-    assert load_sweep(tmp_path / "my_run" / "checkpoints") == []
-    with pytest.raises(FileNotFoundError, match="not a directory"):
-        load_sweep(tmp_path / "nowhere")
 
 
 def test_load_rescored_both_formats(tmp_path, beta_sweep):

@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 
     from dse_tune.ssl.config import PretrainConfig
     from dse_tune.ssl.module import DenseSSLModule
+    from dse_tune.tracker import Listener
 
-CONFIG_JSON = "config.json"
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+from dse_tune.runs import CONFIG_FILE, LAST_CHECKPOINT
 
 
 @dataclass
@@ -78,8 +78,10 @@ class RunResult:
 
     @property
     def best_dse(self) -> float | None:
-        scores = [r["dse"] for r in self.history.get("evaluations", [])]
-        return max(scores) if scores else None
+        """The run's peak DSE (:func:`dse_tune.degradation.peak`: NaN-safe), or None."""
+        from dse_tune.degradation import peak
+
+        return peak([r["dse"] for r in self.history.get("evaluations", [])]).value
 
 
 def pretrain(
@@ -88,6 +90,7 @@ def pretrain(
     *,
     data: "str | Path | Dataset | None" = None,
     callbacks: Sequence["pl.Callback"] = (),
+    listeners: Sequence["Listener"] = (),
     resume_from: str | Path | None = None,
     logger: "bool | Any" = True,
     enable_progress_bar: bool = True,
@@ -105,6 +108,9 @@ def pretrain(
         callbacks: extra Lightning callbacks (a sweep's reporter, a pruner,
             ``ModelCheckpoint(monitor="dse", mode="max")``, ...). They run after the
             DSE monitor, so they see the ``dse`` it logged in the same epoch.
+        listeners: functions ``fn(evaluation, decision)`` added to the run's
+            :class:`~dse_tune.tracker.DSETracker` (see ``DSEMonitor.add_listener``):
+            how a sweep reports each evaluation and how a pruner stops the run.
         resume_from: a checkpoint to continue from (optimizer, schedules, epoch and
             DSE history restored), or ``"last"`` for ``out_dir/checkpoints/last.ckpt``.
         logger: ``True`` for a CSV log in ``out_dir/logs/version_N``, ``False`` for none, or a
@@ -120,8 +126,8 @@ def pretrain(
     from lightning.pytorch.loggers import CSVLogger
     from torch.utils.data import DataLoader, Dataset
 
-    from dse_tune.atomic import atomic_write_text
     from dse_tune.integrations.lightning import DSEMonitor
+    from dse_tune.runs import write_config
     from dse_tune.ssl.config import PretrainConfig
     from dse_tune.ssl.data import ViewsDataset, build_probe_set, open_dataset
     from dse_tune.ssl.methods import build_module
@@ -159,7 +165,7 @@ def pretrain(
     recorded = config.to_dict()
     if isinstance(data, Dataset):
         recorded["data"] = dataset.describe() if hasattr(dataset, "describe") else type(dataset).__name__
-    atomic_write_text(run_dir / CONFIG_JSON, json.dumps(recorded, indent=2) + "\n")
+    write_config(run_dir, recorded)
 
     rule = None
     if config.early_stop:
@@ -180,6 +186,8 @@ def pretrain(
         plot=True,
     )
 
+    for listener in listeners:
+        monitor.add_listener(listener)
     _check_probe_fits_dse(monitor.compute_tokens(module), config)
 
     loader = DataLoader(
@@ -318,7 +326,7 @@ def config_from_args(args: argparse.Namespace) -> "PretrainConfig":
 
     values: dict[str, Any] = {}
     if args.resume:
-        saved = Path(args.out) / CONFIG_JSON
+        saved = Path(args.out) / CONFIG_FILE
         if not saved.is_file():
             raise ValueError(f"--resume: {saved} does not exist; is {args.out} a dse-tune run folder?")
         values.update(PretrainConfig.from_file(saved).to_dict())
@@ -380,8 +388,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"run folder: {result.run_dir}")
     print(f"epochs trained: {result.epochs_completed}; DSE evaluations: {len(evaluations)}")
     if evaluations:
-        best = max(evaluations, key=lambda r: r["dse"])
-        print(f"best DSE {best['dse']:.4f} at epoch {best['epoch']} ({best['checkpoint']})")
+        from dse_tune.degradation import peak
+
+        found = peak([r["dse"] for r in evaluations])
+        if found:
+            best = evaluations[found.index]
+            print(f"best DSE {best['dse']:.4f} at epoch {best['epoch']} ({best['checkpoint']})")
+        else:
+            print(f"best DSE: none ({found.reason})")
     if result.stopped_early:
         print(f"stopped early: {result.stop_reason}")
     return 0

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import dse_tune
 from dse_tune.degradation import DegradationRule, first_stop_index
-from dse_tune.integrations.lightning import EVALUATION_KEYS, DSEMonitor, load_history
+from dse_tune.integrations.lightning import DSEMonitor
+from dse_tune.runs import EVALUATION_KEYS, read_run
 
 REPO = Path(__file__).resolve().parents[2]
 # PatchModel keeps a frozen submodule in eval mode on purpose (like an EMA teacher).
@@ -90,7 +91,7 @@ def test_monitor_scores_logs_and_writes_history_and_checkpoints(tmp_path):
     fit = trainer([monitor], max_epochs=4)
     fit.fit(model, loader())
 
-    history = load_history(tmp_path)
+    history = read_run(tmp_path).to_dict()
     assert history["config"] == {"name": "patch"}
     assert history["stopped_early"] is False and history["stop_reason"] is None
     rows = history["evaluations"]
@@ -173,7 +174,7 @@ def test_early_stopping_follows_the_degradation_rule_in_evaluations(tmp_path, ev
     assert len(monitor.evaluations) == stop_index + 1
     assert monitor.evaluations[-1]["epoch"] == (stop_index + 1) * every_n_epochs - 1
     assert fit.current_epoch == (stop_index + 1) * every_n_epochs
-    history = load_history(tmp_path)
+    history = read_run(tmp_path).to_dict()
     assert history["stopped_early"] is True and history["stop_reason"].startswith("degraded")
 
 
@@ -207,7 +208,7 @@ def test_arguments_are_checked():
         DSEMonitor(torch.zeros(3, 16, 16))
     with pytest.raises(ValueError, match="every_n_epochs"):
         DSEMonitor(probe(), every_n_epochs=0)
-    with pytest.raises(ValueError, match="need run_dir"):
+    with pytest.raises(ValueError, match="needs run_dir"):
         DSEMonitor(probe(), save_last=True)
     with pytest.raises(TypeError, match="decide"):
         DSEMonitor(probe(), early_stopping=object())

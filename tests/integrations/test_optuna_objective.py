@@ -20,7 +20,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-import dse_tune
+import dse_tune.metrics.tolerant
 from dse_tune.degradation import DegradationRule, first_stop_index
 from dse_tune.integrations.optuna import (
     DSEDegradationPruner,
@@ -29,7 +29,7 @@ from dse_tune.integrations.optuna import (
     load_dse_study,
     peak_value_and_step,
 )
-from dse_tune.selection import load_run
+from dse_tune.runs import read_run as load_run
 from tests import tiny_configs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -58,7 +58,7 @@ class ScriptedDSE:
 def scripted(monkeypatch):
     def install(values):
         scorer = ScriptedDSE(values)
-        monkeypatch.setattr(dse_tune, "dse", scorer)
+        monkeypatch.setattr(dse_tune.metrics.tolerant, "dse", scorer)  # where the tracker scores
         return scorer
 
     return install

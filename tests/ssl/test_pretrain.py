@@ -9,10 +9,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-import dse_tune
+import dse_tune.metrics.tolerant
 from dse_tune.cli import main as cli_main
 from dse_tune.degradation import DegradationRule, first_stop_index
-from dse_tune.integrations.lightning import EVALUATION_KEYS, load_history
+from dse_tune.runs import EVALUATION_KEYS, read_run
 from dse_tune.ssl.config import PretrainConfig
 from dse_tune.ssl.data import SyntheticScenes, build_probe_set
 from dse_tune.ssl.methods import load_checkpoint
@@ -40,7 +40,7 @@ def test_each_method_trains_scores_and_checkpoints(tmp_path, method):
     assert len(rows) == 2 and [r["epoch"] for r in rows] == [0, 1] and [r["global_step"] for r in rows] == [2, 4]
     assert all(tuple(r) == EVALUATION_KEYS and math.isfinite(r["dse"]) for r in rows)
     assert extra.seen == pytest.approx([r["dse"] for r in rows]), "extra callbacks see the DSE of their epoch"
-    assert load_history(tmp_path)["evaluations"] == rows
+    assert read_run(tmp_path).to_dict()["evaluations"] == rows
     with open(tmp_path / "dse_history.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 2
     assert json.loads((tmp_path / "config.json").read_text())["method"] == method
@@ -81,11 +81,11 @@ def test_cli_writes_the_run_folder_and_resumes_from_the_right_epoch(tmp_path):
     code = cli_main(["pretrain", "--method", "mocov3", "--data", "synthetic", "--epochs", "2", "--out", str(run_dir), *sizes, *common])
     assert code == 0
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"epoch=0000.ckpt", "epoch=0001.ckpt", "last.ckpt"}
-    before = load_history(run_dir)["evaluations"]
+    before = read_run(run_dir).to_dict()["evaluations"]
 
     code = cli_main(["pretrain", "--out", str(run_dir), "--resume", "--epochs", "3", *common])
     assert code == 0
-    after = load_history(run_dir)["evaluations"]
+    after = read_run(run_dir).to_dict()["evaluations"]
     assert after[:2] == before, "the resumed run keeps the evaluations it continues from"
     assert [(r["index"], r["epoch"], r["global_step"]) for r in after] == [(0, 0, 2), (1, 1, 4), (2, 2, 6)]
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 3
@@ -102,7 +102,7 @@ def test_early_stopping_fires_on_a_scripted_dse_after_the_warm_up(tmp_path, monk
         value = remaining.pop(0)
         return type("Result", (), dict(score=value, inter=value, intra_image=0.0, intra_batch=0.0, dim=0.0))()
 
-    monkeypatch.setattr(dse_tune, "dse", fake_dse)
+    monkeypatch.setattr(dse_tune.metrics.tolerant, "dse", fake_dse)  # where the tracker scores
     degradation = dict(warmup=4, patience=2, min_drop=0.1)
     config = tiny_config("dino", epochs=10, early_stop=True, degradation=degradation, synthetic_size=8)
     result = pretrain(config, tmp_path, enable_progress_bar=False, accelerator="cpu")
@@ -113,7 +113,7 @@ def test_early_stopping_fires_on_a_scripted_dse_after_the_warm_up(tmp_path, monk
     assert result.epochs_completed == stop_index + 1 < config.epochs
     assert result.stopped_early and "degraded" in result.stop_reason
     assert result.best_checkpoint.name == "epoch=0003.ckpt"
-    assert load_history(tmp_path)["stopped_early"] is True
+    assert read_run(tmp_path).to_dict()["stopped_early"] is True
 
 
 def _parse(argv):

@@ -1,0 +1,100 @@
+"""What every ``dse-tune`` subcommand shares: argument types and the one error path.
+
+Every user-facing failure goes through :func:`fail` (raise :class:`CommandError`):
+one line ``error: ...`` on stderr and exit status 2, never a traceback, unless
+``DSE_TUNE_DEBUG=1`` is set, which lets the original exception through to show where it
+came from. :func:`dse_tune.cli.main.main` is the only place that catches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import NoReturn
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
+    "CommandError",
+    "debug_enabled",
+    "existing_dir",
+    "existing_file",
+    "fail",
+    "integer_at_least",
+    "number",
+]
+
+#: Bad input: a missing file, a wrong value (argparse's own usage errors use it too).
+EXIT_USAGE = 2
+#: Interrupted by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """A failure to report as one ``error:`` line with exit status ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Stop the command: ``error: message`` on stderr, exit ``code`` (default 2)."""
+    raise CommandError(message, code)
+
+
+def debug_enabled() -> bool:
+    """``DSE_TUNE_DEBUG=1``: show tracebacks instead of one-line errors."""
+    return os.environ.get("DSE_TUNE_DEBUG", "").strip() not in ("", "0", "false", "no")
+
+
+def integer_at_least(minimum: int):
+    """argparse type: an integer >= ``minimum``.
+
+    Example:
+        >>> integer_at_least(1)("3")
+        3
+        >>> integer_at_least(1)("0")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: must be an integer >= 1, got '0'
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def number(text: str) -> float:
+    """argparse type: a finite float."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def existing_file(text: str) -> Path:
+    """argparse type: a path to an existing file."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {path}" if not path.exists() else f"not a file: {path}")
+    return path
+
+
+def existing_dir(text: str) -> Path:
+    """argparse type: a path to an existing folder."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"no such folder: {path}" if not path.exists() else f"not a folder: {path}")
+    return path

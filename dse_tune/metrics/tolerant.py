@@ -1,0 +1,102 @@
+"""The tolerant scorer: DSE of dense tokens that never raises for a sick model.
+
+:func:`dse_tune.dse` checks its input at the door and raises on NaN, Inf or collapsed
+(constant) features, as a metric should. A training loop, a monitor or a checkpoint
+rescorer wants the opposite for those three cases: a diverged or collapsed model is a
+*result* (recorded as NaN with the reason, and stopped by the degradation rule), not a
+crash that takes the run with it. :func:`score_tokens` is that one place. Setup errors
+(a probe set too small for the clusters, a wrong shape) still raise: they are the
+caller's to fix and would fail every evaluation the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dse_tune.metrics.dse_metric import COMPONENTS, DSEResult, dse
+from dse_tune.metrics.validation import ConstantFeaturesError
+
+__all__ = ["TokenScore", "score_tokens"]
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """DSE and its components, or NaN everywhere and the reason.
+
+    Attributes:
+        score: DSE (lambda = 1), NaN when it could not be computed.
+        inter, intra_image, intra_batch, dim: the raw components, NaN likewise.
+        failure: ``None`` when scored, else one line saying why not.
+        result: the full :class:`~dse_tune.metrics.DSEResult` (None on failure, or when a
+            custom scorer returned something else).
+    """
+
+    score: float
+    inter: float
+    intra_image: float
+    intra_batch: float
+    dim: float
+    failure: str | None = None
+    result: DSEResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"dse", "inter", "intra_image", "intra_batch", "dim", "failure"}``."""
+        return {"dse": self.score, **{name: getattr(self, name) for name in COMPONENTS}, "failure": self.failure}
+
+    @classmethod
+    def failed(cls, reason: str) -> TokenScore:
+        return cls(math.nan, math.nan, math.nan, math.nan, math.nan, failure=reason)
+
+
+def score_tokens(
+    tokens: Tensor,
+    *,
+    scorer: Callable[[Tensor], Any] | None = None,
+    **dse_kwargs: Any,
+) -> TokenScore:
+    """DSE of ``tokens`` (B, N, d), or NaN with the reason when the model is sick.
+
+    Returns NaN components and a ``failure`` for: non-finite features (a diverged run),
+    features for which DSE is undefined (every token the same vector: a collapsed run),
+    and a non-finite score (``FloatingPointError`` inside the metric). Anything else
+    (wrong shape, too few images for the clusters) raises, with the metric's message.
+
+    Args:
+        tokens: dense features, (B, N, d).
+        scorer: ``tokens -> result`` with float attributes ``score, inter, intra_image,
+            intra_batch, dim``; default :func:`dse_tune.dse` with ``dse_kwargs``.
+        dse_kwargs: keyword arguments of :func:`dse_tune.dse` (``seed``, ...).
+
+    Example:
+        >>> import torch
+        >>> from dse_tune import score_tokens
+        >>> score_tokens(torch.randn(16, 16, 8), seed=0).ok
+        True
+        >>> collapsed = score_tokens(torch.ones(16, 16, 8), seed=0)
+        >>> collapsed.score != collapsed.score, collapsed.failure.startswith("collapsed features")
+        (True, True)
+        >>> score_tokens(torch.full((16, 16, 8), float("nan"))).failure
+        'dense features contain NaN or infinite values'
+    """
+    if isinstance(tokens, Tensor) and tokens.is_floating_point() and not bool(torch.isfinite(tokens).all()):
+        return TokenScore.failed("dense features contain NaN or infinite values")
+    try:
+        result = scorer(tokens) if scorer is not None else dse(tokens, **dse_kwargs)
+    except ConstantFeaturesError as error:
+        return TokenScore.failed(f"collapsed features: {error}")
+    except FloatingPointError as error:
+        return TokenScore.failed(f"non-finite DSE: {error}")
+    values = {name: float(getattr(result, name)) for name in ("score", *COMPONENTS)}
+    if not math.isfinite(values["score"]):
+        return TokenScore.failed(f"non-finite DSE ({values['score']!r})")
+    return TokenScore(**values, result=result if isinstance(result, DSEResult) else None)
