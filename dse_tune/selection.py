@@ -62,7 +62,6 @@ __all__ = [
     "RunSelection",
     "SelectionResult",
     "candidate_indices",
-    "load_rescored",
     "select_best",
     "select_run",
     "selection_to_dict",
@@ -327,41 +326,6 @@ def describe_rule(compare: str, window: int = 2, top: int | None = 3) -> str:
         "Chosen per trial: the candidate with the highest DSE. Best: the highest chosen "
         "DSE over all trials (raw comparison, biased toward large beta)."
     )
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def load_rescored(path: str | os.PathLike) -> dict[str, float]:
-    """Read rescored candidate values: ``{checkpoint: value}`` or ``[{checkpoint, dse}]``.
-
-    Relative checkpoint paths are taken relative to the file's directory. The result is
-    a valid ``rescored`` argument of :func:`select_best`.
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise FileNotFoundError(f"cannot read {path}: {error.strerror or error}") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if isinstance(data, dict):
-        pairs = list(data.items())
-    elif isinstance(data, list):
-        pairs = []
-        for i, row in enumerate(data):
-            if not isinstance(row, dict) or "checkpoint" not in row or "dse" not in row:
-                raise ValueError(f"{path}: entry {i} needs 'checkpoint' and 'dse'")
-            pairs.append((row["checkpoint"], row["dse"]))
-    else:
-        raise ValueError(f"{path}: expected an object or a list")
-    values = {}
-    for checkpoint, value in pairs:
-        number = _finite_or_none(value)
-        if number is None:
-            continue
-        values[str(path.parent / checkpoint)] = number
-    return values
 
 
 # --------------------------------------------------------------------------- writing

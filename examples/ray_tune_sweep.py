@@ -19,10 +19,12 @@ from pathlib import Path
 
 from ray import tune
 
-from dse_tune.config import parse_search_space
 from dse_tune.integrations.ray import connect, run_sweep
+from dse_tune.plotting import plot_selection
 from dse_tune.rescore import rescore_sweep
-from dse_tune.selection import load_sweep, plot_selection, select_best, write_selection
+from dse_tune.runs import load_sweep
+from dse_tune.search_space import parse_search_space
+from dse_tune.selection import select_best, write_selection
 from dse_tune.ssl.data import SyntheticScenes
 
 SPACE = {

@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import argparse
 import doctest
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 import dse_tune.selection as selection
-from dse_tune import selection_cli
 from dse_tune.plotting import plot_selection
 from dse_tune.runs import RunRecord, load_sweep, read_run
 from dse_tune.selection import (
@@ -302,73 +299,3 @@ def test_plot_selection_writes_a_png(beta_sweep, tmp_path):
 def test_docstring_examples_run():
     result = doctest.testmod(selection)
     assert result.attempted >= 10 and result.failed == 0
-
-
-# --------------------------------------------------------------------- CLI
-
-
-def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    selection_cli.add_arguments(parser)
-    return selection_cli.run(parser.parse_args(list(argv)))
-
-
-def test_cli_on_a_sweep(beta_sweep, tmp_path, capsys):
-    out = tmp_path / "report"
-    assert run_cli(str(beta_sweep), "--out", str(out)) == 0
-    printed = capsys.readouterr().out
-    lines = printed.splitlines()
-    header = next(line for line in lines if line.lstrip().startswith("trial"))
-    for column in ("trial", "beta", "candidates", "chosen epoch", "DSE", "stopped early"):
-        assert column in header
-    row = next(line for line in lines if "trial_1_beta=0.1" in line)
-    assert "20, 60" in row and "yes" in row
-    winner = next(line for line in lines if line.startswith("*"))
-    assert "trial_0_beta=0" in winner
-    assert "betas [0.1, 1.0] not compared" in printed
-    data = json.loads((out / "selection.json").read_text())
-    assert (data["best_trial"], data["best_epoch"]) == ("trial_0_beta=0", 20)
-    assert (out / "selection.png").read_bytes().startswith(b"\x89PNG")
-
-
-def test_cli_with_rescored_file_and_options(beta_sweep, capsys):
-    rescored = beta_sweep / "rescored.json"
-    rescored.write_text(json.dumps(HELD_OUT))
-    code = run_cli(
-        str(beta_sweep), "--rescored", str(rescored), "--window", "1", "--top", "5", "--no-plot"
-    )
-    assert code == 0
-    data = json.loads((beta_sweep / "selection.json").read_text())  # --out defaults to RUN_DIR
-    assert (data["best_beta"], data["best_epoch"], data["window"], data["top"]) == (0.1, 60, 1, 5)
-    assert not (beta_sweep / "selection.png").exists()
-    assert "rescored" in capsys.readouterr().out
-
-
-def test_cli_on_a_single_run_and_errors(tmp_path, capsys):
-    run_dir = write_run(tmp_path / "run", [0.1, 0.5, 0.3], 0.0)
-    assert run_cli(str(run_dir)) == 0
-    assert json.loads((run_dir / "selection.json").read_text())["best_epoch"] == 10
-
-    (tmp_path / "empty").mkdir()
-    assert run_cli(str(tmp_path / "empty")) == 2
-    assert "no dse_history.json below" in capsys.readouterr().err
-
-    write_run(tmp_path / "crashed", [], 0.0)
-    assert run_cli(str(tmp_path / "crashed")) == 1
-    captured = capsys.readouterr()
-    assert "no trial has a candidate" in captured.err
-    assert (
-        json.loads((tmp_path / "crashed" / "selection.json").read_text())["best_checkpoint"] is None
-    )
-
-    with pytest.raises(SystemExit):
-        run_cli(str(run_dir), "--window", "-1")
-    assert "window" in capsys.readouterr().err
-
-
-def test_dse_tune_cli_dispatches_select(tmp_path):
-    from dse_tune.cli import main
-
-    run_dir = write_run(tmp_path / "run", [0.1, 0.5, 0.3], 0.0)
-    assert main(["select", str(run_dir), "--out", str(tmp_path / "o"), "--no-plot"]) == 0
-    assert (tmp_path / "o" / "selection.json").exists()

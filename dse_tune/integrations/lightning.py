@@ -94,10 +94,27 @@ class DSEMonitor(pl.Callback):
         plot: draw ``dse_curve.png`` in ``run_dir`` when the fit ends (or fails).
         log_prefix: metric names: ``dse``, ``dse/inter``, ..., ``dse_best``.
 
-    Example:
-        >>> monitor = DSEMonitor(probe.images, run_dir="runs/a", every_n_epochs=5)  # doctest: +SKIP
-        >>> trainer = pl.Trainer(max_epochs=100, callbacks=[monitor])               # doctest: +SKIP
-        >>> trainer.fit(model, loader); monitor.best["dse"]                         # doctest: +SKIP
+    Example (a tiny conv "ViT" whose ``dense_tokens`` are its patch embeddings):
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> class Patches(pl.LightningModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.embed = nn.Conv2d(3, 8, 4, stride=4)
+        ...     def dense_tokens(self, images):
+        ...         return self.embed(images).flatten(2).transpose(1, 2)
+        ...     def training_step(self, batch, index):
+        ...         return self.dense_tokens(batch[0]).pow(2).mean()
+        ...     def configure_optimizers(self):
+        ...         return torch.optim.SGD(self.parameters(), lr=0.1)
+        >>> images = torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> monitor = DSEMonitor(images, every_n_epochs=2)
+        >>> trainer = pl.Trainer(max_epochs=4, callbacks=[monitor], logger=False, enable_checkpointing=False,
+        ...                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+        >>> trainer.fit(Patches(), DataLoader(TensorDataset(images), batch_size=8))
+        >>> [row["epoch"] for row in monitor.evaluations], monitor.best["index"] in (0, 1)
+        ([1, 3], True)
     """
 
     def __init__(

@@ -77,8 +77,18 @@ class ImageFolderDataset(Dataset):
             the folder or file).
 
     Example:
-        >>> ds = ImageFolderDataset("../shared/data/camvid", splits="train")  # doctest: +SKIP
-        >>> image, mask = ds[0]  # doctest: +SKIP
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for split in ("train", "val"):
+        ...     for folder in ("images", "masks"):
+        ...         (root / split / folder).mkdir(parents=True)
+        ...     Image.new("RGB", (8, 6)).save(root / split / "images" / "a.png")
+        ...     Image.new("L", (8, 6)).save(root / split / "masks" / "a.png")
+        >>> ds = ImageFolderDataset(root, splits="train")
+        >>> len(ds), ds.has_masks
+        (1, True)
     """
 
     def __init__(self, root: PathLike, splits: str | Sequence[str] | None = None, *, masks: bool = True) -> None:

@@ -1,4 +1,5 @@
-"""``dse-tune pretrain``: dense SSL pretraining with DSE monitoring, and its Python API.
+"""Dense SSL pretraining with DSE monitoring: :func:`pretrain` (the command line
+``dse-tune pretrain`` is :mod:`dse_tune.cli.pretrain`).
 
 Writes a run folder::
 
@@ -22,15 +23,12 @@ Examples::
 Resuming with the same ``--epochs`` continues exactly (optimizer, schedules, epoch, DSE
 history); a larger ``--epochs`` also stretches the cosine schedules to the new total.
 
-Heavy imports (torch, Lightning) happen inside :func:`run` and :func:`pretrain` so that
-``dse-tune --help`` stays fast.
+Heavy imports (torch, Lightning) happen inside :func:`pretrain` so that importing this
+module (and ``dse-tune --help``) stays fast.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -43,7 +41,7 @@ if TYPE_CHECKING:
     from dse_tune.ssl.module import DenseSSLModule
     from dse_tune.tracker import Listener
 
-from dse_tune.runs import CONFIG_FILE, LAST_CHECKPOINT
+from dse_tune.runs import LAST_CHECKPOINT
 
 
 @dataclass
@@ -121,33 +119,79 @@ def pretrain(
     Returns:
         A :class:`RunResult`.
     """
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-    from torch.utils.data import DataLoader, Dataset
+    from torch.utils.data import Dataset
 
-    from dse_tune.integrations.lightning import DSEMonitor
     from dse_tune.runs import write_config
-    from dse_tune.ssl.config import PretrainConfig
-    from dse_tune.ssl.data import ViewsDataset, build_probe_set, open_dataset
+    from dse_tune.ssl.data import build_probe_set
     from dse_tune.ssl.methods import build_module
+
+    config = _resolve_config(config, None if isinstance(data, Dataset) else data)
+    run_dir = Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = _resume_path(run_dir, resume_from)
+
+    import lightning.pytorch as pl
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    dataset = _open_training_data(config, data)
+    probe = build_probe_set(dataset, size=config.probe_size, image_size=config.image_size)
+    module = build_module(config)
+
+    recorded = config.to_dict()
+    if isinstance(data, Dataset):
+        recorded["data"] = dataset.describe() if hasattr(dataset, "describe") else type(dataset).__name__
+    write_config(run_dir, recorded)
+
+    monitor = _build_monitor(config, probe.images, run_dir, recorded, listeners)
+    _check_probe_fits_dse(monitor.compute_tokens(module), config)
+
+    loader = _training_loader(config, dataset, module)
+    trainer = _build_trainer(
+        config, run_dir, [monitor, *callbacks], len(loader), logger, trainer_kwargs,
+        accelerator=accelerator, devices=devices, enable_progress_bar=enable_progress_bar,
+    )
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume_from) if resume_from else None)
+
+    best = monitor.tracker.best  # the peak: NaN-safe, first of ties
+    last_checkpoint = run_dir / LAST_CHECKPOINT
+    return RunResult(
+        run_dir=run_dir,
+        config=config,
+        history=monitor.history,
+        best_checkpoint=None if best is None or best.checkpoint is None else run_dir / best.checkpoint,
+        last_checkpoint=last_checkpoint if last_checkpoint.is_file() else None,
+        epochs_completed=int(trainer.current_epoch),
+        module=module,
+    )
+
+
+def _resolve_config(config: Any, data: str | Path | None) -> "PretrainConfig":
+    """A validated PretrainConfig from a config object, a dict or a file; ``data`` overrides."""
+    from dse_tune.ssl.config import PretrainConfig
 
     if isinstance(config, (str, Path)):
         config = PretrainConfig.from_file(config)
     elif not isinstance(config, PretrainConfig):
         config = PretrainConfig.from_dict(config)
-    if data is not None and not isinstance(data, Dataset):
+    if data is not None:
         config = config.replace(data=str(data))
-    config.validate()
-    run_dir = Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return config.validate()
 
-    if resume_from is not None:
-        resume_from = run_dir / LAST_CHECKPOINT if str(resume_from) == "last" else Path(resume_from)
-        if not resume_from.is_file():
-            raise FileNotFoundError(f"cannot resume: checkpoint {resume_from} does not exist")
 
-    pl.seed_everything(config.seed, workers=True, verbose=False)
+def _resume_path(run_dir: Path, resume_from: str | Path | None) -> Path | None:
+    if resume_from is None:
+        return None
+    path = run_dir / LAST_CHECKPOINT if str(resume_from) == "last" else Path(resume_from)
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: checkpoint {path} does not exist")
+    return path
+
+
+def _open_training_data(config: "PretrainConfig", data: Any) -> Any:
+    from torch.utils.data import Dataset
+
+    from dse_tune.ssl.data import open_dataset
+
     dataset = open_dataset(
         data if isinstance(data, Dataset) else config.data,
         splits=config.splits,
@@ -159,13 +203,14 @@ def pretrain(
             f"batch_size ({config.batch_size}) exceeds the {len(dataset)} images of {dataset.describe()}; "
             "lower batch_size (batches are full: drop_last)"
         )
-    probe = build_probe_set(dataset, size=config.probe_size, image_size=config.image_size)
-    module = build_module(config)
+    return dataset
 
-    recorded = config.to_dict()
-    if isinstance(data, Dataset):
-        recorded["data"] = dataset.describe() if hasattr(dataset, "describe") else type(dataset).__name__
-    write_config(run_dir, recorded)
+
+def _build_monitor(
+    config: "PretrainConfig", probe_images: Any, run_dir: Path, recorded: Mapping[str, Any], listeners: Sequence[Any]
+) -> Any:
+    """The run's DSEMonitor: the probe set, the config's rule (if early_stop), the listeners."""
+    from dse_tune.integrations.lightning import DSEMonitor
 
     rule = None
     if config.early_stop:
@@ -176,7 +221,7 @@ def pretrain(
         except TypeError as error:
             raise ValueError(f"degradation {config.degradation!r}: {error}") from error
     monitor = DSEMonitor(
-        probe.images,
+        probe_images,
         run_dir=run_dir,
         every_n_epochs=config.eval_every_n_epochs,
         seed=config.probe_seed,
@@ -185,12 +230,17 @@ def pretrain(
         config=recorded,
         plot=True,
     )
-
     for listener in listeners:
         monitor.add_listener(listener)
-    _check_probe_fits_dse(monitor.compute_tokens(module), config)
+    return monitor
 
-    loader = DataLoader(
+
+def _training_loader(config: "PretrainConfig", dataset: Any, module: Any) -> Any:
+    from torch.utils.data import DataLoader
+
+    from dse_tune.ssl.data import ViewsDataset
+
+    return DataLoader(
         ViewsDataset(dataset, module.build_transform()),
         batch_size=config.batch_size,
         shuffle=True,
@@ -198,42 +248,39 @@ def pretrain(
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
     )
+
+
+def _build_trainer(
+    config: "PretrainConfig",
+    run_dir: Path,
+    callbacks: list[Any],
+    batches_per_epoch: int,
+    logger: Any,
+    trainer_kwargs: Mapping[str, Any] | None,
+    **arguments: Any,
+) -> "pl.Trainer":
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
     if logger is True:
         # One version folder per fit: Lightning's CSV writer deletes an existing
         # metrics.csv, which would lose the log of the run a resume continues.
         logger = CSVLogger(save_dir=str(run_dir), name="logs")
-    all_callbacks = [monitor, *callbacks]
-    arguments: dict[str, Any] = dict(
+    arguments.update(
         max_epochs=config.epochs,
-        accelerator=accelerator,
-        devices=devices,
-        callbacks=all_callbacks,
+        callbacks=callbacks,
         logger=logger,
-        enable_progress_bar=enable_progress_bar,
         enable_model_summary=False,
         # The monitor writes the checkpoints; Lightning's only if the caller adds one.
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         gradient_clip_val=config.gradient_clip_val,
         default_root_dir=str(run_dir),
-        log_every_n_steps=max(1, min(50, len(loader))),
+        log_every_n_steps=max(1, min(50, batches_per_epoch)),
         num_sanity_val_steps=0,
     )
     arguments.update(trainer_kwargs or {})
-    trainer = pl.Trainer(**arguments)
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume_from) if resume_from else None)
-
-    best = monitor.best
-    best_checkpoint = run_dir / best["checkpoint"] if best and best.get("checkpoint") else None
-    last_checkpoint = run_dir / LAST_CHECKPOINT
-    return RunResult(
-        run_dir=run_dir,
-        config=config,
-        history=monitor.history,
-        best_checkpoint=best_checkpoint,
-        last_checkpoint=last_checkpoint if last_checkpoint.is_file() else None,
-        epochs_completed=int(trainer.current_epoch),
-        module=module,
-    )
+    return pl.Trainer(**arguments)
 
 
 def _check_probe_fits_dse(tokens: Any, config: "PretrainConfig") -> None:
@@ -254,148 +301,3 @@ def _check_probe_fits_dse(tokens: Any, config: "PretrainConfig") -> None:
             f"DSE cannot score the probe set: {num_images} images (probe_size {config.probe_size}) of "
             f"{num_tokens} tokens (image_size {config.image_size}): {error}"
         ) from error
-
-
-# ---------------------------------------------------------------------------- CLI
-
-# CLI flag -> PretrainConfig field, for the settings people change most.
-_FLAGS = {
-    "method": ("--method", str, "SSL method: dino, ibot, mae or mocov3"),
-    "data": ("--data", str, "'synthetic' (embedded scenes) or an image folder"),
-    "epochs": ("--epochs", int, "number of epochs (with --resume: the new total)"),
-    "backbone": ("--backbone", str, "'vit' (sized by the flags below) or a timm model name"),
-    "image_size": ("--image-size", int, "input size in pixels"),
-    "patch_size": ("--patch-size", int, "ViT patch size"),
-    "embed_dim": ("--embed-dim", int, "ViT width"),
-    "depth": ("--depth", int, "ViT depth"),
-    "num_heads": ("--heads", int, "ViT attention heads"),
-    "batch_size": ("--batch-size", int, "images per batch"),
-    "lr": ("--lr", float, "peak learning rate"),
-    "weight_decay": ("--weight-decay", float, "AdamW weight decay"),
-    "warmup_epochs": ("--warmup-epochs", int, "linear learning-rate warm-up epochs"),
-    "teacher_momentum": ("--teacher-momentum", float, "EMA momentum at the start (cosine to 1)"),
-    "mask_ratio": ("--mask-ratio", float, "MAE masked share / iBOT largest masked share"),
-    "dse_beta": ("--dse-beta", float, "DSE regularizer weight (0 = off)"),
-    "eval_every_n_epochs": ("--eval-every", int, "DSE evaluation and checkpoint period in epochs"),
-    "probe_size": ("--probe-size", int, "number of probe images scored by DSE"),
-    "num_workers": ("--num-workers", int, "data loader worker processes"),
-    "seed": ("--seed", int, "random seed"),
-}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = (
-        "Precedence: PretrainConfig defaults < --config file < flags < --set.\n"
-        "Example: dse-tune pretrain --method dino --data synthetic --epochs 20 --out runs/dino"
-    )
-    parser.add_argument("--out", required=True, type=Path, help="run folder (created)")
-    parser.add_argument("--config", type=Path, help="YAML or JSON file of PretrainConfig fields")
-    for name, (flag, kind, help_text) in _FLAGS.items():
-        parser.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
-    parser.add_argument("--splits", nargs="+", default=None, help="split folders of --data (e.g. train val)")
-    parser.add_argument("--early-stop", dest="early_stop", action="store_true", default=None,
-                        help="stop when the DSE degradation rule fires")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="set any PretrainConfig field (YAML value), repeatable, e.g. --set teacher_temp=0.07")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue RUN_DIR from checkpoints/last.ckpt with its config.json (flags override)")
-    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator (auto, cpu, gpu, ...)")
-    parser.add_argument("--devices", default="1", help="Lightning devices (number or 'auto')")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice; 1 is often fastest for tiny models "
-                             "on a busy machine)")
-
-
-def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    import yaml
-
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        name, separator, text = pair.partition("=")
-        if not separator or not name.strip():
-            raise ValueError(f"--set expects FIELD=VALUE, got {pair!r}")
-        values[name.strip()] = yaml.safe_load(text)
-    return values
-
-
-def config_from_args(args: argparse.Namespace) -> "PretrainConfig":
-    """defaults < --config (or RUN_DIR/config.json with --resume) < flags < --set."""
-    from dse_tune.ssl.config import PretrainConfig
-
-    values: dict[str, Any] = {}
-    if args.resume:
-        saved = Path(args.out) / CONFIG_FILE
-        if not saved.is_file():
-            raise ValueError(f"--resume: {saved} does not exist; is {args.out} a dse-tune run folder?")
-        values.update(PretrainConfig.from_file(saved).to_dict())
-    if args.config is not None:
-        values.update(PretrainConfig.from_file(args.config).to_dict() if not args.resume else _explicit(args.config))
-    for name in (*_FLAGS, "early_stop"):
-        value = getattr(args, name, None)
-        if value is not None:
-            values[name] = value
-    if args.splits is not None:
-        values["splits"] = list(args.splits)
-    values.update(_parse_overrides(args.overrides))
-    return PretrainConfig.from_dict(values).validate()
-
-
-def _explicit(path: Path) -> dict[str, Any]:
-    """Only the fields a file sets (so --resume keeps the saved values of the rest)."""
-    import yaml
-
-    text = Path(path).read_text()
-    values = (yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"config file {path} must hold a mapping of field: value")
-    return values
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-    except (ValueError, TypeError) as error:
-        print(f"dse-tune pretrain: error: {error}", file=sys.stderr)
-        return 2
-
-    from dse_tune.ssl.data import DatasetError
-    from dse_tune.ssl.module import BackboneMismatchError
-
-    if args.threads is not None:
-        import torch
-
-        if args.threads < 1:
-            print(f"dse-tune pretrain: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
-            return 2
-        torch.set_num_threads(args.threads)
-    devices: int | str = int(args.devices) if str(args.devices).isdigit() else args.devices
-    try:
-        result = pretrain(
-            config,
-            args.out,
-            resume_from="last" if args.resume else None,
-            enable_progress_bar=not args.no_progress,
-            accelerator=args.accelerator,
-            devices=devices,
-        )
-    except (DatasetError, BackboneMismatchError, FileNotFoundError, ValueError) as error:
-        print(f"dse-tune pretrain: error: {error}", file=sys.stderr)
-        return 2
-
-    evaluations = result.history["evaluations"]
-    print(f"run folder: {result.run_dir}")
-    print(f"epochs trained: {result.epochs_completed}; DSE evaluations: {len(evaluations)}")
-    if evaluations:
-        from dse_tune.degradation import peak
-
-        found = peak([r["dse"] for r in evaluations])
-        if found:
-            best = evaluations[found.index]
-            print(f"best DSE {best['dse']:.4f} at epoch {best['epoch']} ({best['checkpoint']})")
-        else:
-            print(f"best DSE: none ({found.reason})")
-    if result.stopped_early:
-        print(f"stopped early: {result.stop_reason}")
-    return 0

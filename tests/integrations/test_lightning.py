@@ -219,3 +219,32 @@ def test_example_script_runs(tmp_path):
     history = namespace["main"](out_dir=tmp_path, max_epochs=2, num_images=32, progress_bar=False)
     assert len(history["evaluations"]) == 2
     assert json.loads((tmp_path / "dse_history.json").read_text())["evaluations"] == history["evaluations"]
+
+
+def test_a_first_nan_evaluation_leaves_a_finite_peak_everywhere(tmp_path):
+    rule = DegradationRule(warmup=5, nan_policy="ignore")
+    monitor = DSEMonitor(probe(), run_dir=tmp_path, scorer=scripted([math.nan, 0.4, 0.7, 0.5]), early_stopping=rule)
+    with pytest.warns(UserWarning, match="is NaN"):
+        fit = trainer([monitor], max_epochs=4)
+        fit.fit(PatchModel(), loader())
+    assert monitor.best["index"] == 2 and monitor.best["dse"] == 0.7
+    assert float(fit.callback_metrics["dse_best"]) == pytest.approx(0.7)
+    assert read_run(tmp_path).best.index == 2
+
+
+def test_listeners_are_called_after_each_evaluation_and_can_stop_training(tmp_path):
+    from dse_tune.degradation import DegradationDecision
+
+    heard = []
+
+    def listener(evaluation, decision):
+        heard.append((evaluation.index, (tmp_path / evaluation.checkpoint).is_file()))
+        if evaluation.index == 1:
+            return DegradationDecision(True, "stopped by a listener", None, None, 2)
+        return None
+
+    monitor = DSEMonitor(probe(), run_dir=tmp_path, scorer=scripted([0.1, 0.2, 0.3, 0.4]))
+    monitor.add_listener(listener)
+    trainer([monitor], max_epochs=4).fit(PatchModel(), loader())
+    assert heard == [(0, True), (1, True)]
+    assert read_run(tmp_path).stop_reason == "stopped by a listener"

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -10,13 +9,12 @@ import pytest
 import torch
 
 import dse_tune.metrics.tolerant
-from dse_tune.cli import main as cli_main
 from dse_tune.degradation import DegradationRule, first_stop_index
 from dse_tune.runs import EVALUATION_KEYS, read_run
 from dse_tune.ssl.config import PretrainConfig
 from dse_tune.ssl.data import SyntheticScenes, build_probe_set
 from dse_tune.ssl.methods import load_checkpoint
-from dse_tune.ssl.pretrain import add_arguments, config_from_args, pretrain
+from dse_tune.ssl.pretrain import pretrain
 from tests.ssl.conftest import tiny_config
 
 
@@ -74,26 +72,6 @@ def test_dse_regularizer_enters_the_loss(tmp_path):
     assert result.module.regularizer.weight == 0.5
 
 
-def test_cli_writes_the_run_folder_and_resumes_from_the_right_epoch(tmp_path):
-    run_dir = tmp_path / "run"
-    common = ["--no-progress", "--accelerator", "cpu", "--set", "synthetic_size=16", "--set", "head_output_dim=128"]
-    sizes = ["--embed-dim", "64", "--depth", "2", "--heads", "2", "--batch-size", "8", "--probe-size", "16"]
-    code = cli_main(["pretrain", "--method", "mocov3", "--data", "synthetic", "--epochs", "2", "--out", str(run_dir), *sizes, *common])
-    assert code == 0
-    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"epoch=0000.ckpt", "epoch=0001.ckpt", "last.ckpt"}
-    before = read_run(run_dir).to_dict()["evaluations"]
-
-    code = cli_main(["pretrain", "--out", str(run_dir), "--resume", "--epochs", "3", *common])
-    assert code == 0
-    after = read_run(run_dir).to_dict()["evaluations"]
-    assert after[:2] == before, "the resumed run keeps the evaluations it continues from"
-    assert [(r["index"], r["epoch"], r["global_step"]) for r in after] == [(0, 0, 2), (1, 1, 4), (2, 2, 6)]
-    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 3
-    # The resumed fit trained epoch 2 only (its own log folder).
-    with open(run_dir / "logs" / "version_1" / "metrics.csv", newline="") as handle:
-        assert {r["epoch"] for r in csv.DictReader(handle)} == {"2"}
-
-
 def test_early_stopping_fires_on_a_scripted_dse_after_the_warm_up(tmp_path, monkeypatch):
     scripted = [0.3, 0.6, 0.9, 1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.1]
     remaining = list(scripted)
@@ -116,33 +94,28 @@ def test_early_stopping_fires_on_a_scripted_dse_after_the_warm_up(tmp_path, monk
     assert read_run(tmp_path).to_dict()["stopped_early"] is True
 
 
-def _parse(argv):
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def test_config_precedence_file_then_flags_then_set(tmp_path):
-    path = tmp_path / "run.yaml"
-    path.write_text("method: ibot\nlr: 0.001\nembed_dim: 96\nsplits: [train, val]\n")
-    args = _parse(["--out", str(tmp_path), "--config", str(path), "--lr", "0.002", "--set", "embed_dim=128", "--set", "teacher_temp=0.07", "--heads", "4"])
-    config = config_from_args(args)
-    assert (config.method, config.lr, config.embed_dim, config.num_heads, config.teacher_temp) == ("ibot", 0.002, 128, 4, 0.07)
-    assert config.splits == ("train", "val")
-    assert PretrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-
-
-def test_config_and_cli_errors_name_the_field(tmp_path, capsys):
+def test_config_errors_name_the_field(tmp_path):
+    # The command-line half of these checks is tests/cli/test_pretrain.py.
     with pytest.raises(ValueError, match=r"image_size \(30\) must be a multiple of patch_size \(8\)"):
         PretrainConfig(image_size=30).validate()
     with pytest.raises(ValueError, match=r"unknown PretrainConfig field\(s\) \['learning_rate'\]"):
         PretrainConfig.from_dict({"learning_rate": 0.1})
-    assert cli_main(["pretrain", "--method", "simclr", "--out", str(tmp_path)]) == 2
-    assert "method must be one of" in capsys.readouterr().err
-    assert cli_main(["pretrain", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
-    assert "nowhere" in capsys.readouterr().err
-    assert cli_main(["pretrain", "--out", str(tmp_path / "fresh"), "--resume"]) == 2
-    assert "config.json does not exist" in capsys.readouterr().err
     # A probe set DSE cannot score fails before training, naming the setting.
     with pytest.raises(ValueError, match=r"DSE cannot score the probe set: 1 images \(probe_size 1\).*at least 2 images"):
         pretrain(tiny_config("dino", probe_size=1), tmp_path / "small", enable_progress_bar=False, accelerator="cpu")
+
+
+def test_a_first_nan_evaluation_leaves_the_finite_peak_in_the_summary(tmp_path, monkeypatch, capsys):
+    scripted = [math.nan, 0.4, 0.8, 0.6]
+
+    def fake_dse(tokens, seed=0, **kwargs):
+        value = scripted.pop(0)
+        return type("Result", (), dict(score=value, inter=value, intra_image=0.0, intra_batch=0.0, dim=0.0))()
+
+    monkeypatch.setattr(dse_tune.metrics.tolerant, "dse", fake_dse)
+    config = tiny_config("dino", epochs=4, synthetic_size=8)  # no early stop: the run goes on past the NaN
+    with pytest.warns(UserWarning, match="is NaN"):
+        result = pretrain(config, tmp_path, enable_progress_bar=False, accelerator="cpu")
+    assert result.best_dse == 0.8
+    assert result.best_checkpoint.name == "epoch=0002.ckpt"
+    assert read_run(tmp_path).best.index == 2

@@ -11,7 +11,9 @@ stops trials whose DSE degrades, then picks the checkpoint and beta to keep:
    ``selection.png`` are written into the sweep folder, with ``sweep_summary.json``
    (trial-epochs run versus without pruning).
 
-Examples::
+The work is done by :mod:`dse_tune.integrations.ray` (:func:`~dse_tune.integrations.ray.sweep.run_sweep`,
+:func:`~dse_tune.integrations.ray.selection.select_sweep`); this module reads the
+arguments and prints. Examples::
 
     dse-tune sweep search_spaces/dino.yaml --data ../shared/data/camvid --out runs/dino_sweep
     dse-tune sweep search_spaces/demo_cpu.yaml --out runs/demo_sweep
@@ -25,13 +27,16 @@ input, 130 when the sweep was interrupted (resume it with ``--resume``).
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dse_tune.selection_cli import integer_at_least
+from dse_tune.cli.common import EXIT_INTERRUPTED, fail, integer_at_least
 
-EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_NOTHING_SELECTED", "add_arguments", "execute", "print_choice", "run"]
+
+#: No trial has a candidate checkpoint (no finite DSE evaluation).
+EXIT_NOTHING_SELECTED = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="CPUs of a local cluster (default: all available)",
     )
+    _add_rescore_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress table")
+
+
+def _add_rescore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rescore-data",
         default=None,
@@ -101,36 +111,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip rescoring; then only the smallest beta's trials compete (see docs/selection.md)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress table")
 
 
 def run(args: argparse.Namespace) -> int:
-    from dse_tune.config import SearchSpaceError, load_search_space
+    from dse_tune.runs import TUNER_STATE_FILE, is_sweep
+    from dse_tune.search_space import SearchSpaceError, load_search_space
 
     if args.resume is not None and args.space is not None:
-        return _fail("give either SPACE.yaml or --resume RUN_DIR, not both (a sweep keeps its own space)", 2)
+        fail("give either SPACE.yaml or --resume RUN_DIR, not both (a sweep keeps its own space)")
     if args.resume is None and args.space is None:
-        return _fail("the search space is missing: dse-tune sweep SPACE.yaml (or --resume RUN_DIR)", 2)
+        fail("the search space is missing: dse-tune sweep SPACE.yaml (or --resume RUN_DIR)")
     if args.resume is not None and args.out is not None:
-        return _fail("--out cannot move a sweep being resumed; it continues in RUN_DIR", 2)
+        fail("--out cannot move a sweep being resumed; it continues in RUN_DIR")
 
     spec = None
     if args.resume is not None:
         sweep_dir = args.resume
-        if not (sweep_dir / "tuner.pkl").is_file():
-            return _fail(f"--resume {sweep_dir}: not a sweep folder (no tuner.pkl)", 2)
+        if not is_sweep(sweep_dir):
+            fail(f"--resume {sweep_dir}: not a sweep folder (no {TUNER_STATE_FILE})")
     else:
         try:
             spec = load_search_space(args.space)
         except SearchSpaceError as error:
-            return _fail(str(error), 2)
+            fail(str(error))
         sweep_dir = args.out if args.out is not None else Path(spec.storage_path) / spec.name
-        if (sweep_dir / "tuner.pkl").exists():
-            return _fail(
-                f"{sweep_dir} already holds a sweep: continue it with --resume {sweep_dir}, or pass "
-                "another --out",
-                2,
-            )
+        if (sweep_dir / TUNER_STATE_FILE).exists():
+            fail(f"{sweep_dir} already holds a sweep: continue it with --resume {sweep_dir}, or pass another --out")
 
     return execute(
         spec,
@@ -157,7 +163,7 @@ def execute(
     num_cpus: int | None = None,
     rescore: bool = True,
     rescore_data: Any = None,
-    rescore_splits: list[str] | None = None,
+    rescore_splits: Sequence[str] | None = None,
     rescore_size: int = 64,
     progress: bool = True,
     trial_callbacks: tuple = (),
@@ -166,40 +172,33 @@ def execute(
 
     ``rescore_data``: held-out images for rescoring (a folder, ``"synthetic"`` or a
     dataset object; default: the trials' data minus their monitoring probe images).
+    Bad input raises :class:`~dse_tune.cli.common.CommandError` (exit 2).
     """
-    from ray import tune
-
-    from dse_tune.integrations import ray as ray_integration
+    from dse_tune.integrations.ray import connect, load_saved_spec, progress_reporter, run_sweep
+    from dse_tune.integrations.ray.selection import select_sweep
 
     if resume:
         try:
-            spec = ray_integration.load_saved_spec(sweep_dir)
+            spec = load_saved_spec(sweep_dir)
         except (OSError, ValueError) as error:
-            return _fail(f"--resume {sweep_dir}: {error}", 2)
-    print(ray_integration.connect(address, num_cpus=num_cpus), flush=True)
-    reporter = None
-    if progress:
-        reporter = tune.CLIReporter(
-            parameter_columns=list(spec.dimensions),
-            metric_columns={"epoch": "epoch", "dse": "DSE", "dse_best": "best DSE"},
-            max_report_frequency=30,
-        )
+            fail(f"--resume {sweep_dir}: {error}")
+    print(connect(address, num_cpus=num_cpus), flush=True)
     try:
-        summary = ray_integration.run_sweep(
+        summary = run_sweep(
             spec,
             sweep_dir,
             data=data,
             resume=resume,
             trial_callbacks=trial_callbacks,
-            progress_reporter=reporter,
+            progress_reporter=progress_reporter(spec) if progress else None,
             verbose=1 if progress else 0,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as error:
-        return _fail(str(error), 2)
+        fail(str(error))
     sweep_dir = summary.sweep_dir
 
     print()
-    result = select(
+    choice = select_sweep(
         sweep_dir,
         spec,
         rescore=rescore,
@@ -207,6 +206,7 @@ def execute(
         rescore_splits=rescore_splits,
         rescore_size=rescore_size,
     )
+    print_choice(choice, sweep_dir)
     print(summary.describe())
     if not summary.complete:
         unfinished = [t.trial_id for t in summary.trials if t.status == "unfinished"]
@@ -215,57 +215,37 @@ def execute(
             f"{summary.expected_trials}); continue it with: dse-tune sweep --resume {sweep_dir}"
         )
         return EXIT_INTERRUPTED
-    return 0 if result is not None and result.best is not None else 1
+    result = choice.result
+    return 0 if result is not None and result.best is not None else EXIT_NOTHING_SELECTED
 
 
-def select(
-    sweep_dir: Path,
-    spec: Any,
-    *,
-    rescore: bool = True,
-    rescore_data: Any = None,
-    rescore_splits: list[str] | None = None,
-    rescore_size: int = 64,
-) -> Any:
-    """Rescore the candidates, select, write selection.json/png and print the table."""
-    from dse_tune import selection
-    from dse_tune.selection_cli import format_table
+def print_choice(choice: Any, sweep_dir: Path) -> None:
+    """The selection table, the rule, the chosen checkpoint and beta, the files written."""
+    from dse_tune.cli.select import format_table
 
-    runs = selection.load_sweep(sweep_dir)
-    if not runs:
+    result = choice.result
+    if result is None:
         print(f"no trial wrote a DSE history below {sweep_dir}; nothing to select")
-        return None
-    rescored = None
-    if rescore:
-        rescored = _rescore(sweep_dir, spec, rescore_data, rescore_splits, rescore_size)
-    result = selection.select_best(runs, window=spec.window, top=spec.top, rescored=rescored)
+        return
     print(format_table(result))
     print()
     print(f"rule: {result.rule}")
     for warning in result.warnings:
         print(f"warning: {warning}")
-    written = [
-        selection.write_selection(result, sweep_dir),
-        selection.plot_selection(result, Path(sweep_dir) / "selection.png"),
-    ]
     if result.best is None:
         print("no trial has a candidate checkpoint (no finite DSE evaluation)")
     else:
         print(f"chosen checkpoint: {result.best_checkpoint}")
         print(f"chosen beta: {_number(result.best_beta)} (trial {result.best.name}, epoch {result.best_epoch})")
-        if result.compare == "rescored":
-            _print_conservative_choice(runs, spec, rescored, result)
-    for path in written:
+        if choice.conservative is not None:
+            _print_conservative_choice(choice.conservative, result)
+    for path in choice.written:
         print(f"wrote {path}")
-    return result
 
 
-def _print_conservative_choice(runs: Any, spec: Any, rescored: Any, chosen: Any) -> None:
+def _print_conservative_choice(safe: Any, chosen: Any) -> None:
     """Also show what the smallest-beta comparison keeps: in the CamVid study held-out
     rescored DSE still chose the worse, larger beta every time (docs/validation.md, 5)."""
-    from dse_tune import selection
-
-    safe = selection.select_best(runs, window=spec.window, top=spec.top, rescored=rescored, compare="conservative")
     if safe.best is None:
         return
     same = safe.best.name == chosen.best.name
@@ -281,38 +261,5 @@ def _print_conservative_choice(runs: Any, spec: Any, rescored: Any, chosen: Any)
         )
 
 
-def _rescore(sweep_dir: Path, spec: Any, data: Any, splits: list[str] | None, size: int) -> Any:
-    """Held-out DSE of every candidate, or None (with the reason) when not possible."""
-    try:
-        import torch
-
-        from dse_tune.rescore import rescore_sweep
-    except ImportError as error:  # rescoring is optional; selection still works without it
-        print(f"rescoring unavailable ({error}); comparing trials conservatively")
-        return None
-    device = "cuda" if spec.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
-    try:
-        rescored = rescore_sweep(
-            sweep_dir,
-            data,
-            splits=splits,
-            probe_size=size,
-            window=spec.window,
-            top=spec.top,
-            device=device,
-            progress=False,
-        )
-    except (OSError, ValueError, TypeError) as error:
-        print(f"rescoring failed ({error}); comparing trials conservatively")
-        return None
-    print(f"rescored {len(rescored)} candidate checkpoint(s) on held-out images")
-    return rescored
-
-
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"dse-tune sweep: error: {message}", file=sys.stderr)
-    return code

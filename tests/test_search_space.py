@@ -1,15 +1,25 @@
 from __future__ import annotations
 
 import doctest
+import importlib
+import inspect
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 
-import dse_tune.config as config_module
-from dse_tune.config import (
+import dse_tune.search_space as search_space_module
+import dse_tune.search_space_parse as search_space_parse_module
+from dse_tune.integrations.optuna import DSEDegradationPruner
+from dse_tune.integrations.optuna.space import build_pruner, optuna_distributions, optuna_grid
+from dse_tune.integrations.ray.space import tune_resources
+from dse_tune.search_space import (
+    PRUNER_OPTIONS,
+    PRUNER_TYPES,
     Dimension,
     SearchSpaceError,
     SweepSpec,
@@ -18,9 +28,7 @@ from dse_tune.config import (
     resolve_search_space,
     shipped_search_spaces,
 )
-from dse_tune.integrations.optuna import DSEDegradationPruner
-from tests.sweep_helpers import SPACES
-
+from tests.sweep_helpers import REPO_ROOT, SPACES
 
 
 def write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
@@ -32,9 +40,24 @@ def write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
 # --------------------------------------------------------------------------- valid spaces
 
 
-def test_docstring_examples():
-    failures, attempted = doctest.testmod(config_module)
+@pytest.mark.parametrize("module", [search_space_module, search_space_parse_module], ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    failures, attempted = doctest.testmod(module)
     assert attempted > 0 and failures == 0
+
+
+def test_parsing_imports_neither_ray_nor_optuna():
+    # The search space is plain data: the adapters build their objects from it.
+    code = (
+        "import sys\n"
+        "from dse_tune.search_space import load_search_space\n"
+        "for name in ('dino', 'demo_cpu'):\n"
+        "    load_search_space(name)\n"
+        "load_search_space('dino').to_yaml()\n"
+        "print([m for m in ('ray', 'optuna', 'lightning') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    assert out.stdout.strip() == "[]"
 
 
 def test_every_shipped_space_loads_with_realistic_settings():
@@ -94,37 +117,11 @@ selection: {window: 1, top: 2}
     assert spec.dimensions["lr"].low == pytest.approx(1e-4)  # "1e-4" is a float, not text
     assert (spec.num_samples, spec.max_concurrent_trials, spec.sampler_seed) == (3, 2, 7)
     assert spec.total_trials == 6  # 2 grid values x 3 samples
-    assert spec.resources.to_tune() == {"cpu": 2.0, "gpu": 0.5} and spec.resources.accelerator == "gpu"
+    assert tune_resources(spec.resources) == {"cpu": 2.0, "gpu": 0.5} and spec.resources.accelerator == "gpu"
     assert (spec.storage_path, spec.checkpoints_to_keep, spec.max_failures) == ("somewhere", 4, 3)
     assert (spec.window, spec.top) == (1, 2)
     config = spec.trial_config({"lr": 3e-4, "dse_beta": 0.1})
     assert (config.lr, config.dse_beta, config.epochs, config.global_crop_scale) == (3e-4, 0.1, 4, (0.3, 1.0))
-
-
-def test_ray_tune_param_space():
-    from ray.tune.search.sample import Categorical, Float, Integer
-
-    spec = parse_search_space(
-        {
-            "pretrain": {
-                "lr": {"loguniform": [1e-4, 1e-2]},
-                "drop_path_rate": {"uniform": [0.0, 0.2]},
-                "warmup_epochs": {"randint": [1, 4]},
-                "method": {"choice": ["dino", "mae"]},
-                "dse_beta": {"grid": [0.0, 0.1]},
-            }
-        }
-    )
-    space = spec.param_space()
-    assert isinstance(space["lr"], Float) and isinstance(space["lr"].get_sampler(), Float._LogUniform)
-    assert (space["lr"].lower, space["lr"].upper) == (1e-4, 1e-2)
-    assert isinstance(space["drop_path_rate"].get_sampler(), Float._Uniform)
-    assert isinstance(space["warmup_epochs"], Integer)
-    assert (space["warmup_epochs"].lower, space["warmup_epochs"].upper) == (1, 4)  # 4 excluded
-    assert isinstance(space["method"], Categorical) and space["method"].categories == ["dino", "mae"]
-    assert space["dse_beta"] == {"grid_search": [0.0, 0.1]}
-    samples = {space["warmup_epochs"].sample() for _ in range(200)}
-    assert samples == {1, 2, 3}
 
 
 def test_optuna_distributions_match_the_ranges():
@@ -140,13 +137,13 @@ def test_optuna_distributions_match_the_ranges():
             "search": {"algorithm": "random"},
         }
     )
-    distributions = spec.optuna_distributions()
+    distributions = optuna_distributions(spec)
     assert distributions["lr"] == optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
     assert distributions["drop_path_rate"] == optuna.distributions.FloatDistribution(0.0, 0.2)
     assert distributions["warmup_epochs"] == optuna.distributions.IntDistribution(1, 3)
     assert distributions["method"] == optuna.distributions.CategoricalDistribution(["dino", "mae"])
     assert distributions["dse_beta"] == optuna.distributions.CategoricalDistribution([0.0, 0.1])
-    assert spec.optuna_grid() == {"dse_beta": [0.0, 0.1]}
+    assert optuna_grid(spec) == {"dse_beta": [0.0, 0.1]}
     # The distributions drive a plain Optuna study (the Optuna path of a sweep).
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask(distributions)
@@ -159,9 +156,9 @@ def test_defaults():
     assert spec.name == "my_sweep"
     assert spec.algorithm == "optuna"  # no grid: OptunaSearch
     assert spec.num_samples == 1 and spec.max_concurrent_trials is None
-    assert isinstance(spec.build_pruner(), DSEDegradationPruner)
-    assert spec.build_pruner().rule.warmup == 5
-    assert spec.resources.to_tune() == {"cpu": 1.0, "gpu": 0.0} and spec.resources.accelerator == "cpu"
+    assert isinstance(build_pruner(spec.pruner), DSEDegradationPruner)
+    assert build_pruner(spec.pruner).rule.warmup == 5
+    assert tune_resources(spec.resources) == {"cpu": 1.0, "gpu": 0.0} and spec.resources.accelerator == "cpu"
     assert spec.storage_path == "runs/sweeps" and spec.checkpoints_to_keep == 3 and spec.max_failures == 1
     grid = parse_search_space({"pretrain": {"dse_beta": {"grid": [0.0, 0.1]}}})
     assert grid.algorithm == "random"  # a grid needs Ray's variant generator
@@ -183,7 +180,7 @@ def test_defaults():
 )
 def test_pruners(section, expected):
     spec = parse_search_space({"pruner": section})
-    pruner = spec.build_pruner()
+    pruner = build_pruner(spec.pruner)
     assert type(pruner).__name__ == expected
     if expected == "DSEDegradationPruner":
         assert (pruner.rule.warmup, pruner.rule.patience, pruner.rule.min_drop, pruner.rule.smoothing) == (2, 1, 0.2, 2)
@@ -194,7 +191,51 @@ def test_pruners(section, expected):
 
 @pytest.mark.parametrize("section", [None, "none", {"type": "none"}])
 def test_pruning_can_be_switched_off(section):
-    assert parse_search_space({"pruner": section}).build_pruner() is None
+    assert build_pruner(parse_search_space({"pruner": section}).pruner) is None
+
+
+def optuna_pruner_class(kind):
+    module, name = PRUNER_TYPES[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+def test_the_pruner_option_table_matches_the_pruner_signatures():
+    # Parsing checks pruner options without Optuna; this keeps its table in step with Optuna.
+    for kind, target in PRUNER_TYPES.items():
+        if target is None:
+            assert PRUNER_OPTIONS[kind] == {}
+            continue
+        parameters = inspect.signature(optuna_pruner_class(kind).__init__).parameters
+        assert sorted(PRUNER_OPTIONS[kind]) == sorted(set(parameters) - {"self", "rule", "wrapped_pruner"}), kind
+
+
+REFUSED_PRUNER_OPTIONS = [
+    ("median", {"n_startup_trials": -1}),
+    ("median", {"interval_steps": 0}),
+    ("median", {"n_min_trials": 0}),
+    ("percentile", {}),
+    ("percentile", {"percentile": 101.0}),
+    ("patient", {"patience": -1}),
+    ("patient", {"patience": 1, "min_delta": -0.1}),
+    ("successive_halving", {"min_resource": 0}),
+    ("successive_halving", {"min_resource": "fast"}),
+    ("successive_halving", {"reduction_factor": 1}),
+    ("successive_halving", {"bootstrap_count": 1}),
+    ("hyperband", {"bootstrap_count": 1}),
+    ("threshold", {}),
+    ("threshold", {"lower": 1.0, "upper": 0.0}),
+    ("threshold", {"lower": 0.0, "n_warmup_steps": -1}),
+]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize(("kind", "options"), REFUSED_PRUNER_OPTIONS, ids=lambda v: str(v))
+def test_pruner_options_optuna_refuses_are_refused_when_parsing(kind, options):
+    with pytest.raises(SearchSpaceError, match=f"pruner: {kind} pruner refuses"):
+        parse_search_space({"pruner": {"type": kind, **options}})
+    wrapped = {"wrapped_pruner": None} if kind == "patient" else {}
+    with pytest.raises((TypeError, ValueError)):
+        optuna_pruner_class(kind)(**wrapped, **options)
 
 
 def test_round_trip_through_the_normalized_yaml(tmp_path):

@@ -1,12 +1,17 @@
+"""The pruner: prunes exactly where the shared degradation rule stops."""
+
 from __future__ import annotations
 
 import doctest
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import optuna
 import pytest
 
-import dse_tune.integrations.optuna as optuna_integration
+import dse_tune.integrations.optuna.pruner as pruner_module
 from dse_tune.degradation import DegradationRule, first_stop_index
 from dse_tune.integrations.optuna import (
     DSEDegradationPruner,
@@ -143,5 +148,23 @@ def test_peak_value_and_step():
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(optuna_integration)
+    result = doctest.testmod(pruner_module)
     assert result.attempted >= 8 and result.failed == 0
+
+
+def test_the_docstring_example_completes_a_trial_with_its_peak():
+    # The example must not end in "No trials are completed yet": it keeps the peak.
+    assert "study.best_trial" in pruner_module.DSEDegradationPruner.__doc__
+    assert "raise optuna.TrialPruned" not in pruner_module.DSEDegradationPruner.__doc__
+
+
+def test_the_pruner_alone_imports_no_lightning():
+    program = (
+        "import sys\n"
+        "from dse_tune.integrations.optuna import DSEDegradationPruner\n"
+        "bad = [m for m in ('lightning', 'pytorch_lightning', 'ray') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    repo = Path(__file__).resolve().parents[3]
+    done = subprocess.run([sys.executable, "-c", program], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

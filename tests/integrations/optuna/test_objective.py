@@ -7,26 +7,24 @@ Where the exact stopping point matters, the DSE values are scripted by replacing
 
 from __future__ import annotations
 
+import doctest
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+import dse_tune.integrations.optuna.objective as objective_module
 import dse_tune.metrics.tolerant
 from dse_tune.degradation import DegradationRule, first_stop_index
 from dse_tune.integrations.optuna import (
     DSEDegradationPruner,
     DSEObjective,
-    create_dse_study,
-    load_dse_study,
+    objective_to_spec,
     peak_value_and_step,
 )
 from dse_tune.runs import read_run as load_run
@@ -34,7 +32,6 @@ from tests import tiny_configs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = tiny_configs.TINY_DINO
 QUIET = {"logger": False, "accelerator": "cpu"}
 # Rises to 0.9 at evaluation 2, then falls for good.
@@ -177,120 +174,28 @@ def test_arguments_are_checked_with_clear_messages(tmp_path):
     ):
         study.optimize(objective, n_trials=1)
     with pytest.raises(ValueError, match="cannot be imported by another process"):
-        DSEObjective(TINY, lambda trial: {}, tmp_path).to_spec()
+        objective_to_spec(DSEObjective(TINY, lambda trial: {}, tmp_path))
 
 
-def test_study_storage_round_trip_and_mismatch(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    space = {**lr_space(), "dse_beta": CategoricalDistribution([0.0, 0.1]), "epochs": 3}
-    objective = DSEObjective(TINY, space, tmp_path / "runs", pretrain_kwargs=QUIET)
-    pruner = DSEDegradationPruner(warmup=2, patience=1)
-    create_dse_study(objective, storage=storage, study_name="s", pruner=pruner)
-
-    study, loaded = load_dse_study(storage, "s")
-    assert loaded.to_spec() == objective.to_spec()
-    assert loaded.search_space == space and loaded.out_root == tmp_path / "runs"
-    assert isinstance(study.pruner, DSEDegradationPruner) and study.pruner.rule == pruner.rule
-    # Reopening with the same settings joins; with other settings it refuses.
-    create_dse_study(objective, storage=storage, study_name="s", pruner=pruner)
-    with pytest.raises(ValueError, match="already exists with a different objective or pruner"):
-        create_dse_study(objective, storage=storage, study_name="s")
-    with pytest.raises(
-        ValueError, match=r"no study 'missing' in the storage; studies there: \['s'\]"
-    ):
-        load_dse_study(storage, "missing")
+def test_a_first_nan_evaluation_does_not_hide_the_peak(scripted, tmp_path):
+    # The run goes on past a NaN (early_stop off, a pruner that ignores NaN): the trial
+    # is worth the finite peak, in its value and in every user_attr, never NaN.
+    scripted([math.nan, 0.6, 0.9, 0.7])
+    objective = DSEObjective({**TINY, "epochs": 4}, lr_space(), tmp_path, pretrain_kwargs=QUIET)
+    study = optuna.create_study(direction="maximize", pruner=DSEDegradationPruner(nan_policy="ignore"))
+    with pytest.warns(Warning, match="DSE at epoch 0, step 2 is NaN"):
+        study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert (trial.state, trial.value) == (TrialState.COMPLETE, 0.9)
+    assert math.isnan(trial.intermediate_values[0]) and trial.intermediate_values[2] == 0.9
+    attrs = trial.user_attrs
+    assert (attrs["peak_dse"], attrs["peak_epoch"], attrs["peak_evaluation"]) == (0.9, 2, 2)
+    assert attrs["peak_checkpoint"].endswith("checkpoints/epoch=0002.ckpt")
+    assert Path(attrs["peak_checkpoint"]).is_file()
+    assert attrs["evaluations"] == 4 and attrs["stopped_early"] is False
+    assert peak_value_and_step(trial) == (0.9, 2)
 
 
-def run_two_workers(
-    storage: str, study_name: str, n_trials_each: int
-) -> list[subprocess.CompletedProcess]:
-    # One torch thread each: two processes share 2 cores.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "dse_tune.integrations.optuna",
-        "worker",
-        "--storage",
-        storage,
-        "--study",
-        study_name,
-        "--n-trials",
-        str(n_trials_each),
-    ]
-    workers = [
-        subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(2)
-    ]
-    results = []
-    for worker in workers:
-        stdout, stderr = worker.communicate(timeout=600)
-        results.append(subprocess.CompletedProcess(command, worker.returncode, stdout, stderr))
-    for result in results:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return results
-
-
-def check_shared_study(study, batch_sizes):
-    trials = study.trials
-    assert sorted(t.number for t in trials) == list(
-        range(len(batch_sizes))
-    )  # none lost, none twice
-    assert sorted(t.params["batch_size"] for t in trials) == sorted(batch_sizes)  # each queued once
-    run_dirs = set()
-    for trial in trials:
-        if trial.params["batch_size"] > TINY["synthetic_size"]:
-            assert trial.state == TrialState.FAIL
-            assert "exceeds the 16 images" in trial.user_attrs["error"]
-            continue
-        assert trial.state == TrialState.COMPLETE, trial.user_attrs
-        assert Path(trial.user_attrs["peak_checkpoint"]).is_file()
-        assert trial.value == max(trial.intermediate_values.values())
-        run_dirs.add(trial.user_attrs["run_dir"])
-    assert len(run_dirs) == sum(b <= TINY["synthetic_size"] for b in batch_sizes)
-
-
-def test_two_worker_processes_share_a_sqlite_study(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    space = {**lr_space(), "batch_size": CategoricalDistribution([8, 64])}
-    objective = DSEObjective(TINY, space, tmp_path / "runs", pretrain_kwargs=QUIET)
-    study = create_dse_study(objective, storage=storage, study_name="shared")
-    batch_sizes = [8, 64, 8, 8]
-    for batch_size in batch_sizes:
-        study.enqueue_trial({"batch_size": batch_size})
-
-    results = run_two_workers(storage, "shared", n_trials_each=2)
-
-    for result in results:  # each worker ran and summarized its own two trials
-        assert len([line for line in result.stdout.splitlines() if line.startswith("trial ")]) == 2
-    study, _ = load_dse_study(storage, "shared")
-    check_shared_study(study, batch_sizes)
-
-
-def test_two_worker_processes_share_a_journal_file_study(tmp_path):
-    journal = tmp_path / "journal" / "study.log"
-    space = {**lr_space(), "batch_size": CategoricalDistribution([8, 64])}
-    objective = DSEObjective({**TINY, "epochs": 1}, space, tmp_path / "runs", pretrain_kwargs=QUIET)
-    study = create_dse_study(objective, storage=journal, study_name="journal")
-    batch_sizes = [8, 64]
-    for batch_size in batch_sizes:
-        study.enqueue_trial({"batch_size": batch_size})
-
-    run_two_workers(str(journal), "journal", n_trials_each=1)
-
-    study, _ = load_dse_study(journal, "journal")
-    check_shared_study(study, batch_sizes)
-
-
-def test_worker_command_reports_bad_input(tmp_path):
-    from dse_tune.integrations.optuna import main
-
-    storage = f"sqlite:///{tmp_path / 'empty.db'}"
-    optuna.create_study(storage=storage, study_name="plain")
-    assert main(["worker", "--storage", storage, "--study", "plain", "--n-trials", "1"]) == 2
-    with pytest.raises(SystemExit):
-        main(
-            ["worker", "--storage", storage, "--study", "plain"]
-        )  # neither --n-trials nor --timeout
+def test_docstring_examples_run():
+    result = doctest.testmod(objective_module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

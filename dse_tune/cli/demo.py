@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-from dse_tune.selection_cli import integer_at_least
-from dse_tune.sweep import execute
+from dse_tune.cli.common import fail, integer_at_least
+
+__all__ = ["DEFAULT_OUT", "SPACE_NAME", "add_arguments", "default_space", "run"]
 
 DEFAULT_OUT = Path("runs/demo")
 SPACE_NAME = "demo_cpu.yaml"
@@ -35,8 +35,13 @@ HELD_OUT_IMAGES = 64
 
 
 def default_space() -> Path:
-    """``search_spaces/demo_cpu.yaml``, as installed with the package."""
-    from dse_tune.config import shipped_search_spaces
+    """``search_spaces/demo_cpu.yaml``, as installed with the package.
+
+    Example:
+        >>> default_space().name
+        'demo_cpu.yaml'
+    """
+    from dse_tune.search_space import shipped_search_spaces
 
     return shipped_search_spaces()[SPACE_NAME.removesuffix(".yaml")]
 
@@ -67,10 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dse_tune.config import SearchSpaceError, load_search_space
+    from dse_tune.cli.sweep import execute
+    from dse_tune.runs import is_sweep
+    from dse_tune.search_space import SearchSpaceError, load_search_space
 
     space = args.space or default_space()
-    resume = (args.out / "tuner.pkl").is_file()
+    resume = is_sweep(args.out)
     spec = None
     if resume:
         print(f"{args.out} already holds the demo sweep: continuing it (delete the folder to start over)")
@@ -78,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             spec = load_search_space(space)
         except SearchSpaceError as error:
-            print(f"dse-tune demo: error: {error}", file=sys.stderr)
-            return 2
+            fail(str(error))
         print(
             f"demo: {spec.total_trials} trials ({', '.join(sorted(spec.dimensions))}) of "
             f"{spec.fixed.get('method', 'dino')} on synthetic scenes, {spec.fixed.get('epochs')} epochs "

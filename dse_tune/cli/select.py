@@ -1,18 +1,23 @@
 """``dse-tune select RUN_DIR``: candidates, best checkpoint and best beta of a run or sweep.
 
-Reads every ``dse_history.json`` below RUN_DIR, prints one row per trial, and writes
-``selection.json`` and ``selection.png`` (into RUN_DIR unless ``--out`` says otherwise).
-Exit status: 0 when a checkpoint was selected, 1 when no trial has a candidate, 2 on
-bad input.
+Reads every run folder below RUN_DIR (:func:`dse_tune.runs.load_sweep`), prints one row
+per trial, and writes ``selection.json`` and ``selection.png`` (into RUN_DIR unless
+``--out`` says otherwise). Exit status: 0 when a checkpoint was selected, 1 when no trial
+has a candidate, 2 on bad input.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from dse_tune.cli.common import fail, integer_at_least
+
+__all__ = ["COMPARE_CHOICES", "add_arguments", "format_table", "run"]
+
 COMPARE_CHOICES = ("auto", "rescored", "conservative", "raw")
+#: Exit status when the runs were read but none has a finite DSE evaluation.
+EXIT_NOTHING_SELECTED = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,18 +62,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dse_tune import selection  # stdlib only, but keep `dse-tune --help` minimal
+    # Standard library only (no torch), so selecting stays quick.
+    from dse_tune import selection
+    from dse_tune.runs import HISTORY_FILE, load_sweep
+    from dse_tune.evaluation.rescore import load_rescored
 
     try:
-        runs = selection.load_sweep(args.run_dir)
+        runs = load_sweep(args.run_dir)
         if not runs:
-            return _fail(f"no {selection.HISTORY_FILENAME} below {args.run_dir}", 2)
-        rescored = None if args.rescored is None else selection.load_rescored(args.rescored)
+            fail(f"no {HISTORY_FILE} below {args.run_dir}")
+        rescored = None if args.rescored is None else load_rescored(args.rescored)
         result = selection.select_best(
             runs, window=args.window, top=args.top, rescored=rescored, compare=args.compare
         )
     except (OSError, ValueError) as error:
-        return _fail(str(error), 2)
+        fail(str(error))
 
     print(format_table(result))
     print()
@@ -79,17 +87,20 @@ def run(args: argparse.Namespace) -> int:
     out_dir = args.run_dir if args.out is None else args.out
     written = [selection.write_selection(result, out_dir)]
     if not args.no_plot:
-        written.append(selection.plot_selection(result, Path(out_dir) / "selection.png"))
-    if result.best is None:
-        _fail("no trial has a candidate (no finite DSE evaluation)", 1)
-    else:
+        from dse_tune.plotting import plot_selection
+
+        written.append(plot_selection(result, Path(out_dir) / "selection.png"))
+    if result.best is not None:
         print(
             f"best: {result.best.name}, epoch {result.best_epoch}, beta "
             f"{_number(result.best_beta)}, checkpoint {result.best_checkpoint}"
         )
     for path in written:
         print(f"wrote {path}")
-    return 0 if result.best is not None else 1
+    if result.best is None:
+        # selection.json is still written: it records why nothing was selected.
+        fail("no trial has a candidate (no finite DSE evaluation)", EXIT_NOTHING_SELECTED)
+    return 0
 
 
 def format_table(result) -> str:
@@ -132,23 +143,3 @@ def _epoch(epoch: int | None, index: int | None) -> str:
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"dse-tune select: error: {message}", file=sys.stderr)
-    return code
-
-
-def integer_at_least(minimum: int):
-    """argparse type: an integer >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
-        return value
-
-    return parse

@@ -1,8 +1,9 @@
-"""Labelled linear probe for semantic segmentation on FROZEN dense tokens (mIoU).
+"""The linear probe: labelled semantic segmentation on FROZEN dense tokens (mIoU).
 
-Validation only: dse_tune never needs labels to select a checkpoint. This probe is the
-labelled yardstick that ``dse-tune validate`` compares the label-free scores with.
-Pure torch (no Lightning, Ray or Optuna).
+Validation only: dse_tune never needs labels to select a checkpoint. The linear probe
+is the labelled yardstick that ``dse-tune validate`` compares the label-free scores
+with. (Not to be confused with a run's *probe set*, the fixed unlabelled images its DSE
+monitor scores.) Pure torch (no Lightning, Ray or Optuna).
 
 Protocol (fixed for every checkpoint, so that mIoU differences come from the features):
 
@@ -15,9 +16,10 @@ Protocol (fixed for every checkpoint, so that mIoU differences come from the fea
 3. Logits on the token grid are upsampled bilinearly (``align_corners=False``) to the
    mask resolution; cross-entropy with ``ignore_index=255``. The training loss is
    evaluated on a fixed regular sub-grid of pixels, two per token along each axis
-   (:func:`training_pixels`; the logits there are exactly the bilinear ones), which
-   is ~16x cheaper at 8 pixels per token and changed CamVid test mIoU by 0.0001
-   against training on every pixel. Evaluation always uses every pixel.
+   (:func:`~dse_tune.evaluation.token_grid.training_pixels`; the logits there are
+   exactly the bilinear ones), which is ~16x cheaper at 8 pixels per token and changed
+   CamVid test mIoU by 0.0001 against training on every pixel. Evaluation always uses
+   every pixel.
 4. Full-batch L-BFGS (strong-Wolfe line search, history 20) for at most 100
    iterations on the mean pixel loss + ``1e-3 / 2 * ||W||^2``. Why not AdamW for a
    fixed number of steps: tokens of a checkpoint are often ill-conditioned (correlated
@@ -34,7 +36,7 @@ Protocol (fixed for every checkpoint, so that mIoU differences come from the fea
 5. Scores from the confusion matrix accumulated over ALL evaluated pixels of the
    evaluation set (pixels labelled 255 are left out): per-class IoU
    ``TP / (TP + FP + FN)``, defined for the classes whose union ``TP + FP + FN`` is
-   non-empty (the others are NaN and listed in ``ProbeResult.absent_classes``);
+   non-empty (the others are NaN and listed in ``LinearProbeResult.absent_classes``);
    mIoU is the mean over the defined classes; pixel accuracy is ``trace / total``.
 
 Example:
@@ -42,9 +44,9 @@ Example:
     >>> token_classes = torch.arange(4).repeat(2, 4, 1) % 3  # (2 images, 4x4 tokens): class by column
     >>> masks = token_classes.repeat_interleave(4, 1).repeat_interleave(4, 2)  # (2, 16, 16) pixels
     >>> tokens = torch.nn.functional.one_hot(token_classes.reshape(2, 16), 3).float()  # (2, 16, 3)
-    >>> probe = fit_linear_probe(tokens, masks, num_classes=3)
-    >>> result = evaluate_probe(probe, tokens, masks)
-    >>> probe.grid, round(result.miou, 3), result.pixel_accuracy
+    >>> linear_probe = fit_linear_probe(tokens, masks, num_classes=3)
+    >>> result = evaluate_linear_probe(linear_probe, tokens, masks)
+    >>> linear_probe.grid, round(result.miou, 3), result.pixel_accuracy
     ((4, 4), 1.0, 1.0)
 """
 
@@ -58,6 +60,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dse_tune.evaluation.linear_probe_solvers import (
+    DEFAULT_ADAMW_LR,
+    DEFAULT_STEPS,
+    DEFAULT_WEIGHT_DECAY,
+    IGNORE_INDEX,
+    OPTIMIZERS,
+    fit_settings,
+    solve,
+    standardize,
+)
+from dse_tune.evaluation.token_grid import check_grid, infer_grid, pixel_logits, training_pixels
+
 __all__ = [
     "DEFAULT_ADAMW_LR",
     "DEFAULT_STEPS",
@@ -65,22 +79,16 @@ __all__ = [
     "IGNORE_INDEX",
     "OPTIMIZERS",
     "LinearProbe",
-    "ProbeResult",
+    "LinearProbeResult",
     "confusion_matrix",
-    "evaluate_probe",
+    "evaluate_linear_probe",
     "fit_linear_probe",
     "infer_grid",
-    "probe_model",
+    "linear_probe_model",
     "scores_from_confusion",
     "training_pixels",
 ]
 
-IGNORE_INDEX = 255
-OPTIMIZERS = ("lbfgs", "adamw")
-#: Iterations (L-BFGS) or steps (AdamW) of the protocol.
-DEFAULT_STEPS = {"lbfgs": 100, "adamw": 300}
-DEFAULT_WEIGHT_DECAY = 1e-3
-DEFAULT_ADAMW_LR = 0.05
 # Images per chunk when predicting: bounds the memory of upsampled logits.
 _PREDICT_CHUNK = 64
 
@@ -89,8 +97,8 @@ _PREDICT_CHUNK = 64
 
 
 @dataclass(frozen=True)
-class ProbeResult:
-    """Scores of a probe on an evaluation set.
+class LinearProbeResult:
+    """Scores of a linear probe on an evaluation set.
 
     Attributes:
         miou: mean IoU over the classes with a non-empty union (NaN if none).
@@ -135,7 +143,7 @@ class ProbeResult:
 
 @dataclass
 class LinearProbe:
-    """A fitted probe: train-token statistics, the linear layer and the token grid.
+    """A fitted linear probe: train-token statistics, the linear layer and the token grid.
 
     Attributes:
         mean, std: (d,) per-channel statistics of the training tokens.
@@ -162,11 +170,11 @@ class LinearProbe:
         tokens = _check_tokens(tokens)
         if tokens.shape[-1] != self.weight.shape[1]:
             raise ValueError(
-                f"tokens have {tokens.shape[-1]} channels but the probe was fitted on {self.weight.shape[1]}"
+                f"tokens have {tokens.shape[-1]} channels but the linear probe was fitted on {self.weight.shape[1]}"
             )
-        _check_grid(self.grid, tokens.shape[1])
+        check_grid(self.grid, tokens.shape[1])
         standardized = (tokens.to(self.mean.dtype) - self.mean) / self.std
-        return _pixel_logits(standardized, self.weight, self.bias, self.grid, size)
+        return pixel_logits(standardized, self.weight, self.bias, self.grid, size)
 
     @torch.no_grad()
     def predict(self, tokens: Tensor, size: tuple[int, int]) -> Tensor:
@@ -214,86 +222,7 @@ def _check_masks(masks: Any, tokens: Tensor, num_classes: int, name: str = "mask
     return masks
 
 
-def _check_grid(grid: tuple[int, int], num_tokens: int) -> tuple[int, int]:
-    if (
-        not isinstance(grid, (tuple, list))
-        or len(grid) != 2
-        or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in grid)
-    ):
-        raise ValueError(f"grid must be (h, w) with positive integers, got {grid!r}")
-    if grid[0] * grid[1] != num_tokens:
-        raise ValueError(f"grid {tuple(grid)} holds {grid[0] * grid[1]} tokens but the tokens have N={num_tokens} per image")
-    return int(grid[0]), int(grid[1])
-
-
-def infer_grid(num_tokens: int, mask_size: tuple[int, int]) -> tuple[int, int]:
-    """The token grid (h, w), h * w = N, whose aspect ratio best matches the masks'.
-
-    Square masks and a square N give (sqrt N, sqrt N). Raises when no factorisation of
-    N is within 10% of the masks' aspect ratio: pass ``grid=`` explicitly then.
-    """
-    height, width = mask_size
-    target = math.log(height / width)
-    pairs = [(h, num_tokens // h) for h in range(1, num_tokens + 1) if num_tokens % h == 0]
-    h, w = min(pairs, key=lambda p: (abs(math.log(p[0] / p[1]) - target), p[0]))
-    if abs(math.log(h / w) - target) > math.log(1.1):
-        raise ValueError(
-            f"cannot infer the token grid: no h x w = {num_tokens} tokens matches the masks' aspect "
-            f"{height}x{width}; pass grid=(h, w)"
-        )
-    return h, w
-
-
-def _as_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-# --------------------------------------------------------------------------- core
-
-
-def _pixel_logits(standardized: Tensor, weight: Tensor, bias: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
-    num_images = standardized.shape[0]
-    token_logits = standardized @ weight.T + bias  # (B, N, C)
-    token_logits = token_logits.transpose(1, 2).reshape(num_images, -1, grid[0], grid[1])
-    return F.interpolate(token_logits, size=tuple(size), mode="bilinear", align_corners=False)
-
-
-def training_pixels(grid: tuple[int, int], size: tuple[int, int], stride: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The fixed sub-grid of pixels the training loss is computed on, and how each
-    pixel's bilinear logit is made of token logits.
-
-    Rows and columns ``offset, offset + stride, ...`` with ``offset = stride // 2``;
-    ``stride=None`` puts two training pixels per token along each axis
-    (``stride = round(cell / 2)``, cell = pixels per token). The bilinear weights are
-    exactly those of ``F.interpolate(..., mode="bilinear", align_corners=False)`` at
-    these pixels.
-
-    Returns:
-        rows (R,), cols (C,), token indices (R*C, 4) and weights (R*C, 4).
-    """
-    strides = []
-    for axis in range(2):
-        cell = size[axis] / grid[axis]
-        strides.append(max(1, round(cell / 2)) if stride is None else _as_int(stride, "pixel_stride"))
-    axes = []
-    for axis in range(2):
-        positions = torch.arange(strides[axis] // 2, size[axis], strides[axis])
-        # F.interpolate's source coordinate for align_corners=False, clamped at the edges.
-        source = ((positions.double() + 0.5) * grid[axis] / size[axis] - 0.5).clamp(min=0)
-        low = source.floor().long().clamp(max=grid[axis] - 1)
-        high = (low + 1).clamp(max=grid[axis] - 1)
-        axes.append((positions, low, high, (source - low).clamp(max=1).float()))
-    (rows, r0, r1, fr), (cols, c0, c1, fc) = axes
-    width = grid[1]
-    index = torch.stack(
-        [r0[:, None] * width + c0, r0[:, None] * width + c1, r1[:, None] * width + c0, r1[:, None] * width + c1], -1
-    ).reshape(-1, 4)
-    weight = torch.stack(
-        [(1 - fr)[:, None] * (1 - fc), (1 - fr)[:, None] * fc, fr[:, None] * (1 - fc), fr[:, None] * fc], -1
-    ).reshape(-1, 4)
-    return rows, cols, index, weight
+# --------------------------------------------------------------------------- fit
 
 
 def fit_linear_probe(
@@ -332,125 +261,38 @@ def fit_linear_probe(
             RNG is never used; nothing else is random).
 
     Returns:
-        A :class:`LinearProbe`; :func:`evaluate_probe` scores it.
+        A :class:`LinearProbe`; :func:`evaluate_linear_probe` scores it.
     """
     tokens = _check_tokens(tokens)
-    num_classes = _as_int(num_classes, "num_classes")
-    masks = _check_masks(masks, tokens, num_classes)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    steps = _as_int(DEFAULT_STEPS[optimizer] if steps is None else steps, "steps")
-    lr = DEFAULT_ADAMW_LR if lr is None else lr
-    weight_decay = DEFAULT_WEIGHT_DECAY if weight_decay is None else weight_decay
-    if batch_size is not None:
-        batch_size = _as_int(batch_size, "batch_size")
-        if optimizer == "lbfgs":
-            raise ValueError("batch_size needs optimizer='adamw': L-BFGS is full-batch")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
-    num_images, num_tokens, channels = tokens.shape
+    settings = fit_settings(num_classes, optimizer, steps, lr, weight_decay, batch_size, pixel_stride, seed)
+    masks = _check_masks(masks, tokens, settings.num_classes)
     size = (int(masks.shape[1]), int(masks.shape[2]))
-    grid = infer_grid(num_tokens, size) if grid is None else _check_grid(tuple(grid), num_tokens)
-
-    dtype = torch.float64 if tokens.dtype == torch.float64 else torch.float32
-    device = tokens.device
+    grid = infer_grid(tokens.shape[1], size) if grid is None else check_grid(tuple(grid), tokens.shape[1])
     with torch.no_grad():
-        data = tokens.detach().to(dtype)
-        flat = data.reshape(-1, channels)
-        mean = flat.mean(0)
-        # A constant channel carries no information: std 1 keeps it at 0 after centring.
-        std = flat.std(0, unbiased=False)
-        std = torch.where(std > 1e-8 * std.max().clamp(min=1e-30), std, torch.ones_like(std))
-        standardized = (data - mean) / std
+        mean, std, standardized = standardize(tokens)
         rows, cols, pixel_index, pixel_weight = training_pixels(grid, size, pixel_stride)
-        pixel_index, pixel_weight = pixel_index.to(device), pixel_weight.to(device=device, dtype=dtype)
-        targets = masks[:, rows.to(device)][:, :, cols.to(device)].reshape(num_images, -1)
+        device = tokens.device
+        targets = masks[:, rows.to(device)][:, :, cols.to(device)].reshape(tokens.shape[0], -1)
     if not bool((targets != IGNORE_INDEX).any()):
         raise ValueError(
             f"masks have no labelled pixel on the training sub-grid (pixel_stride={pixel_stride}); "
             "lower pixel_stride"
         )
-
-    weight = torch.zeros(num_classes, channels, dtype=dtype, device=device, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=dtype, device=device, requires_grad=True)
-
-    def batch_loss(batch_tokens: Tensor, batch_targets: Tensor) -> Tensor:
-        token_logits = batch_tokens @ weight.T + bias  # (B, N, C)
-        # Bilinear upsampling at the training pixels: 4 token logits per pixel.
-        pixel_logits = (token_logits[:, pixel_index] * pixel_weight[None, :, :, None]).sum(2)
-        return F.cross_entropy(pixel_logits.reshape(-1, num_classes), batch_targets.reshape(-1), ignore_index=IGNORE_INDEX)
-
-    with torch.enable_grad():
-        if optimizer == "lbfgs":
-            solver = torch.optim.LBFGS(
-                [weight, bias],
-                lr=1.0,
-                max_iter=steps,
-                max_eval=steps + steps // 4,
-                history_size=20,
-                tolerance_grad=1e-7,
-                tolerance_change=1e-10,
-                line_search_fn="strong_wolfe",
-            )
-
-            def closure() -> Tensor:
-                solver.zero_grad(set_to_none=True)
-                loss = batch_loss(standardized, targets) + 0.5 * weight_decay * weight.pow(2).sum()
-                loss.backward()
-                return loss
-
-            solver.step(closure)
-        else:
-            solver = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
-            schedule = torch.optim.lr_scheduler.LambdaLR(solver, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
-            generator = torch.Generator().manual_seed(int(seed))
-            order: list[int] = []
-            for _ in range(steps):
-                if batch_size is None or batch_size >= num_images:
-                    batch_tokens, batch_targets = standardized, targets
-                else:
-                    if len(order) < batch_size:
-                        order.extend(torch.randperm(num_images, generator=generator).tolist())
-                    chosen, order = order[:batch_size], order[batch_size:]
-                    index = torch.tensor(chosen, device=device)
-                    batch_tokens, batch_targets = standardized[index], targets[index]
-                if not bool((batch_targets != IGNORE_INDEX).any()):
-                    continue  # a mini-batch of unlabelled images has no loss
-                loss = batch_loss(batch_tokens, batch_targets)
-                solver.zero_grad(set_to_none=True)
-                loss.backward()
-                solver.step()
-                schedule.step()
-
-    probe = LinearProbe(
-        mean=mean,
-        std=std,
-        weight=weight.detach(),
-        bias=bias.detach(),
-        grid=grid,
-        num_classes=num_classes,
-        settings={
-            "optimizer": optimizer,
-            "steps": steps,
-            "lr": lr if optimizer == "adamw" else None,
-            "weight_decay": weight_decay,
-            "batch_size": batch_size,
-            "pixel_stride": pixel_stride,
-            "seed": seed,
-        },
+    weight, bias = solve(standardized, targets, pixel_index, pixel_weight, settings)
+    linear_probe = LinearProbe(
+        mean=mean, std=std, weight=weight, bias=bias, grid=grid, num_classes=settings.num_classes,
+        settings=settings.as_dict(),
     )
     with torch.no_grad():
-        probe.train_loss = _mean_loss(probe, tokens, masks)
-    if not math.isfinite(probe.train_loss):
+        linear_probe.train_loss = _mean_loss(linear_probe, tokens, masks)
+    if not math.isfinite(linear_probe.train_loss):
         raise FloatingPointError(
-            f"the probe's training loss is not finite ({probe.train_loss}); check the tokens' scale"
+            f"the linear probe's training loss is not finite ({linear_probe.train_loss}); check the tokens' scale"
         )
-    return probe
+    return linear_probe
 
 
-def _mean_loss(probe: LinearProbe, tokens: Tensor, masks: Tensor) -> float:
+def _mean_loss(linear_probe: LinearProbe, tokens: Tensor, masks: Tensor) -> float:
     """Cross-entropy over all labelled pixels, computed in chunks."""
     total, count = 0.0, 0
     size = (int(masks.shape[1]), int(masks.shape[2]))
@@ -459,10 +301,13 @@ def _mean_loss(probe: LinearProbe, tokens: Tensor, masks: Tensor) -> float:
         labelled = int((chunk_masks != IGNORE_INDEX).sum())
         if labelled == 0:
             continue
-        logits = probe.logits(tokens[start : start + _PREDICT_CHUNK], size)
+        logits = linear_probe.logits(tokens[start : start + _PREDICT_CHUNK], size)
         total += float(F.cross_entropy(logits, chunk_masks, ignore_index=IGNORE_INDEX, reduction="sum"))
         count += labelled
     return total / count
+
+
+# ----------------------------------------------------------------------- scores
 
 
 def confusion_matrix(predictions: Tensor, masks: Tensor, num_classes: int) -> Tensor:
@@ -476,7 +321,7 @@ def confusion_matrix(predictions: Tensor, masks: Tensor, num_classes: int) -> Te
     )
 
 
-def scores_from_confusion(confusion: Tensor) -> ProbeResult:
+def scores_from_confusion(confusion: Tensor) -> LinearProbeResult:
     """mIoU, pixel accuracy and per-class IoU from a confusion matrix (see the module
     docstring: classes with an empty union are NaN and left out of the mean)."""
     confusion = confusion.to(torch.int64)
@@ -486,7 +331,7 @@ def scores_from_confusion(confusion: Tensor) -> ProbeResult:
     iou = torch.where(union > 0, true_positive / union.clamp(min=1), torch.full_like(union, math.nan))
     defined = ~torch.isnan(iou)
     total = counts.sum()
-    return ProbeResult(
+    return LinearProbeResult(
         miou=float(iou[defined].mean()) if bool(defined.any()) else math.nan,
         pixel_accuracy=float(true_positive.sum() / total) if total > 0 else math.nan,
         per_class_iou=tuple(float(v) for v in iou),
@@ -495,26 +340,27 @@ def scores_from_confusion(confusion: Tensor) -> ProbeResult:
     )
 
 
-def evaluate_probe(probe: LinearProbe, tokens: Tensor, masks: Tensor) -> ProbeResult:
-    """Score ``probe`` on evaluation tokens (B, N, d) and masks (B, H, W), 255 = ignore.
+def evaluate_linear_probe(linear_probe: LinearProbe, tokens: Tensor, masks: Tensor) -> LinearProbeResult:
+    """Score ``linear_probe`` on evaluation tokens (B, N, d) and masks (B, H, W), 255 = ignore.
 
     The masks may have another resolution than the training masks: logits are
     upsampled to theirs. The confusion matrix is accumulated over all images.
     """
     tokens = _check_tokens(tokens)
-    masks = _check_masks(masks, tokens, probe.num_classes)
-    _check_grid(probe.grid, tokens.shape[1])
+    masks = _check_masks(masks, tokens, linear_probe.num_classes)
+    check_grid(linear_probe.grid, tokens.shape[1])
     size = (int(masks.shape[1]), int(masks.shape[2]))
-    confusion = torch.zeros(probe.num_classes, probe.num_classes, dtype=torch.int64)
+    num_classes = linear_probe.num_classes
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     with torch.no_grad():
         for start in range(0, tokens.shape[0], _PREDICT_CHUNK):
             chunk = slice(start, start + _PREDICT_CHUNK)
-            predictions = probe.logits(tokens[chunk], size).argmax(1)
-            confusion += confusion_matrix(predictions, masks[chunk], probe.num_classes).cpu()
+            predictions = linear_probe.logits(tokens[chunk], size).argmax(1)
+            confusion += confusion_matrix(predictions, masks[chunk], num_classes).cpu()
     return scores_from_confusion(confusion)
 
 
-def probe_model(
+def linear_probe_model(
     model: Any,
     train_set: Any,
     test_set: Any,
@@ -523,25 +369,26 @@ def probe_model(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     **fit_kwargs: Any,
-) -> ProbeResult:
-    """Fit the probe on ``model``'s dense tokens of ``train_set`` and score it on ``test_set``.
+) -> LinearProbeResult:
+    """Fit the linear probe on ``model``'s dense tokens of ``train_set``; score it on ``test_set``.
 
     Args:
         model: anything :func:`dse_tune.features.dense_tokens` reads (a timm ViT or
             ConvNet, a :mod:`dse_tune.ssl` module, a callable ``images -> (B, N, d)``);
             used frozen, in eval mode when it is a module (its mode is restored).
-        train_set, test_set: :class:`dse_tune.ssl.data.ProbeSet` with masks (or any
-            object with ``images`` (B, 3, H, W) and ``masks`` (B, H, W)).
+        train_set, test_set: labelled images, e.g. :func:`dse_tune.ssl.data.build_probe_set`
+            of a dataset with masks (any object with ``images`` (B, 3, H, W) and
+            ``masks`` (B, H, W)).
         num_classes: number of classes.
         batch_size, device: feature extraction.
         fit_kwargs: :func:`fit_linear_probe` settings (``steps``, ``lr``, ...).
     """
     from dse_tune.features import dense_tokens_batched
 
-    for name, probe_set in (("train_set", train_set), ("test_set", test_set)):
-        if getattr(probe_set, "masks", None) is None:
-            source = getattr(probe_set, "source", type(probe_set).__name__)
-            raise ValueError(f"{name} ({source}) has no masks; the probe needs labelled images")
+    for name, images in (("train_set", train_set), ("test_set", test_set)):
+        if getattr(images, "masks", None) is None:
+            source = getattr(images, "source", type(images).__name__)
+            raise ValueError(f"{name} ({source}) has no masks; the linear probe needs labelled images")
     modules = list(model.modules()) if isinstance(model, torch.nn.Module) else []
     modes = {module: module.training for module in modules}
     if isinstance(model, torch.nn.Module):
@@ -552,5 +399,6 @@ def probe_model(
     finally:
         for module, training in modes.items():
             module.training = training
-    probe = fit_linear_probe(train_tokens, train_set.masks, num_classes, **fit_kwargs)
-    return evaluate_probe(probe, test_tokens, test_set.masks)
+    linear_probe = fit_linear_probe(train_tokens, train_set.masks, num_classes, **fit_kwargs)
+    return evaluate_linear_probe(linear_probe, test_tokens, test_set.masks)
+

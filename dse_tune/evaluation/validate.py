@@ -1,0 +1,357 @@
+"""Validation with labels: do the label-free scores track dense quality?
+
+For every checkpoint in the history of a pretraining run (or of every run of a sweep)
+:func:`validate` computes, on the same frozen dense tokens:
+
+- label-free scores on the evaluation split's images (no labels): DSE with its
+  components (the run monitor's settings and seed, ``probe_seed`` from the run's
+  config), the run-level standardised DSE series
+  (:func:`dse_tune.metrics.standardize_dse`), RankMe and alpha-ReQ on the patch tokens
+  and on the mean-pooled image embeddings; plus the DSE the monitor recorded during
+  training (``dse_monitored``, on the run's own probe set: the selection signal);
+- the labelled yardstick: mIoU of the linear probe
+  (:mod:`dse_tune.evaluation.linear_probe`), fitted on the train split and scored on
+  the evaluation split.
+
+Then Kendall's tau and Spearman's rho of every score against the linear probe's mIoU,
+per run and pooled over runs, and what the paper's selection buys: the mIoU of the
+DSE-selected checkpoint (top candidate of :func:`dse_tune.selection.candidate_indices`
+on the monitored DSE history) against the last checkpoint and the best one (an oracle
+that needs labels). See :mod:`dse_tune.evaluation.report`.
+
+Steps, one function each: :func:`load_runs` and :func:`load_labelled_data` (load) ->
+:func:`score_runs` (score) -> :func:`dse_tune.evaluation.report.build_report` (report)
+-> :func:`write_report` (write ``validation.json`` and ``validation.png``, atomically). The protocol and the
+JSON fields are described in ``docs/validation.md``; the command is
+``dse-tune validate`` (:mod:`dse_tune.cli.validate`)::
+
+    dse-tune validate runs/dino --data ../shared/data/camvid --out runs/dino/validation
+    dse-tune validate runs/sweep --data synthetic --out runs/sweep/validation
+
+Top-level imports are standard-library only; torch, scipy, matplotlib and the rest of
+dse_tune are imported inside the functions (``dse-tune --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SCORED_FIELDS",
+    "VALIDATION_JSON",
+    "VALIDATION_PNG",
+    "dse_image_count",
+    "load_labelled_data",
+    "load_runs",
+    "score_checkpoint",
+    "score_runs",
+    "validate",
+    "write_report",
+]
+
+VALIDATION_JSON = "validation.json"
+VALIDATION_PNG = "validation.png"
+COMPONENTS = ("inter", "intra_image", "intra_batch", "dim")
+#: Fields of a checkpoint row that are computed (None until then, or when they cannot be).
+#: ``probe_train_loss`` is the linear probe's (the key is kept for existing reports).
+SCORED_FIELDS = (
+    "dse_images",
+    "dse",
+    *(f"dse_{name}" for name in COMPONENTS),
+    "dse_class_relevance",
+    "dse_standardized",
+    "dse_monitored_standardized",
+    "rankme_tokens",
+    "rankme_pooled",
+    "alpha_req_tokens",
+    "alpha_req_tokens_r2",
+    "alpha_req_pooled",
+    "alpha_req_pooled_r2",
+    "miou",
+    "pixel_accuracy",
+    "per_class_iou",
+    "probe_train_loss",
+    "problem",
+)
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+# --------------------------------------------------------------------------- load
+
+
+def load_runs(run_dir: Path) -> tuple[list[Any], list[str], dict[str, dict[str, Any]]]:
+    """The runs below ``run_dir`` with evaluations, a warning per run skipped, and each
+    run's config (:func:`dse_tune.runs.read_config`: the monitor's settings)."""
+    from dse_tune.runs import HISTORY_FILE, load_sweep, read_config
+
+    all_runs = load_sweep(run_dir)
+    skipped = [f"run {r.name}: {r.problem or 'no evaluations'}; skipped" for r in all_runs if not r.evaluations]
+    runs = [r for r in all_runs if r.evaluations]
+    if not runs:
+        raise ValueError(f"no run with DSE evaluations below {run_dir} (looked for {HISTORY_FILE})")
+    configs = {run.name: read_config(run.path) if run.path is not None else dict(run.config) for run in runs}
+    return runs, skipped, configs
+
+
+def load_labelled_data(
+    runs: Sequence[Any], configs: Mapping[str, Mapping[str, Any]], data: Any, image_size: int | None, **split_options: Any
+) -> tuple[dict[str, int], dict[int, Any]]:
+    """Each run's input size (``image_size``, else its config's) and the labelled splits
+    at every size (:func:`dse_tune.evaluation.labelled_data.load_labelled_splits`)."""
+    from dse_tune.evaluation.labelled_data import load_labelled_splits
+    from dse_tune.runs import CONFIG_FILE
+
+    sizes: dict[str, int] = {}
+    splits_by_size: dict[int, Any] = {}
+    for run in runs:
+        size = image_size or configs[run.name].get("image_size")
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"run {run.name}: {CONFIG_FILE} has no image_size; pass --image-size")
+        if size not in splits_by_size:
+            splits_by_size[size] = load_labelled_splits(data, image_size=size, **split_options)
+        sizes[run.name] = size
+    return sizes, splits_by_size
+
+
+# --------------------------------------------------------------------------- score
+
+
+def dse_image_count(num_images: int, group_size: int = 8) -> int:
+    """Images DSE scores out of ``num_images``: whole groups of ``group_size`` (the
+    global k-means works on groups; a small last group cannot hold its clusters).
+
+    Example:
+        >>> dse_image_count(233), dse_image_count(5)
+        (232, 5)
+    """
+    return num_images - num_images % group_size if num_images >= group_size else num_images
+
+
+def _label_free_scores(eval_tokens: Any, dse_seed: int) -> tuple[dict[str, Any], list[str]]:
+    """DSE (through the tolerant :func:`dse_tune.score_tokens`), RankMe and alpha-ReQ
+    of the evaluation tokens; a score that cannot be computed is left out, with the reason."""
+    from dse_tune.metrics import alpha_req, rankme, score_tokens
+
+    row: dict[str, Any] = {}
+    problems = []
+    count = dse_image_count(eval_tokens.shape[0])
+    row["dse_images"] = count
+    try:
+        result = score_tokens(eval_tokens[:count], seed=dse_seed)
+        if result.ok:
+            row["dse"] = result.score
+            row.update({f"dse_{name}": getattr(result, name) for name in COMPONENTS})
+            row["dse_class_relevance"] = result.result.class_relevance
+        else:
+            problems.append(f"DSE: {result.failure}")
+    except ValueError as error:  # a setup error (too few images): this score only
+        problems.append(f"DSE: {error}")
+    for layout, pool in (("tokens", False), ("pooled", True)):
+        try:
+            row[f"rankme_{layout}"] = rankme(eval_tokens, pool=pool)
+        except ValueError as error:
+            problems.append(f"RankMe ({layout}): {error}")
+        try:
+            fit = alpha_req(eval_tokens, pool=pool)
+            row[f"alpha_req_{layout}"], row[f"alpha_req_{layout}_r2"] = fit.alpha, fit.r2
+        except ValueError as error:
+            problems.append(f"alpha-ReQ ({layout}): {error}")
+    return row, problems
+
+
+def score_checkpoint(
+    model: Any,
+    splits: Any,
+    *,
+    dse_seed: int = 0,
+    batch_size: int = 64,
+    device: str = "cpu",
+    linear_probe_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Label-free scores (evaluation images) and linear probe mIoU (train -> evaluation)
+    of one model, on :class:`~dse_tune.evaluation.labelled_data.LabelledSplits`.
+
+    Returns a flat dict: ``dse`` and the components, ``dse_images``, ``rankme_tokens``,
+    ``rankme_pooled``, ``alpha_req_tokens``, ``alpha_req_pooled`` (and their R^2),
+    ``miou``, ``pixel_accuracy``, ``per_class_iou``, ``probe_train_loss`` (the linear
+    probe's) and ``problem`` (why a label-free score is missing, else None). A failing
+    linear probe raises.
+    """
+    import torch
+
+    from dse_tune.evaluation.linear_probe import evaluate_linear_probe, fit_linear_probe
+    from dse_tune.features import dense_tokens_batched
+
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    train_tokens = dense_tokens_batched(model, splits.train.images.to(device), batch_size=batch_size).float().cpu()
+    eval_tokens = dense_tokens_batched(model, splits.evaluation.images.to(device), batch_size=batch_size).float().cpu()
+    row, problems = _label_free_scores(eval_tokens, dse_seed)
+    linear_probe = fit_linear_probe(train_tokens, splits.train.masks, splits.num_classes, **dict(linear_probe_kwargs or {}))
+    scores = evaluate_linear_probe(linear_probe, eval_tokens, splits.evaluation.masks)
+    row.update(
+        miou=scores.miou,
+        pixel_accuracy=scores.pixel_accuracy,
+        per_class_iou=list(scores.per_class_iou),
+        probe_train_loss=linear_probe.train_loss,
+        problem="; ".join(problems) or None,
+    )
+    return row
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+    except ValueError:  # another drive (Windows)
+        return str(Path(path).absolute())
+
+
+def _score_evaluation(run: Any, evaluation: Any, splits: Any, out: Path, dse_seed: int, **options: Any) -> dict[str, Any]:
+    """The row of one evaluation: what the run recorded, then the scores of its checkpoint
+    (a missing or unusable checkpoint leaves them None and says why in ``problem``)."""
+    from dse_tune.ssl.methods import load_checkpoint
+
+    checkpoint = run.checkpoint_path(evaluation)
+    row: dict[str, Any] = {
+        "run": run.name,
+        "index": evaluation.index,
+        "epoch": evaluation.epoch,
+        "global_step": evaluation.global_step,
+        "checkpoint": None if checkpoint is None else _relative(checkpoint, out),
+        "dse_monitored": _finite(evaluation.dse),
+        **{f"dse_monitored_{name}": _finite(evaluation.components.get(name)) for name in COMPONENTS},
+        **dict.fromkeys(SCORED_FIELDS),
+    }
+    started = time.perf_counter()
+    if checkpoint is None:
+        row["problem"] = "the evaluation has no checkpoint"
+    elif not checkpoint.is_file():
+        row["problem"] = f"checkpoint {checkpoint} does not exist"
+    else:
+        try:
+            model = load_checkpoint(checkpoint, map_location=options.get("device", "cpu"))
+            row.update(score_checkpoint(model, splits, dse_seed=dse_seed, **options))
+        except Exception as error:  # noqa: BLE001 - one bad checkpoint must not stop the study
+            row["problem"] = f"cannot score {checkpoint}: {type(error).__name__}: {error}"
+    row["seconds"] = round(time.perf_counter() - started, 3)
+    return row
+
+
+def score_runs(
+    runs: Sequence[Any],
+    configs: Mapping[str, Mapping[str, Any]],
+    sizes: Mapping[str, int],
+    splits_by_size: Mapping[int, Any],
+    out: Path,
+    *,
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, list[dict[str, Any]]]:
+    """One row per evaluation of every run (:func:`score_checkpoint` on its checkpoint),
+    with a progress bar; a warning on stderr for each checkpoint that could not be scored.
+
+    ``options``: ``batch_size``, ``device``, ``linear_probe_kwargs`` of :func:`score_checkpoint`.
+    """
+    from tqdm.auto import tqdm
+
+    jobs = [(run, evaluation) for run in runs for evaluation in run.evaluations]
+    rows_by_run: dict[str, list[dict[str, Any]]] = {run.name: [] for run in runs}
+    for run, evaluation in tqdm(jobs, desc="validating", unit="ckpt", disable=not progress):
+        splits = splits_by_size[sizes[run.name]]
+        row = _score_evaluation(run, evaluation, splits, out, _dse_seed(configs[run.name]), **options)
+        if row.get("problem"):
+            print(f"dse-tune validate: warning: {run.name} evaluation {evaluation.index}: {row['problem']}", file=sys.stderr)
+        rows_by_run[run.name].append(row)
+    return rows_by_run
+
+
+def _dse_seed(config: Mapping[str, Any]) -> int:
+    """The seed the run's monitor gave DSE (its ``probe_seed``)."""
+    return int(config.get("probe_seed", 0))
+
+
+# --------------------------------------------------------------------------- write
+
+
+def write_report(report: Mapping[str, Any], out: Path, plot: bool = True) -> Path:
+    """Write ``OUT/validation.json`` (and ``validation.png`` with ``plot``), atomically."""
+    from dse_tune.atomic import atomic_write_text
+    from dse_tune.evaluation.plot import plot_validation
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = atomic_write_text(out / VALIDATION_JSON, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    if plot:
+        plot_validation(report, out / VALIDATION_PNG)
+    return path
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def validate(
+    run_dir: str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    train_split: str = "train",
+    eval_split: str = "test",
+    images_per_split: int | None = None,
+    num_classes: int | None = None,
+    image_size: int | None = None,
+    window: int = 2,
+    top: int | None = 3,
+    batch_size: int = 64,
+    device: str = "cpu",
+    linear_probe_kwargs: Mapping[str, Any] | None = None,
+    plot: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score every checkpoint of the run(s) below ``run_dir``; write ``OUT/validation.json``
+    (and ``validation.png``); return the report (the JSON's content).
+
+    Args:
+        run_dir: one run folder or a sweep folder (every run history below it).
+        data, train_split, eval_split, images_per_split, num_classes: the labelled images
+            (see :func:`dse_tune.evaluation.labelled_data.load_labelled_splits`).
+        image_size: the models' input size (default: each run's ``image_size``).
+        window, top: the selection's candidate rule (the selector's defaults).
+        batch_size, device: feature extraction.
+        linear_probe_kwargs: :func:`dse_tune.evaluation.linear_probe.fit_linear_probe`
+            settings; leave None for the documented protocol.
+        plot, progress: draw ``validation.png``; show a progress bar over checkpoints.
+
+    Raises:
+        ValueError / FileNotFoundError: no run with evaluations, unusable data.
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    runs, skipped, configs = load_runs(run_dir)
+    sizes, splits_by_size = load_labelled_data(
+        runs, configs, data, image_size, train_split=train_split, eval_split=eval_split,
+        images_per_split=images_per_split, num_classes=num_classes,
+    )
+    rows_by_run = score_runs(
+        runs, configs, sizes, splits_by_size, out, progress=progress,
+        batch_size=batch_size, device=device, linear_probe_kwargs=linear_probe_kwargs,
+    )
+    from dse_tune.evaluation.report import build_report
+
+    report = build_report(
+        run_dir, runs, rows_by_run, splits_by_size, skipped,
+        dse_seeds={name: _dse_seed(config) for name, config in configs.items()}, window=window, top=top, linear_probe_kwargs=linear_probe_kwargs,
+    )
+    write_report(report, out, plot)
+    return report

@@ -1,0 +1,130 @@
+"""After the trials: rescore every candidate on the same held-out images, then select.
+
+A sweep's trials differ in ``dse_beta``, so their monitored DSE is not a fair judge
+(``docs/selection.md``): :func:`select_sweep` rescores every trial's candidate
+checkpoints on one held-out probe (:func:`dse_tune.rescore.rescore_sweep`), selects
+with :func:`dse_tune.selection.select_best`, and writes ``selection.json`` and
+``selection.png`` into the sweep folder. Beside a rescored choice it also keeps the
+conservative one (smallest beta only): in the CamVid study held-out rescored DSE still
+chose the worse, larger beta every time (``docs/validation.md``, section 5).
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from dse_tune.runs import RunRecord, write_run
+    >>> from dse_tune.search_space import parse_search_space
+    >>> sweep = Path(tempfile.mkdtemp())
+    >>> _ = write_run(sweep / "runs" / "t0", RunRecord.from_values("t0", [0.1, 0.5, 0.2], beta=0.0))
+    >>> choice = select_sweep(sweep, parse_search_space({}), rescore=False)
+    >>> choice.result.best.name, choice.result.best_epoch, [p.name for p in choice.written]
+    ('runs/t0', 1, ['selection.json', 'selection.png'])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dse_tune.runs import RunRecord, load_sweep
+
+if TYPE_CHECKING:
+    from dse_tune.search_space import SweepSpec
+    from dse_tune.selection import SelectionResult
+
+__all__ = ["SELECTION_PLOT", "SweepChoice", "rescore_candidates", "select_sweep"]
+
+#: The selection plot in the sweep folder (next to ``selection.json``).
+SELECTION_PLOT = "selection.png"
+
+
+@dataclass(frozen=True)
+class SweepChoice:
+    """What :func:`select_sweep` found and wrote."""
+
+    runs: tuple[RunRecord, ...]
+    #: None when no trial wrote a DSE history.
+    result: SelectionResult | None = None
+    #: Held-out DSE per candidate checkpoint; None without rescoring.
+    rescored: Mapping[str, float] | None = None
+    #: The smallest-beta choice, beside a rescored one (None otherwise).
+    conservative: SelectionResult | None = None
+    written: tuple[Path, ...] = ()
+
+
+def select_sweep(
+    sweep_dir: str | os.PathLike,
+    spec: SweepSpec,
+    *,
+    rescore: bool = True,
+    rescore_data: Any = None,
+    rescore_splits: Sequence[str] | None = None,
+    rescore_size: int = 64,
+    log: Callable[[str], None] = print,
+) -> SweepChoice:
+    """Rescore the candidates (optional), select, write ``selection.json``/``.png``.
+
+    ``rescore_data``: held-out images for rescoring (a folder, ``"synthetic"`` or a
+    dataset object; default: the trials' data minus their monitoring probe images).
+    When rescoring is unavailable or fails, ``log`` says why and the trials are
+    compared conservatively.
+    """
+    from dse_tune import selection
+    from dse_tune.plotting import plot_selection
+
+    sweep_dir = Path(sweep_dir)
+    runs = tuple(load_sweep(sweep_dir))
+    if not runs:
+        return SweepChoice(runs)
+    rescored = None
+    if rescore:
+        rescored = rescore_candidates(sweep_dir, spec, rescore_data, rescore_splits, rescore_size, log=log)
+    result = selection.select_best(runs, window=spec.window, top=spec.top, rescored=rescored)
+    written = (
+        selection.write_selection(result, sweep_dir),
+        plot_selection(result, sweep_dir / SELECTION_PLOT),
+    )
+    conservative = None
+    if result.best is not None and result.compare == "rescored":
+        conservative = selection.select_best(
+            runs, window=spec.window, top=spec.top, rescored=rescored, compare="conservative"
+        )
+    return SweepChoice(runs, result, rescored, conservative, written)
+
+
+def rescore_candidates(
+    sweep_dir: Path,
+    spec: SweepSpec,
+    data: Any = None,
+    splits: Sequence[str] | None = None,
+    size: int = 64,
+    *,
+    log: Callable[[str], None] = print,
+) -> dict[str, float] | None:
+    """Held-out DSE of every candidate, or None (with the reason, to ``log``) when not possible."""
+    try:
+        import torch
+
+        from dse_tune.rescore import rescore_sweep
+    except ImportError as error:  # rescoring is optional; selection still works without it
+        log(f"rescoring unavailable ({error}); comparing trials conservatively")
+        return None
+    device = "cuda" if spec.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
+    try:
+        rescored = rescore_sweep(
+            sweep_dir,
+            data,
+            splits=splits,
+            probe_size=size,
+            window=spec.window,
+            top=spec.top,
+            device=device,
+            progress=False,
+        )
+    except (OSError, ValueError, TypeError) as error:
+        log(f"rescoring failed ({error}); comparing trials conservatively")
+        return None
+    log(f"rescored {len(rescored)} candidate checkpoint(s) on held-out images")
+    return rescored

@@ -1,0 +1,308 @@
+"""A whole sweep from a search space: spec -> :class:`ray.tune.Tuner`, run, restore.
+
+:func:`build_tuner` turns a :class:`~dse_tune.search_space.SweepSpec` into a Tuner
+(OptunaSearch on ``dse_best`` or Tune's variant generator, the spec's pruner inside an
+:class:`~dse_tune.integrations.ray.stopper.OptunaPrunerStopper`, checkpoints kept by
+DSE, retries from the last checkpoint); :func:`run_sweep` runs it and summarizes the
+sweep folder; :func:`restore_tuner` continues an interrupted sweep (``dse-tune sweep
+--resume SWEEP_DIR``), keeping finished trials.
+
+The run folders must be reachable from the driver: the sweep folder is a local folder,
+or on a multi-node cluster a shared (NFS) one, as Ray requires for checkpoints anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ray import tune
+
+from dse_tune.atomic import atomic_write_text
+from dse_tune.integrations.optuna.space import build_pruner
+from dse_tune.integrations.ray.reporter import METRIC
+from dse_tune.integrations.ray.space import param_space, tune_resources
+from dse_tune.integrations.ray.stopper import OptunaPrunerStopper
+from dse_tune.integrations.ray.summary import SweepSummary, summarize_sweep
+from dse_tune.integrations.ray.trainable import mark_run_stopped, pretrain_trainable, read_json, write_json
+from dse_tune.runs import TUNER_STATE_FILE, is_sweep
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from dse_tune.search_space import SweepSpec
+
+__all__ = [
+    "SPACE_COPY",
+    "SUMMARY_FILE",
+    "SWEEP_FILE",
+    "absolute_data",
+    "build_tuner",
+    "connect",
+    "load_saved_spec",
+    "progress_reporter",
+    "restore_tuner",
+    "run_sweep",
+]
+
+#: Sweep bookkeeping in the sweep folder: the normalized search space, what the sweep
+#: was started with (data, trials), and the final summary.
+SPACE_COPY = "search_space.yaml"
+SWEEP_FILE = "sweep.json"
+SUMMARY_FILE = "sweep_summary.json"
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> str:
+    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local one.
+
+    A local cluster gets ``num_cpus`` CPUs (default: those this process may use).
+    Nothing happens if Ray is already initialized. Returns what was done, for logs.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return "using the Ray session already running in this process"
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address)
+        return f"connected to the Ray cluster at {address}"
+    cpus = num_cpus or _available_cpus()
+    ray.init(num_cpus=cpus, include_dashboard=False)
+    return f"started a local Ray cluster with {cpus} CPUs"
+
+
+def build_tuner(
+    spec: SweepSpec,
+    sweep_dir: str | Path,
+    *,
+    data: str | None = None,
+    trial_callbacks: Sequence[pl.Callback] = (),
+    progress_reporter: Any = None,
+    tune_callbacks: Sequence[tune.Callback] = (),
+    verbose: int = 1,
+) -> tune.Tuner:
+    """A :class:`ray.tune.Tuner` for ``spec`` that writes the sweep into ``sweep_dir``.
+
+    Search: OptunaSearch on :data:`~dse_tune.integrations.ray.reporter.METRIC`
+    (``algorithm: optuna``) or Tune's variant generator (``random``, grids). Stopping:
+    :class:`OptunaPrunerStopper` around the spec's pruner. Tune keeps
+    ``checkpoints_to_keep`` checkpoints per trial, best DSE first, and retries a failed
+    trial ``max_failures`` times from its latest one.
+
+    The normalized search space and the data are saved into ``sweep_dir`` so that
+    :func:`restore_tuner` can continue the sweep. Ray must be initialized (see
+    :func:`connect`).
+    """
+    sweep_dir = Path(sweep_dir).resolve()
+    if is_sweep(sweep_dir):
+        raise FileExistsError(
+            f"{sweep_dir} already holds a sweep; resume it (dse-tune sweep --resume {sweep_dir}) "
+            "or choose another folder"
+        )
+    data = absolute_data(data if data is not None else spec.fixed.get("data"))
+    _save_sweep_record(spec, sweep_dir, data)
+    search_alg, max_concurrent = _search_algorithm(spec)
+    return tune.Tuner(
+        _trainable_for(spec, data, trial_callbacks),
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="max",
+            search_alg=search_alg,
+            num_samples=spec.num_samples,
+            max_concurrent_trials=max_concurrent,
+            # A new trial reuses a finished trial's worker: no second start-up (imports,
+            # CUDA context) per trial.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=sweep_dir.name,
+            storage_path=str(sweep_dir.parent),
+            stop=_stopper_for(spec),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=spec.checkpoints_to_keep,
+                checkpoint_score_attribute="dse",
+                checkpoint_score_order="max",
+            ),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            progress_reporter=progress_reporter,
+            callbacks=list(tune_callbacks),
+            verbose=verbose,
+        ),
+    )
+
+
+def restore_tuner(
+    sweep_dir: str | Path,
+    *,
+    data: str | None = None,
+    trial_callbacks: Sequence[pl.Callback] = (),
+) -> tuple[tune.Tuner, SweepSpec]:
+    """Continue an interrupted sweep: unfinished and errored trials resume from their
+    latest checkpoints; finished (and stopped) trials are kept as they are.
+
+    ``data`` defaults to the one the sweep was started with.
+    """
+    sweep_dir = Path(sweep_dir).resolve()
+    if not is_sweep(sweep_dir):
+        raise FileNotFoundError(f"{sweep_dir} holds no sweep to resume (no {TUNER_STATE_FILE})")
+    spec = load_saved_spec(sweep_dir)
+    saved = read_json(sweep_dir / SWEEP_FILE) or {}
+    data = absolute_data(data) if data is not None else saved.get("data")
+    tuner = tune.Tuner.restore(
+        str(sweep_dir),
+        _trainable_for(spec, data, trial_callbacks),
+        resume_unfinished=True,
+        resume_errored=True,
+    )
+    return tuner, spec
+
+
+def load_saved_spec(sweep_dir: str | Path) -> SweepSpec:
+    """The search space a sweep folder was started with (its normalized copy)."""
+    from dse_tune.search_space import load_search_space
+
+    sweep_dir = Path(sweep_dir)
+    space = sweep_dir / SPACE_COPY
+    if not space.is_file():
+        raise FileNotFoundError(f"{sweep_dir} has no {SPACE_COPY}; it was not started by dse_tune's sweep")
+    return load_search_space(space)
+
+
+def run_sweep(
+    spec: SweepSpec | None,
+    sweep_dir: str | Path,
+    *,
+    data: str | None = None,
+    resume: bool = False,
+    trial_callbacks: Sequence[pl.Callback] = (),
+    progress_reporter: Any = None,
+    tune_callbacks: Sequence[tune.Callback] = (),
+    verbose: int = 1,
+) -> SweepSummary:
+    """Run (or with ``resume`` continue) a sweep and summarize it.
+
+    With a ``progress_reporter`` (e.g. :func:`progress_reporter`) Tune's classic
+    progress table is printed (``verbose=0``: nothing). Writes ``sweep_summary.json``
+    and returns :func:`~dse_tune.integrations.ray.summary.summarize_sweep` of the sweep
+    folder.
+    """
+    sweep_dir = Path(sweep_dir).resolve()
+    if resume:
+        tuner, spec = restore_tuner(sweep_dir, data=data, trial_callbacks=trial_callbacks)
+    else:
+        if spec is None:
+            raise ValueError("spec is required unless resume=True")
+        tuner = build_tuner(
+            spec,
+            sweep_dir,
+            data=data,
+            trial_callbacks=trial_callbacks,
+            progress_reporter=progress_reporter,
+            tune_callbacks=tune_callbacks,
+            verbose=verbose,
+        )
+    with _classic_output():
+        result_grid = tuner.fit()
+    errored = [Path(result.path).name for result in result_grid if result.error is not None]
+    summary = summarize_sweep(sweep_dir, spec, errored_trial_dirs=errored)
+    write_json(sweep_dir / SUMMARY_FILE, summary.to_dict())
+    return summary
+
+
+def progress_reporter(spec: SweepSpec) -> tune.ProgressReporter:
+    """Tune's classic progress table: the searched fields, epoch, DSE and best DSE."""
+    return tune.CLIReporter(
+        parameter_columns=list(spec.dimensions),
+        metric_columns={"epoch": "epoch", "dse": "DSE", METRIC: "best DSE"},
+        max_report_frequency=30,
+    )
+
+
+def absolute_data(data: str | os.PathLike | None) -> str | None:
+    """``data`` with a relative folder made absolute: trials run in their own folders.
+
+    Example:
+        >>> absolute_data("synthetic"), absolute_data(None)
+        ('synthetic', None)
+    """
+    if data is None or str(data) == "synthetic":
+        return None if data is None else "synthetic"
+    return str(Path(data).expanduser().resolve())
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _save_sweep_record(spec: SweepSpec, sweep_dir: Path, data: str | None) -> None:
+    # The normalized space (not the file: a spec may come from code) is what a resumed
+    # sweep reparses.
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sweep_dir / SPACE_COPY, spec.to_yaml())
+    write_json(
+        sweep_dir / SWEEP_FILE,
+        {
+            "name": spec.name,
+            "space": SPACE_COPY,
+            "source": None if spec.source is None else str(spec.source),
+            "data": data,
+            "total_trials": spec.total_trials,
+            "created": time.time(),
+        },
+    )
+
+
+def _search_algorithm(spec: SweepSpec) -> tuple[Any, int | None]:
+    """The search algorithm and the ``max_concurrent_trials`` Tune should apply."""
+    if spec.algorithm == "optuna" and spec.dimensions:
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(metric=METRIC, mode="max", seed=spec.sampler_seed), spec.max_concurrent_trials
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # Tune applies max_concurrent_trials to Searchers only; the variant generator takes
+    # its own limit.
+    return BasicVariantGenerator(random_state=spec.sampler_seed, max_concurrent=spec.max_concurrent_trials or 0), None
+
+
+def _trainable_for(spec: SweepSpec, data: str | None, trial_callbacks: Sequence[pl.Callback]) -> Any:
+    trainable = tune.with_parameters(
+        pretrain_trainable,
+        base_config=spec.base_config(),
+        data=data,
+        accelerator=spec.resources.accelerator,
+        callbacks=list(trial_callbacks),
+    )
+    return tune.with_resources(trainable, tune_resources(spec.resources))
+
+
+def _stopper_for(spec: SweepSpec) -> OptunaPrunerStopper | None:
+    pruner = build_pruner(spec.pruner)
+    if pruner is None:
+        return None
+    return OptunaPrunerStopper(pruner, metric="dse", mode="max", on_stop=mark_run_stopped)
+
+
+def _available_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _classic_output() -> Iterator[None]:
+    # Tune's newer console output ignores progress reporters (and prints even at
+    # verbose=0); RAY_AIR_NEW_OUTPUT=0 brings back the classic table of a CLIReporter.
+    previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = previous

@@ -1,0 +1,91 @@
+"""``dse-tune select``: the table, selection.json/png, exit statuses 0, 1 and 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dse_tune.cli import main
+from tests.run_folders import beta_sweep, write_run  # noqa: F401  (fixture)
+
+# Held-out DSE of the beta_sweep fixture's candidates (as in tests/test_selection.py).
+HELD_OUT = {
+    "trial_0_beta=0/checkpoints/epoch=0020.ckpt": 0.52,
+    "trial_1_beta=0.1/checkpoints/epoch=0020.ckpt": 0.50,
+    "trial_1_beta=0.1/checkpoints/epoch=0060.ckpt": 0.58,
+    "ray/trial_2_beta=1/checkpoints/epoch=0030.ckpt": 0.40,
+}
+
+
+def run_cli(*argv: str) -> int:
+    return main(["select", *argv])
+
+
+def test_cli_on_a_sweep(beta_sweep, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert run_cli(str(beta_sweep), "--out", str(out)) == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    header = next(line for line in lines if line.lstrip().startswith("trial"))
+    for column in ("trial", "beta", "candidates", "chosen epoch", "DSE", "stopped early"):
+        assert column in header
+    row = next(line for line in lines if "trial_1_beta=0.1" in line)
+    assert "20, 60" in row and "yes" in row
+    winner = next(line for line in lines if line.startswith("*"))
+    assert "trial_0_beta=0" in winner
+    assert "betas [0.1, 1.0] not compared" in printed
+    data = json.loads((out / "selection.json").read_text())
+    assert (data["best_trial"], data["best_epoch"]) == ("trial_0_beta=0", 20)
+    assert (out / "selection.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_with_rescored_file_and_options(beta_sweep, capsys):
+    rescored = beta_sweep / "rescored.json"
+    rescored.write_text(json.dumps(HELD_OUT))
+    code = run_cli(
+        str(beta_sweep), "--rescored", str(rescored), "--window", "1", "--top", "5", "--no-plot"
+    )
+    assert code == 0
+    data = json.loads((beta_sweep / "selection.json").read_text())  # --out defaults to RUN_DIR
+    assert (data["best_beta"], data["best_epoch"], data["window"], data["top"]) == (0.1, 60, 1, 5)
+    assert not (beta_sweep / "selection.png").exists()
+    assert "rescored" in capsys.readouterr().out
+
+
+def test_cli_on_a_single_run_and_errors(tmp_path, capsys):
+    run_dir = write_run(tmp_path / "run", [0.1, 0.5, 0.3], 0.0)
+    assert run_cli(str(run_dir)) == 0
+    assert json.loads((run_dir / "selection.json").read_text())["best_epoch"] == 10
+
+    (tmp_path / "empty").mkdir()
+    assert run_cli(str(tmp_path / "empty")) == 2
+    assert "no dse_history.json below" in capsys.readouterr().err
+
+    write_run(tmp_path / "crashed", [], 0.0)
+    assert run_cli(str(tmp_path / "crashed")) == 1
+    captured = capsys.readouterr()
+    assert "no trial has a candidate" in captured.err
+    assert (
+        json.loads((tmp_path / "crashed" / "selection.json").read_text())["best_checkpoint"] is None
+    )
+
+    with pytest.raises(SystemExit):
+        run_cli(str(run_dir), "--window", "-1")
+    assert "window" in capsys.readouterr().err
+
+
+def test_bad_input_is_one_error_line(tmp_path, capsys):
+    run_dir = write_run(tmp_path / "run", [0.1, 0.5, 0.3], 0.0)
+    assert run_cli(str(run_dir), "--rescored", str(tmp_path / "missing.json")) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: cannot read {tmp_path / 'missing.json'}: No such file or directory"]
+
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    assert run_cli(str(run_dir), "--rescored", str(tmp_path / "bad.json")) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {tmp_path / 'bad.json'}: entry 0 needs 'checkpoint' and 'dse'"]
+
+
+def test_dse_tune_cli_dispatches_select(tmp_path):
+    run_dir = write_run(tmp_path / "run", [0.1, 0.5, 0.3], 0.0)
+    assert main(["select", str(run_dir), "--out", str(tmp_path / "o"), "--no-plot"]) == 0
+    assert (tmp_path / "o" / "selection.json").exists()

@@ -1,0 +1,173 @@
+"""OptunaPrunerStopper: stops where the rule and Optuna's own pruning do (no Ray workers)."""
+
+from __future__ import annotations
+
+import doctest
+import math
+import pickle
+
+import optuna
+import pytest
+
+import dse_tune.integrations.ray.stopper as stopper_module
+from dse_tune.degradation import DegradationRule, first_stop_index
+from dse_tune.integrations.optuna import DSEDegradationPruner
+from dse_tune.integrations.ray import OptunaPrunerStopper
+from tests.degradation_cases import DEGRADATION_CASES, RISE_PEAK_FALL, case_ids
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_docstring_examples():
+    failures, attempted = doctest.testmod(stopper_module, optionflags=doctest.ELLIPSIS)
+    assert attempted > 0 and failures == 0
+
+
+def first_stopped_index(stopper, values, trial_id="t", step_of=lambda i: i):
+    for i, value in enumerate(values):
+        if stopper(trial_id, {"evaluation": step_of(i), "dse": value}):
+            return i
+    return None
+
+
+def first_pruned_index(values, pruner, direction="maximize"):
+    study = optuna.create_study(direction=direction, pruner=pruner)
+    trial = study.ask()
+    for i, value in enumerate(values):
+        trial.report(value, i)
+        if trial.should_prune():
+            return i
+    return None
+
+
+@pytest.mark.parametrize("case", DEGRADATION_CASES, ids=case_ids)
+def test_stopper_stops_where_the_rule_and_the_optuna_pruner_do(case):
+    stopper = OptunaPrunerStopper(DSEDegradationPruner(case.rule))
+    index = first_stopped_index(stopper, case.values)
+    assert index == case.stop_index, case.why
+    assert index == first_stop_index(case.values, case.rule)
+    assert index == first_pruned_index(case.values, DSEDegradationPruner(case.rule))
+    if index is not None:
+        record = stopper.stopped["t"]
+        assert record.step == index and case.reason in record.reason
+
+
+@pytest.mark.parametrize("case", DEGRADATION_CASES, ids=case_ids)
+def test_stopper_in_min_mode_stops_on_the_negated_values(case):
+    stopper = OptunaPrunerStopper(DSEDegradationPruner(case.rule), metric="loss", mode="min")
+    negated = [-v for v in case.values]
+    index = next(
+        (i for i, v in enumerate(negated) if stopper("t", {"evaluation": i, "loss": v})), None
+    )
+    assert index == case.stop_index
+
+
+def test_default_pruner_is_the_shared_degradation_rule():
+    stopper = OptunaPrunerStopper()
+    assert isinstance(stopper.pruner, DSEDegradationPruner) and stopper.pruner.rule == DegradationRule()
+    assert first_stopped_index(stopper, RISE_PEAK_FALL) == 9
+    assert stopper.stopped["t"].reason.startswith("degraded")
+
+
+def test_steps_may_be_epochs_and_trials_are_independent():
+    stopper = OptunaPrunerStopper(step_key="epoch")
+    rising = [0.1 * i for i in range(len(RISE_PEAK_FALL))]
+    stops = {}
+    for i, (falling, rising_value) in enumerate(zip(RISE_PEAK_FALL, rising, strict=True)):
+        for trial_id, value in (("falls", falling), ("rises", rising_value)):
+            if trial_id not in stops and stopper(trial_id, {"epoch": 10 * i + 9, "dse": value}):
+                stops[trial_id] = i
+    assert stops == {"falls": 9}
+    assert stopper.stopped["falls"].step == 99
+    # A stopped trial stays stopped.
+    assert stopper("falls", {"epoch": 200, "dse": 5.0}) is True
+    assert stopper.stop_all() is False
+
+
+def test_results_without_the_metric_or_step_are_ignored():
+    stopper = OptunaPrunerStopper(DSEDegradationPruner(warmup=1, patience=1))
+    assert stopper("t", {"epoch": 3}) is False
+    assert stopper("t", {"evaluation": 0}) is False
+    assert first_stopped_index(stopper, [1.0, 0.5]) == 1
+
+
+def test_median_pruner_compares_with_completed_trials_as_in_optuna():
+    pruner_args = {"n_startup_trials": 1, "n_warmup_steps": 1}
+    good, bad = [1.0, 1.0, 1.0, 1.0], [0.5, 0.5, 0.5, 0.5]
+    stopper = OptunaPrunerStopper(optuna.pruners.MedianPruner(**pruner_args))
+    assert first_stopped_index(stopper, good, trial_id="good") is None
+    assert stopper("good", {"evaluation": 3, "dse": 1.0, "done": True}) is False  # completes it
+    via_stopper = first_stopped_index(stopper, bad, trial_id="bad")
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(**pruner_args))
+    reference = study.ask()
+    for step, value in enumerate(good):
+        reference.report(value, step)
+    study.tell(reference, 1.0)
+    assert via_stopper == first_pruned_index_in(study, bad) == 1
+    assert stopper.study.trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert stopper.study.trials[1].state == optuna.trial.TrialState.PRUNED
+    assert stopper.stopped["bad"].reason == "MedianPruner pruned at evaluation 1"
+
+
+def first_pruned_index_in(study, values):
+    trial = study.ask()
+    for i, value in enumerate(values):
+        trial.report(value, i)
+        if trial.should_prune():
+            return i
+    return None
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_patient_pruner_around_the_rule_matches_optuna():
+    def patient():
+        return optuna.pruners.PatientPruner(DSEDegradationPruner(warmup=2, patience=1), patience=2)
+
+    values = [0.0, 1.0, 0.5, 0.4, 0.3, 0.2, 0.1]
+    # The rule alone stops at 2; PatientPruner waits until 2 steps bring no improvement.
+    assert first_stop_index(values, DegradationRule(warmup=2, patience=1)) == 2
+    assert first_stopped_index(OptunaPrunerStopper(patient()), values) == first_pruned_index(values, patient()) == 4
+
+
+def test_a_pickled_stopper_continues_where_it_was():
+    # Tune saves the stopper with the experiment and restores it on resume.
+    stopper = OptunaPrunerStopper()
+    for i, value in enumerate(RISE_PEAK_FALL[:8]):
+        assert not stopper("t", {"evaluation": i, "dse": value})
+    restored = pickle.loads(pickle.dumps(stopper))
+    assert not restored("t", {"evaluation": 8, "dse": RISE_PEAK_FALL[8]})
+    assert restored("t", {"evaluation": 9, "dse": RISE_PEAK_FALL[9]})
+
+
+def test_a_resumed_trial_fills_the_history_a_fresh_stopper_missed():
+    stopper = OptunaPrunerStopper()  # e.g. rebuilt from an older saved state
+    result = {"evaluation": 9, "dse": RISE_PEAK_FALL[9], "dse_history": list(RISE_PEAK_FALL[:10])}
+    assert stopper("t", result) is True
+    assert stopper.stopped["t"].step == 9
+    ignoring = OptunaPrunerStopper(history_key=None)
+    assert ignoring("t", result) is False  # one evaluation only: warm-up
+
+
+def test_on_stop_hook_receives_the_trial_the_result_and_the_reason():
+    calls = []
+    stopper = OptunaPrunerStopper(on_stop=lambda *args: calls.append(args))
+    first_stopped_index(stopper, RISE_PEAK_FALL)
+    ((trial_id, result, reason),) = calls
+    assert trial_id == "t" and result["evaluation"] == 9 and reason.startswith("degraded")
+
+
+def test_non_finite_values_stop_and_never_complete_a_trial():
+    stopper = OptunaPrunerStopper()
+    assert first_stopped_index(stopper, [0.1, 0.2, math.nan]) == 2
+    assert "non-finite" in stopper.stopped["t"].reason
+    done = OptunaPrunerStopper(optuna.pruners.NopPruner())
+    assert done("u", {"evaluation": 0, "dse": math.nan, "done": True}) is False
+    assert done.study.trials[0].state == optuna.trial.TrialState.FAIL
+
+
+def test_stopper_arguments_are_checked():
+    with pytest.raises(ValueError, match="mode must be 'max' or 'min', got 'maximize'"):
+        OptunaPrunerStopper(mode="maximize")
+    with pytest.raises(TypeError, match="pruner must be an optuna pruner, got DegradationRule"):
+        OptunaPrunerStopper(DegradationRule())
