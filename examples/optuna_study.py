@@ -13,7 +13,7 @@ selector picks the checkpoint to keep. No labels anywhere. About a minute on 2 C
 The study lives in a journal file (``OUT/optuna.log``), so more processes can join it
 while it runs, each running its own trials:
 
-    python -m dse_tune.integrations.optuna worker --storage runs/optuna_study/optuna.log \\
+    dse-tune optuna-worker --storage runs/optuna_study/optuna.log \\
         --study optuna_study --n-trials 2
 """
 
@@ -25,9 +25,10 @@ from pathlib import Path
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
+from dse_tune.evaluation.rescore import rescore_sweep
 from dse_tune.integrations.optuna import DSEDegradationPruner, DSEObjective, create_dse_study
-from dse_tune.rescore import rescore_sweep
-from dse_tune.selection import load_sweep, select_best
+from dse_tune.runs import load_sweep
+from dse_tune.selection import select_best
 
 # A ViT small enough for a CPU: 32 px images, 16 patches, 2 blocks of width 64.
 BASE_CONFIG = dict(
@@ -92,7 +93,7 @@ def main() -> None:
 
     # Fair comparison across betas: every candidate scored on the same held-out scenes.
     sweep_dir = objective.study_dir(study.study_name)
-    rescored = rescore_sweep(sweep_dir, probe_size=32)
+    rescored = rescore_sweep(sweep_dir, held_out_size=32)
     result = select_best(load_sweep(sweep_dir), rescored=rescored)
     print(f"\nselected: {result.best.name}, epoch {result.best_epoch}, beta {result.best_beta}")
     print(f"checkpoint: {result.best_checkpoint}")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from ray import tune
 
+from dse_tune.evaluation.rescore import rescore_sweep
 from dse_tune.integrations.ray import connect, run_sweep
 from dse_tune.plotting import plot_selection
-from dse_tune.rescore import rescore_sweep
 from dse_tune.runs import load_sweep
 from dse_tune.search_space import parse_search_space
 from dse_tune.selection import select_best, write_selection
@@ -67,7 +67,7 @@ def main() -> None:
     # beta > 0 optimized DSE on its own images: compare every trial's candidates on
     # held-out scenes of a family no trial trained on.
     held_out = SyntheticScenes(num_images=64, image_size=64, seed=1000)
-    rescored = rescore_sweep(args.out, held_out, probe_size=64, window=spec.window, top=spec.top, progress=False)
+    rescored = rescore_sweep(args.out, held_out, held_out_size=64, window=spec.window, top=spec.top, progress=False)
     result = select_best(load_sweep(args.out), window=spec.window, top=spec.top, rescored=rescored)
     write_selection(result, args.out)
     plot_selection(result, args.out / "selection.png")

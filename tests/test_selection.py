@@ -11,7 +11,6 @@ from dse_tune.plotting import plot_selection
 from dse_tune.runs import RunRecord, load_sweep, read_run
 from dse_tune.selection import (
     candidate_indices,
-    load_rescored,
     select_best,
     select_run,
     write_selection,
@@ -226,28 +225,6 @@ def test_rescored_callable_and_errors():
         select_best(runs, compare="best")
     with pytest.raises(TypeError, match="rescored must be a mapping"):
         select_best(runs, rescored=0.5)
-
-
-# --------------------------------------------------------------------- reading
-
-
-def test_load_rescored_both_formats(tmp_path, beta_sweep):
-    as_dict = tmp_path / "sweep" / "rescored.json"
-    as_dict.write_text(json.dumps(HELD_OUT))
-    as_list = tmp_path / "rescored_list.json"
-    as_list.write_text(
-        json.dumps(
-            [{"checkpoint": f"sweep/{k}", "dse": v} for k, v in HELD_OUT.items()]
-            + [{"checkpoint": "sweep/x.ckpt", "dse": None}]
-        )
-    )
-    for path in (as_dict, as_list):
-        result = select_best(load_sweep(beta_sweep), rescored=load_rescored(path))
-        assert (result.best_beta, result.best_epoch) == (0.1, 60)
-    assert len(load_rescored(as_list)) == 4  # null values dropped
-    as_list.write_text('[{"checkpoint": "a"}]')
-    with pytest.raises(ValueError, match="entry 0 needs 'checkpoint' and 'dse'"):
-        load_rescored(as_list)
 
 
 # --------------------------------------------------------------------- writing

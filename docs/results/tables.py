@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from dse_tune.validate import correlations
+from dse_tune.evaluation.report import correlations
 
 SCORES = ("dse_monitored", "dse", "dse_standardized", "dse_dim", "dse_class_relevance",
           "rankme_tokens", "rankme_pooled", "alpha_req_tokens", "alpha_req_pooled")

@@ -6,7 +6,7 @@ stops trials whose DSE degrades, then picks the checkpoint and beta to keep:
 1. Ray Tune runs the trials (OptunaSearch on ``dse_best`` by default) and prints its
    progress table; the pruner stops degrading trials (they keep their candidates).
 2. Every candidate checkpoint is rescored on the same held-out images
-   (:mod:`dse_tune.rescore`), the fair comparison across betas.
+   (:mod:`dse_tune.evaluation.rescore`), the fair comparison across betas.
 3. :func:`dse_tune.selection.select_best` picks the checkpoint; ``selection.json`` and
    ``selection.png`` are written into the sweep folder, with ``sweep_summary.json``
    (trial-epochs run versus without pruning).

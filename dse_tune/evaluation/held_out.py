@@ -12,7 +12,7 @@ Example:
     >>> scenes = SyntheticScenes(num_images=8, image_size=32)
     >>> held_out = build_held_out_set(scenes, size=4, image_size=32, exclude_indices=[0, 2])
     >>> held_out.indices, tuple(held_out.images.shape), held_out.fingerprint.startswith("sha256:")
-    ((1, 3, 5, 7), (4, 3, 32, 32), True)
+    ((1, 3, 5, 6), (4, 3, 32, 32), True)
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class HeldOutSet:
         image_size: S.
         fingerprint: ``"sha256:..."`` of ``images``: equal fingerprints, equal inputs.
         excluded: Images of the dataset left out because a monitoring probe set holds them.
-        checked_runs: Runs whose monitoring probe images were excluded.
+        checked_runs: Runs whose monitoring probe set images were excluded.
         unchecked_runs: Runs whose monitoring probe set could not be rebuilt (a warning
             was issued); disjointness from them is not verified.
         from_training_data: True when the images come from a run's training data (not
@@ -129,7 +129,7 @@ def _choose_images(
             "monitoring probe set; pass data= with other images (e.g. a validation split)"
         )
     # Evenly spread first (CamVid-like folders are sorted by sequence), the rest as spares
-    # for images that turn out to be probe images under another index.
+    # for images that turn out to be probe set images under another index.
     spread = [available[j] for j in probe_indices(len(available), min(size, len(available)))]
     chosen_set = set(spread)
     spares = [i for i in available if i not in chosen_set]
@@ -325,7 +325,7 @@ def _probe_set_exclusions(
     for run in runs:
         spec = specs[run.name]
         if spec is None:
-            unchecked[run.name] = "its config has no data/probe fields"
+            unchecked[run.name] = "its config has no data/probe_size fields"
             continue
         try:
             if spec not in opened:
@@ -351,7 +351,7 @@ def held_out_set_for(
     """The held-out set of a sweep: one set of images for all of ``runs``.
 
     ``data=None`` takes the runs' common training data (they must agree) and leaves out
-    every run's monitoring probe images; those held-out images were still seen in
+    every run's monitoring probe set; those held-out images were still seen in
     training (``from_training_data``). Runs on synthetic scenes of different seeds get
     a scene family of a seed none of them used. Better, pass images no run trained on: a folder
     (with ``splits``), ``"synthetic"``, or a dataset object with ``load_image`` (e.g.
@@ -378,7 +378,7 @@ def held_out_set_for(
             stacklevel=2,
         )
     if held_out_spec is not None and held_out_spec in {specs[name] for name in checked}:
-        from_training = True  # a run's own training data (minus the probe images)
+        from_training = True  # a run's own training data (minus its probe set)
     return build_held_out_set(
         dataset,
         size=size,

@@ -31,17 +31,13 @@ names from before the held-out set was called so, for the scripts that read them
 Checkpoint paths are relative to the file's folder (absolute when on another drive);
 a candidate that could not be scored has ``"dse": null`` and a ``problem``.
 
-Example (``rescore_sweep`` needs real checkpoints; :func:`load_rescored` reads its file)::
+Usage (it needs real checkpoints, so it is no doctest)::
 
-    from dse_tune.evaluation.rescore import rescore_sweep
-    from dse_tune.runs import load_sweep
-    from dse_tune.selection import select_best
     rescored = rescore_sweep("runs/sweep", data="../shared/data/camvid", splits=["val"])
     best = select_best(load_sweep("runs/sweep"), rescored=rescored).best_checkpoint
 
 Importing this module loads no torch (``dse-tune select --rescored`` only reads JSON);
-scoring needs torch and the SSL package (to rebuild checkpoints), never Lightning's
-Trainer, Optuna or Ray.
+scoring needs torch and the SSL package, never Lightning's Trainer, Optuna or Ray.
 """
 
 from __future__ import annotations
@@ -461,15 +457,8 @@ def rescore_sweep(
     )
     if not rows:
         raise ValueError(f"the runs below {root} have no checkpoint to rescore")
-    settings = {
-        "seed": seed,
-        "scores": list(wanted),
-        "select_by": select_by,
-        "dse_kwargs": dict(dse_kwargs or {}),
-        "window": window,
-        "top": top,
-        "which": which,
-    }
+    settings = dict(seed=seed, scores=list(wanted), select_by=select_by, dse_kwargs=dict(dse_kwargs or {}),
+                    window=window, top=top, which=which)
     write_rescored(rows, held_out, root / RESCORED_FILE if out is None else Path(out), settings)
     mapping = rescored_mapping(rows, select_by)
     if not mapping:

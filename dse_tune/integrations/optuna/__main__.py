@@ -5,4 +5,5 @@ import sys
 
 from dse_tune.cli.optuna_worker import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a doctest collector imports this module
+    sys.exit(main())

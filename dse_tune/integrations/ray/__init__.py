@@ -16,7 +16,8 @@ Pieces, from the inside out:
 - :mod:`~dse_tune.integrations.ray.space`: a search space
   (:mod:`dse_tune.search_space`) as Tune domains and resources.
 - :mod:`~dse_tune.integrations.ray.sweep`: :func:`build_tuner` / :func:`restore_tuner`
-  / :func:`run_sweep`, a whole sweep from a :class:`~dse_tune.search_space.SweepSpec`.
+  / :func:`run_sweep`, a whole sweep from a :class:`~dse_tune.search_space.SweepSpec`;
+  :mod:`~dse_tune.integrations.ray.sweep_folder`: the sweep folder's own files.
 - :mod:`~dse_tune.integrations.ray.summary`: :func:`summarize_sweep`, per-trial status
   and the trial-epochs run versus a sweep without pruning.
 - :mod:`~dse_tune.integrations.ray.selection`: after the trials, rescore the candidates
@@ -29,15 +30,8 @@ from dse_tune.integrations.ray.reporter import CHECKPOINT_FILE, CHECKPOINT_STATE
 from dse_tune.integrations.ray.space import param_space, tune_domain, tune_resources
 from dse_tune.integrations.ray.stopper import OptunaPrunerStopper, StopRecord
 from dse_tune.integrations.ray.summary import SweepSummary, TrialSummary, summarize_sweep
-from dse_tune.integrations.ray.sweep import (
-    absolute_data,
-    build_tuner,
-    connect,
-    load_saved_spec,
-    progress_reporter,
-    restore_tuner,
-    run_sweep,
-)
+from dse_tune.integrations.ray.sweep import build_tuner, connect, progress_reporter, restore_tuner, run_sweep
+from dse_tune.integrations.ray.sweep_folder import absolute_data, load_saved_spec
 from dse_tune.integrations.ray.trainable import (
     RUNS_DIR,
     TRIAL_FILE,

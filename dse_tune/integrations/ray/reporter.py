@@ -123,10 +123,13 @@ def node_id() -> str:
     """The Ray node this process runs on (the host name outside a Ray worker)."""
     import ray
 
-    try:
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # not inside a Ray worker (direct use in a plain training loop)
-        return socket.gethostname()
+    # Outside a Ray worker (a plain training loop) asking for the context would start Ray.
+    if ray.is_initialized():
+        try:
+            return ray.get_runtime_context().get_node_id()
+        except Exception:  # noqa: BLE001 (a client-mode session without node ids)
+            pass
+    return socket.gethostname()
 
 
 def _lightning_rank_is_zero() -> bool:

@@ -2,7 +2,7 @@
 
 A sweep's trials differ in ``dse_beta``, so their monitored DSE is not a fair judge
 (``docs/selection.md``): :func:`select_sweep` rescores every trial's candidate
-checkpoints on one held-out probe (:func:`dse_tune.rescore.rescore_sweep`), selects
+checkpoints on one held-out set (:func:`dse_tune.evaluation.rescore.rescore_sweep`), selects
 with :func:`dse_tune.selection.select_best`, and writes ``selection.json`` and
 ``selection.png`` into the sweep folder. Beside a rescored choice it also keeps the
 conservative one (smallest beta only): in the CamVid study held-out rescored DSE still
@@ -107,8 +107,10 @@ def rescore_candidates(
     try:
         import torch
 
-        from dse_tune.rescore import rescore_sweep
+        from dse_tune.evaluation.rescore import rescore_sweep
     except ImportError as error:  # rescoring is optional; selection still works without it
+        if (error.name or "").startswith("dse_tune"):
+            raise  # a module of this package missing is a bug, not a missing option
         log(f"rescoring unavailable ({error}); comparing trials conservatively")
         return None
     device = "cuda" if spec.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
@@ -117,7 +119,7 @@ def rescore_candidates(
             sweep_dir,
             data,
             splits=splits,
-            probe_size=size,
+            held_out_size=size,
             window=spec.window,
             top=spec.top,
             device=device,

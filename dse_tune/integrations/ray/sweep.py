@@ -5,30 +5,46 @@
 :class:`~dse_tune.integrations.ray.stopper.OptunaPrunerStopper`, checkpoints kept by
 DSE, retries from the last checkpoint); :func:`run_sweep` runs it and summarizes the
 sweep folder; :func:`restore_tuner` continues an interrupted sweep (``dse-tune sweep
---resume SWEEP_DIR``), keeping finished trials.
+--resume SWEEP_DIR``), keeping finished trials. The sweep folder's own files (the
+normalized space, the start record, the summary) are
+:mod:`~dse_tune.integrations.ray.sweep_folder`'s.
 
 The run folders must be reachable from the driver: the sweep folder is a local folder,
 or on a multi-node cluster a shared (NFS) one, as Ray requires for checkpoints anyway.
+
+Example:
+    >>> from dse_tune.search_space import parse_search_space
+    >>> spec = parse_search_space({"pretrain": {"lr": {"loguniform": [1e-4, 1e-3]}}})
+    >>> connect(num_cpus=2)  # doctest: +SKIP
+    'started a local Ray cluster with 2 CPUs'
+    >>> summary = run_sweep(spec, "runs/sweeps/example", progress_reporter=progress_reporter(spec))  # doctest: +SKIP
+    >>> type(progress_reporter(spec)).__name__
+    'CLIReporter'
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
-from dse_tune.atomic import atomic_write_text
 from dse_tune.integrations.optuna.space import build_pruner
 from dse_tune.integrations.ray.reporter import METRIC
 from dse_tune.integrations.ray.space import param_space, tune_resources
 from dse_tune.integrations.ray.stopper import OptunaPrunerStopper
 from dse_tune.integrations.ray.summary import SweepSummary, summarize_sweep
-from dse_tune.integrations.ray.trainable import mark_run_stopped, pretrain_trainable, read_json, write_json
+from dse_tune.integrations.ray.sweep_folder import (
+    SUMMARY_FILE,
+    absolute_data,
+    load_saved_spec,
+    save_sweep_record,
+    saved_data,
+)
+from dse_tune.integrations.ray.trainable import mark_run_stopped, pretrain_trainable, write_json
 from dse_tune.runs import TUNER_STATE_FILE, is_sweep
 
 if TYPE_CHECKING:
@@ -36,24 +52,7 @@ if TYPE_CHECKING:
 
     from dse_tune.search_space import SweepSpec
 
-__all__ = [
-    "SPACE_COPY",
-    "SUMMARY_FILE",
-    "SWEEP_FILE",
-    "absolute_data",
-    "build_tuner",
-    "connect",
-    "load_saved_spec",
-    "progress_reporter",
-    "restore_tuner",
-    "run_sweep",
-]
-
-#: Sweep bookkeeping in the sweep folder: the normalized search space, what the sweep
-#: was started with (data, trials), and the final summary.
-SPACE_COPY = "search_space.yaml"
-SWEEP_FILE = "sweep.json"
-SUMMARY_FILE = "sweep_summary.json"
+__all__ = ["build_tuner", "connect", "progress_reporter", "restore_tuner", "run_sweep"]
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> str:
@@ -104,7 +103,7 @@ def build_tuner(
             "or choose another folder"
         )
     data = absolute_data(data if data is not None else spec.fixed.get("data"))
-    _save_sweep_record(spec, sweep_dir, data)
+    save_sweep_record(spec, sweep_dir, data)
     search_alg, max_concurrent = _search_algorithm(spec)
     return tune.Tuner(
         _trainable_for(spec, data, trial_callbacks),
@@ -151,8 +150,7 @@ def restore_tuner(
     if not is_sweep(sweep_dir):
         raise FileNotFoundError(f"{sweep_dir} holds no sweep to resume (no {TUNER_STATE_FILE})")
     spec = load_saved_spec(sweep_dir)
-    saved = read_json(sweep_dir / SWEEP_FILE) or {}
-    data = absolute_data(data) if data is not None else saved.get("data")
+    data = absolute_data(data) if data is not None else saved_data(sweep_dir)
     tuner = tune.Tuner.restore(
         str(sweep_dir),
         _trainable_for(spec, data, trial_callbacks),
@@ -160,17 +158,6 @@ def restore_tuner(
         resume_errored=True,
     )
     return tuner, spec
-
-
-def load_saved_spec(sweep_dir: str | Path) -> SweepSpec:
-    """The search space a sweep folder was started with (its normalized copy)."""
-    from dse_tune.search_space import load_search_space
-
-    sweep_dir = Path(sweep_dir)
-    space = sweep_dir / SPACE_COPY
-    if not space.is_file():
-        raise FileNotFoundError(f"{sweep_dir} has no {SPACE_COPY}; it was not started by dse_tune's sweep")
-    return load_search_space(space)
 
 
 def run_sweep(
@@ -187,8 +174,8 @@ def run_sweep(
     """Run (or with ``resume`` continue) a sweep and summarize it.
 
     With a ``progress_reporter`` (e.g. :func:`progress_reporter`) Tune's classic
-    progress table is printed (``verbose=0``: nothing). Writes ``sweep_summary.json``
-    and returns :func:`~dse_tune.integrations.ray.summary.summarize_sweep` of the sweep
+    progress table is printed (``verbose=0``: nothing). Writes the summary
+    (:data:`~dse_tune.integrations.ray.sweep_folder.SUMMARY_FILE`) and returns :func:`~dse_tune.integrations.ray.summary.summarize_sweep` of the sweep
     folder.
     """
     sweep_dir = Path(sweep_dir).resolve()
@@ -223,37 +210,7 @@ def progress_reporter(spec: SweepSpec) -> tune.ProgressReporter:
     )
 
 
-def absolute_data(data: str | os.PathLike | None) -> str | None:
-    """``data`` with a relative folder made absolute: trials run in their own folders.
-
-    Example:
-        >>> absolute_data("synthetic"), absolute_data(None)
-        ('synthetic', None)
-    """
-    if data is None or str(data) == "synthetic":
-        return None if data is None else "synthetic"
-    return str(Path(data).expanduser().resolve())
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def _save_sweep_record(spec: SweepSpec, sweep_dir: Path, data: str | None) -> None:
-    # The normalized space (not the file: a spec may come from code) is what a resumed
-    # sweep reparses.
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(sweep_dir / SPACE_COPY, spec.to_yaml())
-    write_json(
-        sweep_dir / SWEEP_FILE,
-        {
-            "name": spec.name,
-            "space": SPACE_COPY,
-            "source": None if spec.source is None else str(spec.source),
-            "data": data,
-            "total_trials": spec.total_trials,
-            "created": time.time(),
-        },
-    )
 
 
 def _search_algorithm(spec: SweepSpec) -> tuple[Any, int | None]:

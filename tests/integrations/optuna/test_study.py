@@ -63,7 +63,7 @@ def test_open_storage_takes_urls_paths_and_storages(tmp_path):
     assert isinstance(sqlite, optuna.storages.RDBStorage) and open_storage(sqlite) is sqlite
     journal = open_storage(tmp_path / "new" / "study.log")  # parent folder created
     assert isinstance(journal, optuna.storages.JournalStorage)
-    with pytest.raises(TypeError, match="storage must be a URL, a file path or an optuna storage, got int"):
+    with pytest.raises(TypeError, match="a file path or an optuna storage, got int"):
         open_storage(3)
 
 
@@ -89,7 +89,7 @@ def test_another_pruner_must_be_passed_again(tmp_path):
 
 
 def test_objective_spec_refuses_what_another_process_cannot_rebuild(tmp_path):
-    with pytest.raises(ValueError, match="data is a object object, which other processes cannot rebuild"):
+    with pytest.raises(ValueError, match="data is a object object, which other processes cannot"):
         objective_to_spec(DSEObjective(TINY, lr_space(), tmp_path, data=object()))
     with pytest.raises(ValueError, match="Lightning callbacks cannot be shared"):
         objective_to_spec(DSEObjective(TINY, lr_space(), tmp_path, callbacks=[object()]))

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import doctest
 import json
 import os
 
 import pytest
 
-from dse_tune import demo
-from dse_tune.config import load_search_space
+import dse_tune.cli.demo as demo
+from dse_tune.cli import main
+from dse_tune.search_space import load_search_space
 from tests.sweep_helpers import SPACES, write_space
 
 
@@ -22,9 +24,14 @@ def test_the_default_demo_space_is_the_shipped_one():
     assert spec.fixed["image_size"] == 32 and spec.fixed["patch_size"] == 8
 
 
+def test_docstring_examples():
+    failures, attempted = doctest.testmod(demo)
+    assert attempted > 0 and failures == 0
+
+
 def test_a_missing_space_is_named(tmp_path, capsys):
-    args = parse(["--space", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "out")])
-    assert demo.run(args) == 2
+    # Through dse-tune's one error path: `error: ...` on stderr, exit 2.
+    assert main(["demo", "--space", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "out")]) == 2
     assert f"{tmp_path / 'nope.yaml'}: cannot read the search space: no such file" in capsys.readouterr().err
 
 

@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 import pytest
 
 from dse_tune.cli import main
+from dse_tune.runs import HISTORY_FILE, TUNER_STATE_FILE
 from tests.sweep_helpers import REPO_ROOT, ray_worker_environment, write_space
 
 
@@ -21,8 +22,8 @@ def test_the_module_imports_no_heavy_framework():
     # `dse-tune --help` imports every subcommand module; Ray, Optuna and Lightning load
     # only when a sweep runs (torch comes with the dse_tune package itself).
     code = (
-        "import sys, dse_tune.sweep, dse_tune.demo; "
-        "print([m for m in ('ray', 'optuna', 'lightning', 'dse_tune.config') if m in sys.modules])"
+        "import sys, dse_tune.cli.sweep, dse_tune.cli.demo; "
+        "print([m for m in ('ray', 'optuna', 'lightning', 'dse_tune.search_space') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
     assert out.stdout.strip() == "[]"
@@ -56,7 +57,7 @@ def test_a_bad_space_is_refused_before_ray_starts(tmp_path, capsys):
 def test_an_existing_sweep_is_not_overwritten(tmp_path, capsys):
     space = write_space(tmp_path / "space.yaml")
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "tuner.pkl").write_bytes(b"")
+    (tmp_path / "out" / TUNER_STATE_FILE).write_bytes(b"")
     assert main(["sweep", str(space), "--out", str(tmp_path / "out")]) == 2
     assert f"continue it with --resume {tmp_path / 'out'}" in capsys.readouterr().err
 
@@ -64,7 +65,7 @@ def test_an_existing_sweep_is_not_overwritten(tmp_path, capsys):
 def test_the_default_sweep_folder_is_storage_path_slash_name(tmp_path, capsys):
     space = write_space(tmp_path / "named.yaml", storage={"path": str(tmp_path / "store")})
     (tmp_path / "store" / "named").mkdir(parents=True)
-    (tmp_path / "store" / "named" / "tuner.pkl").write_bytes(b"")
+    (tmp_path / "store" / "named" / TUNER_STATE_FILE).write_bytes(b"")
     assert main(["sweep", str(space)]) == 2
     assert f"{tmp_path / 'store' / 'named'} already holds a sweep" in capsys.readouterr().err
 
@@ -90,12 +91,12 @@ def read_json(path: Path) -> dict:
 
 
 def trials(sweep_dir: Path) -> dict[str, dict]:
-    """trial id -> {"trial": trial.json, "history": dse_history.json} of every run folder."""
+    """trial id -> {"trial": trial.json, "history": the run's history} of every run folder."""
     runs = sweep_dir / "runs"
     if not runs.is_dir():
         return {}
     return {
-        run.name: {"trial": read_json(run / "trial.json"), "history": read_json(run / "dse_history.json")}
+        run.name: {"trial": read_json(run / "trial.json"), "history": read_json(run / HISTORY_FILE)}
         for run in runs.iterdir()
     }
 
@@ -124,9 +125,9 @@ class HoldAfterFirstFinished(pl.Callback):
 INTERRUPTED_SWEEP = """
 import sys
 from pathlib import Path
-from dse_tune.config import load_search_space
-from dse_tune.sweep import execute
-from tests.test_sweep import HoldAfterFirstFinished
+from dse_tune.cli.sweep import execute
+from dse_tune.search_space import load_search_space
+from tests.cli.test_sweep import HoldAfterFirstFinished
 space, out, address = sys.argv[1:]
 sys.exit(execute(load_search_space(space), Path(out), address=address, rescore=False, progress=False,
                  trial_callbacks=(HoldAfterFirstFinished(),)))
@@ -177,7 +178,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_addr
     finished_before = {t: s for t, s in before.items() if s["trial"].get("status") == "finished"}
     interrupted = [t for t, s in before.items() if s["trial"].get("status") == "running"]
     assert len(finished_before) == 1 and len(interrupted) == 1
-    files_before = {t: (sweep_dir / "runs" / t / "dse_history.json").read_bytes() for t in finished_before}
+    files_before = {t: (sweep_dir / "runs" / t / HISTORY_FILE).read_bytes() for t in finished_before}
 
     resumed = subprocess.run(
         sweep_command("--resume", str(sweep_dir), "--address", ray_address),
@@ -196,7 +197,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_addr
         assert [e["epoch"] for e in state["history"]["evaluations"]] == [0, 1, 2], trial_id
     for trial_id in finished_before:  # kept as they were, not rerun
         assert len(after[trial_id]["trial"]["attempts"]) == 1
-        assert (sweep_dir / "runs" / trial_id / "dse_history.json").read_bytes() == files_before[trial_id]
+        assert (sweep_dir / "runs" / trial_id / HISTORY_FILE).read_bytes() == files_before[trial_id]
     attempts = after[interrupted[0]]["trial"]["attempts"]
     assert len(attempts) == 2 and attempts[1]["resumed_from_evaluation"] is not None
     summary = read_json(sweep_dir / "sweep_summary.json")

@@ -1,25 +1,18 @@
-"""``dse-tune validate`` on a tiny real run: report keys, correlations, selection, files."""
+"""``dse-tune validate`` on a tiny real run: report keys, correlations, selection, files,
+and exit statuses 0, 1 and 2."""
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image
 
-from dse_tune.cli import main
-from dse_tune.validate import SCORE_NAMES, correlations, selection_summary
-from tests import tiny_configs
-
-TINY_DINO = {**tiny_configs.TINY_DINO, "batch_size": 16, "epochs": 3, "synthetic_size": 64, "eval_every_n_epochs": 1}
-
+from dse_tune.cli.main import main
+from dse_tune.evaluation.report import SCORE_NAMES
+from tests.evaluation.tiny_runs import pretrain_validation_run, write_labelled_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,16 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A real 3-epoch DINO run with 3 evaluations and their checkpoints."""
-    from dse_tune.ssl.pretrain import pretrain
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_dir = tmp_path_factory.mktemp("runs") / "dino"
-        pretrain(TINY_DINO, run_dir, enable_progress_bar=False, accelerator="cpu", logger=False)
-    finally:
-        torch.set_num_threads(previous)
-    return run_dir
+    return pretrain_validation_run(tmp_path_factory.mktemp("runs"))
 
 
 def check_tau_table(table: dict) -> None:
@@ -47,7 +31,7 @@ def check_tau_table(table: dict) -> None:
 
 def test_validate_a_run_on_synthetic_scenes(tiny_run, tmp_path, capsys):
     out = tmp_path / "validation"
-    code = main(["validate", str(tiny_run), "--data", "synthetic", "--out", str(out), "--probe-images", "32", "--no-progress"])
+    code = main(["validate", str(tiny_run), "--data", "synthetic", "--out", str(out), "--images-per-split", "32", "--no-progress"])
     assert code == 0
     report = json.loads((out / "validation.json").read_text())
     for key in ("kendall_tau", "spearman", "per_run", "checkpoints", "selection", "protocol", "data"):
@@ -85,33 +69,18 @@ def test_validate_a_sweep_pools_runs_and_survives_a_missing_checkpoint(tiny_run,
         shutil.copytree(tiny_run, sweep / name)
     (sweep / "b" / "checkpoints" / "epoch=0001.ckpt").unlink()
     out = tmp_path / "out"
+    # --probe-images: the option's old name still works.
     code = main(["validate", str(sweep), "--data", "synthetic", "--out", str(out), "--probe-images", "16", "--no-progress", "--no-plot"])
     assert code == 0
     report = json.loads((out / "validation.json").read_text())
     assert sorted(report["per_run"]) == ["a", "b"]
-    assert report["correlations"]["dse"]["n"] == 5  # 3 + 2 probed checkpoints, pooled
+    assert report["correlations"]["dse"]["n"] == 5  # 3 + 2 checkpoints scored by the linear probe, pooled
     missing = [row for row in report["checkpoints"] if row["run"] == "b" and row["index"] == 1]
     assert missing[0]["miou"] is None and "does not exist" in missing[0]["problem"]
     assert any("does not exist" in warning for warning in report["warnings"])
     assert "aggregate" in report["selection"]
     check_tau_table(report["kendall_tau_mean_over_runs"])
     assert not (out / "validation.png").exists()
-
-
-def write_labelled_folder(root: Path) -> None:
-    """SPLIT/images + SPLIT/masks from synthetic scenes, with an ignored (255) border."""
-    from dse_tune.ssl.data import SyntheticScenes
-
-    scenes = SyntheticScenes(num_images=24, image_size=40, seed=3)
-    for split, indices in (("train", range(0, 16)), ("val", range(16, 24))):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "masks").mkdir(parents=True)
-        for index in indices:
-            image, mask = scenes.render(index)
-            mask = mask.copy()
-            mask[:4] = 255
-            Image.fromarray(image).save(root / split / "images" / f"{index:03d}.png")
-            Image.fromarray(mask.astype(np.uint8), mode="L").save(root / split / "masks" / f"{index:03d}.png")
 
 
 def test_validate_on_a_labelled_folder_infers_the_classes(tiny_run, tmp_path):
@@ -138,40 +107,19 @@ def test_bad_inputs_exit_with_status_2_and_a_message(tiny_run, tmp_path, capsys)
     write_labelled_folder(data)
     arguments = ["validate", str(tiny_run), "--data", str(data), "--eval-split", "val", "--num-classes", "2"]
     assert main([*arguments, "--out", str(tmp_path / "o")]) == 2
-    assert "--num-classes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--num-classes" in err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1
 
 
-def test_selection_summary_compares_the_dse_choice_with_last_and_best():
-    monitored = [0.1, 0.5, 0.3, 0.2, 0.4, 0.35]
-    mious = [0.20, 0.40, 0.35, 0.30, 0.45, None]  # the last checkpoint was not probed
-    rows = [{"index": i, "epoch": 10 * i + 9, "miou": m} for i, m in enumerate(mious)]
-    summary = selection_summary(monitored, rows, window=1, top=3)
-    assert [c["index"] for c in summary["candidates"]] == [1, 4]
-    assert summary["selected"]["epoch"] == 19 and summary["selected"]["miou"] == 0.40
-    assert summary["last"]["index"] == 4  # the last probed checkpoint
-    assert summary["best"]["index"] == 4 and summary["best_candidate"]["index"] == 4
-    assert summary["gain_vs_last"] == pytest.approx(-0.05)
-    assert summary["gap_to_best"] == pytest.approx(0.05)
-
-
-def test_correlations_are_none_when_undefined():
-    rows = [{"dse": 1.0, "rankme_tokens": float(i), "miou": 0.1 * i} for i in range(4)]
-    table = correlations(rows, scores=("dse", "rankme_tokens", "alpha_req_tokens"))
-    assert table["dse"]["kendall_tau"] is None  # constant score
-    assert table["rankme_tokens"]["kendall_tau"] == pytest.approx(1.0)
-    assert table["rankme_tokens"]["spearman"] == pytest.approx(1.0)
-    assert table["alpha_req_tokens"] == {"kendall_tau": None, "kendall_p": None, "spearman": None, "spearman_p": None, "n": 0}
-
-
-def test_module_imports_only_the_standard_library_at_top_level():
-    source = Path(__file__).resolve().parents[1] / "dse_tune" / "validate.py"
-    tree = ast.parse(source.read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        else:
-            continue
-        for name in names:
-            assert name.split(".")[0] in sys.stdlib_module_names | {"__future__"}, name
+def test_no_checkpoint_scored_is_exit_status_1_with_the_files_written(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "checkpoints")
+    out = tmp_path / "out"
+    arguments = ["validate", str(run), "--data", "synthetic", "--out", str(out), "--images-per-split", "8"]
+    assert main([*arguments, "--no-progress", "--no-plot"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "error: the linear probe could score no checkpoint (see 'warnings' in the report)"
+    report = json.loads((out / "validation.json").read_text())
+    assert all(row["miou"] is None and "does not exist" in row["problem"] for row in report["checkpoints"])

@@ -16,8 +16,9 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 
-from dse_tune.config import load_search_space
 from dse_tune.integrations.ray import RUNS_DIR, TRIAL_FILE, run_sweep
+from dse_tune.runs import HISTORY_FILE
+from dse_tune.search_space import load_search_space
 from tests.sweep_helpers import ray_worker_environment, write_space
 
 pytestmark = pytest.mark.slow
@@ -83,7 +84,7 @@ def run_states(sweep_dir: Path) -> dict[str, dict]:
     if not runs.is_dir():
         return {}
     return {
-        run.name: {"trial": read_json(run / TRIAL_FILE), "history": read_json(run / "dse_history.json")}
+        run.name: {"trial": read_json(run / TRIAL_FILE), "history": read_json(run / HISTORY_FILE)}
         for run in runs.iterdir()
     }
 

@@ -1,0 +1,94 @@
+"""Reading other codebases' checkpoints: DINO, iBOT, MAE, MoCo v3, I-JEPA, DenseCL,
+SimSiam, SwAV, VICReg, Barlow Twins, BYOL, EsViT, Lightning and plain state dicts.
+
+The pieces a tracker strings together, one module each:
+
+- :mod:`~dse_tune.checkpoints.files`: :func:`collect_checkpoints` (folder, glob, list
+  file) and :func:`order_checkpoints` (epoch order, "latest" copies apart, duplicates refused);
+- :mod:`~dse_tune.checkpoints.epochs`: :func:`parse_epoch` / :func:`parse_position` from
+  file names, :func:`stored_position` / :func:`epoch_from_checkpoint` from stored fields;
+- :mod:`~dse_tune.checkpoints.read`: :func:`read_checkpoint` (weights-only unpickling,
+  :class:`CheckpointReadError` for broken files);
+- :mod:`~dse_tune.checkpoints.arch`: :func:`build_architecture` (timm, torchvision,
+  ``module:function``);
+- :mod:`~dse_tune.checkpoints.formats`: where each method keeps its backbone (:data:`FORMATS`);
+- :mod:`~dse_tune.checkpoints.load`: :func:`load_backbone`, strict, returning a :class:`LoadReport`;
+- :mod:`~dse_tune.checkpoints.layers`: :func:`dense_tokens_at` a chosen block or stage.
+
+Example:
+    >>> import os, tempfile, torch
+    >>> run = tempfile.mkdtemp()
+    >>> kwargs = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
+    >>> for epoch in (0, 20):  # DINO's layout: teacher/backbone.*, student/module.backbone.*
+    ...     weights = build_architecture("vit_tiny_patch16_224", kwargs).state_dict()
+    ...     torch.save({"teacher": {f"backbone.{k}": v for k, v in weights.items()},
+    ...                 "student": {f"module.backbone.{k}": v for k, v in weights.items()},
+    ...                 "epoch": epoch + 1, "dino_loss": {"center": torch.zeros(1, 8)}},
+    ...                os.path.join(run, f"checkpoint{epoch:04}.pth"))
+    >>> model = build_architecture("vit_tiny_patch16_224", kwargs)
+    >>> for item in order_checkpoints(collect_checkpoints(run)):
+    ...     report = load_backbone(model, item.path)
+    ...     print(item.epoch, report.summary())
+    0 dino:teacher: 30/30 weights from 'teacher' (prefix 'backbone.'), 0 checkpoint keys ignored
+    20 dino:teacher: 30/30 weights from 'teacher' (prefix 'backbone.'), 0 checkpoint keys ignored
+    >>> dense_tokens_at(model, torch.randn(2, 3, 32, 32), layer=-1).shape
+    torch.Size([2, 16, 32])
+"""
+
+from __future__ import annotations
+
+from dse_tune.checkpoints.arch import ArchitectureError, TorchvisionResNet, build_architecture
+from dse_tune.checkpoints.epochs import Position, epoch_from_checkpoint, parse_epoch, parse_position, stored_position
+from dse_tune.checkpoints.files import (
+    CheckpointFile,
+    CheckpointOrder,
+    CheckpointSpecError,
+    DuplicateEpochError,
+    NoCheckpointsError,
+    collect_checkpoints,
+    order_checkpoints,
+)
+from dse_tune.checkpoints.formats import FORMAT_NAMES, FORMATS, CheckpointFormat, Layout
+from dse_tune.checkpoints.layers import dense_tokens_at, layer_name, num_layers
+from dse_tune.checkpoints.load import CheckpointMismatchError, LoadReport, load_backbone, match_formats
+from dse_tune.checkpoints.read import (
+    CHECKPOINT_SUFFIXES,
+    CheckpointReadError,
+    UntrustedCheckpointError,
+    is_checkpoint_file,
+    read_checkpoint,
+)
+
+__all__ = [
+    "ArchitectureError",
+    "CHECKPOINT_SUFFIXES",
+    "CheckpointFile",
+    "CheckpointFormat",
+    "CheckpointMismatchError",
+    "CheckpointOrder",
+    "CheckpointReadError",
+    "CheckpointSpecError",
+    "DuplicateEpochError",
+    "FORMATS",
+    "FORMAT_NAMES",
+    "Layout",
+    "LoadReport",
+    "NoCheckpointsError",
+    "Position",
+    "TorchvisionResNet",
+    "UntrustedCheckpointError",
+    "build_architecture",
+    "collect_checkpoints",
+    "dense_tokens_at",
+    "epoch_from_checkpoint",
+    "is_checkpoint_file",
+    "layer_name",
+    "load_backbone",
+    "match_formats",
+    "num_layers",
+    "order_checkpoints",
+    "parse_epoch",
+    "parse_position",
+    "read_checkpoint",
+    "stored_position",
+]

@@ -1,0 +1,121 @@
+"""Dense tokens from a chosen layer, for per-layer DSE (which block is healthiest).
+
+``layer`` values:
+
+- ``-1`` (default): the last block with the final norm, exactly
+  :func:`dse_tune.features.dense_tokens` (what the paper's code scores);
+- ``i`` in ``0 .. num_layers(model) - 1``: the output of block ``i`` of a ViT
+  (``model.blocks[i]``, before any final norm, prefix tokens dropped), or of stage
+  ``i`` of a ConvNet as timm lists its ``feature_info`` (a ResNet: 0 the stem,
+  1-4 ``layer1``-``layer4``). The last index is the last block *without* the final norm;
+- ``-k`` for ``k >= 2``: index ``num_layers(model) - k`` (``-2`` is the block before the last).
+
+timm models are read through ``forward_intermediates`` (timm >= 1.0); ViTs without it
+through a forward hook on ``model.blocks[i]``. Other callables only have ``layer=-1``.
+Like :mod:`dse_tune.features`, this does not switch eval mode or disable gradients.
+
+Example:
+    >>> import timm, torch
+    >>> vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=3,
+    ...                         embed_dim=32, num_heads=2, num_classes=0)
+    >>> num_layers(vit)
+    3
+    >>> images = torch.randn(2, 3, 32, 32)
+    >>> dense_tokens_at(vit, images, 0).shape  # block 0, CLS token dropped
+    torch.Size([2, 16, 32])
+    >>> torch.equal(dense_tokens_at(vit, images, -1), vit.forward_features(images)[:, 1:])
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from dse_tune.features import TokenSource, dense_tokens, model_kind
+
+
+def num_layers(model: TokenSource) -> int:
+    """How many layers :func:`dense_tokens_at` can index: a ViT's blocks, a ConvNet's stages.
+
+    Raises:
+        TypeError: a callable without blocks or ``feature_info`` (only ``layer=-1`` works).
+    """
+    blocks = getattr(model, "blocks", None)
+    if hasattr(model, "num_prefix_tokens") and isinstance(blocks, (nn.ModuleList, nn.Sequential)):
+        return len(blocks)
+    feature_info = getattr(model, "feature_info", None)
+    if feature_info is not None and hasattr(model, "forward_intermediates"):
+        return len(feature_info)
+    raise TypeError(
+        f"{type(model).__name__} has neither ViT blocks nor timm-style feature_info with forward_intermediates; "
+        "only layer=-1 (its own dense tokens) is available"
+    )
+
+
+def resolve_layer(model: TokenSource, layer: int) -> int:
+    """``layer`` as a non-negative index, or -1 (see the module docstring for the rules)."""
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeError(f"layer must be an int, got {type(layer).__name__}")
+    if layer == -1:
+        return -1
+    count = num_layers(model)
+    index = count + layer if layer < 0 else layer
+    if not 0 <= index < count:
+        raise ValueError(
+            f"layer {layer} is out of range for {type(model).__name__} with {count} layers: "
+            f"use -1 (last, with the final norm) or -{count}..{count - 1}"
+        )
+    return index
+
+
+def dense_tokens_at(model: TokenSource, images: Tensor, layer: int = -1) -> Tensor:
+    """Dense tokens (B, N, d) of ``images`` at ``layer`` (see the module docstring).
+
+    Raises:
+        ValueError: ``layer`` out of range.
+        TypeError: ``layer != -1`` on a model without layers to pick.
+    """
+    index = resolve_layer(model, layer)
+    if index == -1:
+        return dense_tokens(model, images)
+    if hasattr(model, "num_prefix_tokens") and hasattr(model, "blocks"):
+        return _vit_block_tokens(model, images, index)
+    feature_map = model.forward_intermediates(images, indices=[index], intermediates_only=True)[0]
+    if str(getattr(model, "output_fmt", "NCHW")) == "NHWC":
+        return feature_map.flatten(1, 2)
+    return feature_map.flatten(2).transpose(1, 2)
+
+
+def _vit_block_tokens(model: Any, images: Tensor, index: int) -> Tensor:
+    prefix = int(model.num_prefix_tokens)
+    if hasattr(model, "forward_intermediates"):
+        outputs = model.forward_intermediates(
+            images, indices=[index], norm=False, output_fmt="NLC", intermediates_only=True
+        )
+        return outputs[0]
+    outputs: list[Tensor] = []
+    handle = model.blocks[index].register_forward_hook(lambda module, inputs, output: outputs.append(output))
+    try:
+        model.forward_features(images)
+    finally:
+        handle.remove()
+    return outputs[0][:, prefix:]
+
+
+def layer_name(model: TokenSource, layer: int) -> str:
+    """A short label for reports: ``"last+norm"``, ``"block 3"``, ``"stage 2 (layer2)"``.
+
+    >>> import timm
+    >>> layer_name(timm.create_model("resnet18", num_classes=0), 2)
+    'stage 2 (layer2)'
+    """
+    index = resolve_layer(model, layer)
+    if index == -1:
+        return "last+norm" if model_kind(model) == "vit" else "last"
+    if hasattr(model, "num_prefix_tokens") and hasattr(model, "blocks"):
+        return f"block {index}"
+    info = model.feature_info[index]
+    module = info.get("module") if isinstance(info, dict) else None
+    return f"stage {index} ({module})" if module else f"stage {index}"

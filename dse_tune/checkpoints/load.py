@@ -1,0 +1,306 @@
+"""Loading a checkpoint's backbone into a model, strictly: all of it or nothing.
+
+The model's own ``state_dict()`` defines what must load: every key, with its shape.
+Build models without classifier heads (timm ``num_classes=0``; torchvision ResNets
+through :func:`~dse_tune.checkpoints.arch.build_architecture`, which drops ``fc``), so
+``head.*`` / ``fc.*`` do not exist and are not asked for; the checkpoint's heads,
+projectors, predictors, decoders and queues are ignored and listed in the report.
+
+If any model weight is missing (after ``allow_missing``) or any shape differs,
+:class:`CheckpointMismatchError` is raised *before* anything is copied: the model is
+never left partly loaded, partly random.
+
+``allow_missing`` patterns match model keys: shell-style by default (``fnmatch``, e.g.
+``"head.*"``, ``"*.num_batches_tracked"``), or a regular expression that must match the
+whole key when the pattern starts with ``re:`` (``"re:blocks\\.\\d+\\.ls[12]\\..*"``).
+
+Example:
+    >>> import timm, torch
+    >>> make = lambda: timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2,
+    ...                                  embed_dim=32, num_heads=2, num_classes=0)
+    >>> trained = make()
+    >>> checkpoint = {"teacher": {f"backbone.{k}": v for k, v in trained.state_dict().items()},
+    ...               "dino_loss": {"center": torch.zeros(1, 8)}, "epoch": 10}
+    >>> model = make()
+    >>> report = load_backbone(model, checkpoint)
+    >>> report.format, report.branch, report.share, report.position.epoch
+    ('dino', 'teacher', 1.0, 10)
+    >>> torch.equal(model.pos_embed, trained.pos_embed)
+    True
+    >>> load_backbone(make(), {"teacher": {"backbone.pos_embed": trained.pos_embed}})
+    Traceback (most recent call last):
+    ...
+    dse_tune.checkpoints.load.CheckpointMismatchError: checkpoint <checkpoint dict> does not fit the model ...: 1/30 ...
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import Tensor, nn
+
+from dse_tune.checkpoints.epochs import Position, stored_position
+from dse_tune.checkpoints.formats import FORMATS, CheckpointFormat, Extraction, extract, marker_score, resolve_format
+from dse_tune.checkpoints.read import read_checkpoint
+
+#: Keys shown per list in error messages.
+SHOWN_KEYS = 5
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint does not hold every backbone weight of the model with its shape.
+
+    Attributes: ``source`` (file or ``"<checkpoint dict>"``), ``format`` (``name:branch``
+    tried, or ``"auto"`` when nothing matched), ``loaded`` / ``total`` counts,
+    ``missing`` as ``[(key, model shape)]`` and ``mismatched`` as
+    ``[(key, checkpoint shape, model shape)]``.
+    """
+
+    def __init__(
+        self, source: str, format: str, loaded: int, total: int, missing: list, mismatched: list, detail: str
+    ) -> None:
+        self.source, self.format, self.loaded, self.total = source, format, loaded, total
+        self.missing, self.mismatched = missing, mismatched
+        self.share = loaded / total if total else 0.0
+        super().__init__(
+            f"checkpoint {source} does not fit the model (format {format}): {loaded}/{total} backbone weights "
+            f"loadable ({self.share:.1%}); {detail}. The model was left unchanged. Check the architecture and its "
+            "kwargs (img_size, patch_size, depth, embed_dim, ...), the format, or allow knowingly absent weights "
+            "with allow_missing patterns"
+        )
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What :func:`load_backbone` loaded.
+
+    Attributes:
+        source: the file (or the ``source`` name given for a dict).
+        format, branch: the format that matched and its branch (``"dino"``, ``"teacher"``).
+        container, prefix: where the weights were (``"teacher"``, ``"backbone."``;
+            ``""`` container is the top level).
+        loaded: the model keys loaded; ``total`` the model's key count.
+        allowed_missing: model keys absent but excused by ``allow_missing``.
+        ignored: checkpoint keys in the container that are not the model's (heads, ...).
+        also_matched: other formats that fit exactly as well (same layout, no telltale
+            keys to tell them apart); ``auto`` reported the first.
+        position: the epoch and step the checkpoint stores.
+
+    To read a run's other checkpoints the same way, pass ``format=report.spec`` (e.g.
+    ``"dino:teacher"``) and ``prefix=report.prefix``.
+    """
+
+    source: str
+    format: str
+    branch: str
+    container: str
+    prefix: str
+    loaded: tuple[str, ...]
+    total: int
+    allowed_missing: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+    also_matched: tuple[str, ...] = ()
+    position: Position = Position(None, None)
+
+    @property
+    def share(self) -> float:
+        """Loaded weights / the model's weights (1.0 unless ``allow_missing`` excused some)."""
+        return len(self.loaded) / self.total if self.total else 1.0
+
+    @property
+    def spec(self) -> str:
+        return f"{self.format}:{self.branch}"
+
+    def summary(self) -> str:
+        """One line, e.g. ``"dino:teacher: 30/30 weights from 'teacher' (prefix 'backbone.'), 12 ignored"``."""
+        where = f"'{self.container}'" if self.container else "the top level"
+        text = f"{self.spec}: {len(self.loaded)}/{self.total} weights from {where} (prefix '{self.prefix}')"
+        if self.allowed_missing:
+            text += f", {len(self.allowed_missing)} allowed missing"
+        if self.also_matched:
+            text += f" (also fits: {', '.join(self.also_matched)})"
+        return text + f", {len(self.ignored)} checkpoint keys ignored"
+
+
+@dataclass
+class FormatMatch:
+    """One format's best layout on one checkpoint: how many model weights it would load."""
+
+    format: CheckpointFormat
+    extraction: Extraction
+    loadable: int
+    markers: float
+
+
+def model_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """The model's state-dict keys and shapes: everything a checkpoint must provide."""
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def match_formats(
+    shapes: Mapping[str, tuple[int, ...]],
+    checkpoint: Mapping[str, Any],
+    format: str = "auto",
+    prefix: str | None = None,
+) -> list[FormatMatch]:
+    """Every candidate format's best layout, best first: most loadable weights, then most
+    markers (the method's telltale keys), then the fixed order of :data:`FORMATS`.
+
+    ``format`` is ``"auto"``, a format name or ``"name:branch"``; ``prefix`` overrides
+    the layouts' prefixes. Formats whose containers are absent are left out.
+    """
+    if format == "auto":
+        candidates = [(fmt, fmt.layouts) for fmt in FORMATS.values()]
+    else:
+        candidates = [resolve_format(format)]
+    matches: list[FormatMatch] = []
+    for fmt, layouts in candidates:
+        best: FormatMatch | None = None
+        for layout in layouts:
+            extraction = extract(checkpoint, layout, shapes, prefix)
+            if extraction is None:
+                continue
+            loadable = sum(shapes.get(key) == tuple(value.shape) for key, value in extraction.state.items())
+            if best is None or loadable > best.loadable:
+                best = FormatMatch(fmt, extraction, loadable, 0.0)
+        if best is not None:
+            best.markers = marker_score(fmt, checkpoint, best.extraction) if format == "auto" else 0.0
+            matches.append(best)
+    order = {name: i for i, name in enumerate(FORMATS)}
+    matches.sort(key=lambda m: (-m.loadable, -m.markers, order[m.format.name]))
+    return matches
+
+
+def load_backbone(
+    model: nn.Module,
+    checkpoint: str | Path | Mapping[str, Any],
+    format: str = "auto",
+    *,
+    allow_missing: str | Iterable[str] = (),
+    prefix: str | None = None,
+    trust: bool = False,
+    source: str | None = None,
+) -> LoadReport:
+    """Load the backbone weights of ``checkpoint`` into ``model``, all of them or none.
+
+    Args:
+        model: the architecture, built without a classifier head (see the module docstring).
+        checkpoint: a file (read with :func:`~dse_tune.checkpoints.read.read_checkpoint`)
+            or an already-read checkpoint dict.
+        format: ``"auto"`` (try every format, keep the one loading the most weights; the
+            report names it and any others that fit as well), a name from
+            :data:`~dse_tune.checkpoints.formats.FORMAT_NAMES`, or ``"name:branch"``
+            (``"dino:student"``, ``"mocov3:base_encoder"``, ``"ijepa:encoder"``).
+        allow_missing: model keys that may be absent (fnmatch, or ``re:`` + a regex).
+        prefix: the prefix of the backbone keys, overriding the format's (e.g. a
+            LightningModule attribute: ``"model.backbone."``).
+        trust: allow pickled objects (see :func:`~dse_tune.checkpoints.read.read_checkpoint`).
+        source: the name used in messages for a checkpoint dict (default: the path).
+
+    Raises:
+        CheckpointMismatchError: a model weight missing or of another shape; the model
+            is left unchanged.
+        CheckpointReadError: the file cannot be read.
+        ValueError: an unknown format or branch, an invalid pattern.
+    """
+    if isinstance(checkpoint, (str, Path)):
+        source = source or str(checkpoint)
+        checkpoint = read_checkpoint(checkpoint, trust=trust)
+    source = source or "<checkpoint dict>"
+    allowed = _compile_patterns(allow_missing)
+    shapes = model_shapes(model)
+    matches = match_formats(shapes, checkpoint, format, prefix)
+    if not matches or matches[0].loadable == 0:
+        detail = _nothing_matched(checkpoint, shapes, format, matches)
+        raise CheckpointMismatchError(source, format, 0, len(shapes), sorted(shapes.items())[:SHOWN_KEYS], [], detail)
+    best = matches[0]
+    state = best.extraction.state
+    missing = [(key, shape) for key, shape in shapes.items() if key not in state and not allowed(key)]
+    mismatched = [
+        (key, tuple(state[key].shape), shape)
+        for key, shape in shapes.items()
+        if key in state and tuple(state[key].shape) != shape
+    ]
+    spec = f"{best.format.name}:{best.extraction.branch}"
+    if missing or mismatched:
+        where = f"container '{best.extraction.container}', prefix '{best.extraction.prefix}'"
+        detail = f"{where}; {_describe(missing, mismatched)}"
+        raise CheckpointMismatchError(source, spec, best.loadable, len(shapes), missing, mismatched, detail)
+    loaded = [key for key in shapes if key in state]
+    result = model.load_state_dict({key: state[key] for key in loaded}, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys  # only the model's own keys were passed
+    return LoadReport(
+        source=source,
+        format=best.format.name,
+        branch=best.extraction.branch,
+        container=best.extraction.container,
+        prefix=best.extraction.prefix,
+        loaded=tuple(loaded),
+        total=len(shapes),
+        allowed_missing=tuple(key for key in shapes if key not in state),
+        ignored=tuple(best.extraction.ignored) + tuple(key for key in state if key not in shapes),
+        also_matched=tuple(m.format.name for m in matches[1:] if _ties(m, best)),
+        position=stored_position(checkpoint),
+    )
+
+
+def _ties(match: FormatMatch, best: FormatMatch) -> bool:
+    return (match.loadable, match.markers) == (best.loadable, best.markers)
+
+
+def _compile_patterns(patterns: str | Iterable[str]) -> Callable[[str], bool]:
+    """A predicate over model keys: true when any pattern matches (see the module docstring)."""
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    tests: list[Callable[[str], bool]] = []
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            try:
+                compiled = re.compile(pattern[3:])
+            except re.error as error:
+                message = f"allow_missing pattern {pattern!r} is not a valid regular expression: {error}"
+                raise ValueError(message) from error
+            tests.append(lambda key, compiled=compiled: compiled.fullmatch(key) is not None)
+        else:
+            tests.append(lambda key, pattern=pattern: fnmatchcase(key, pattern))
+    return lambda key: any(test(key) for test in tests)
+
+
+def _describe(missing: list, mismatched: list) -> str:
+    parts = []
+    if missing:
+        shown = ", ".join(f"{key} {shape}" for key, shape in missing[:SHOWN_KEYS])
+        parts.append(f"{len(missing)} missing: {shown}{' ...' if len(missing) > SHOWN_KEYS else ''}")
+    if mismatched:
+        shown = ", ".join(f"{key} checkpoint {ours} vs model {theirs}" for key, ours, theirs in mismatched[:SHOWN_KEYS])
+        parts.append(f"{len(mismatched)} of another shape: {shown}{' ...' if len(mismatched) > SHOWN_KEYS else ''}")
+    return "; ".join(parts)
+
+
+def _nothing_matched(
+    checkpoint: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]], format: str, matches: list[FormatMatch]
+) -> str:
+    """Why no weight matched: what the checkpoint holds next to what the model wants."""
+    tried = "no format" if format == "auto" else f"format {format!r}"
+    if not matches and format != "auto":
+        fmt, layouts = resolve_format(format)
+        containers = sorted({".".join(layout.container) or "(top level)" for layout in layouts})
+        reason = f"{tried} reads {', '.join(containers)}, which the checkpoint lacks"
+    else:
+        reason = f"{tried} found any of the model's weights"
+    top = ", ".join(list(map(str, checkpoint))[:8])
+    state_name, state = _largest_tensor_dict(checkpoint)
+    keys = ", ".join(list(state)[:SHOWN_KEYS])
+    wanted = ", ".join(list(shapes)[:SHOWN_KEYS])
+    return f"{reason}; top-level entries: {top}; tensors under {state_name}: {keys}; the model wants: {wanted}"
+
+
+def _largest_tensor_dict(checkpoint: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    """The dict with the most tensors, at the top or one level down, and its name."""
+    nested = [(repr(key), value) for key, value in checkpoint.items() if isinstance(value, Mapping)]
+    candidates = [("the top level", checkpoint), *nested]
+    return max(candidates, key=lambda item: sum(isinstance(v, Tensor) for v in item[1].values()))

@@ -1,0 +1,54 @@
+"""``dse-tune rescore``: rescore a real tiny sweep, then select with the file; one-line
+errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dse_tune.cli.main import main
+from tests.evaluation.tiny_runs import pretrain_sweep
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """Two real runs (beta 0 and 0.1) pretrained on synthetic scenes, 3 epochs each."""
+    return pretrain_sweep(tmp_path_factory.mktemp("sweep"))
+
+
+def test_command_line_rescore_then_select(sweep, tmp_path, capsys):
+    out = tmp_path / "held_out.json"
+    assert main(["rescore", str(sweep), "--held-out-size", "8", "--out", str(out), "--no-progress"]) == 0
+    assert "next: dse-tune select" in capsys.readouterr().out
+    assert (
+        main(
+            ["select", str(sweep), "--rescored", str(out), "--out", str(tmp_path), "--no-plot"]
+        )
+        == 0
+    )
+    selection = json.loads((tmp_path / "selection.json").read_text())
+    assert selection["compare"] == "rescored" and Path(selection["best_checkpoint"]).is_file()
+
+
+def test_the_old_probe_size_option_still_works(sweep, tmp_path, capsys):
+    out = tmp_path / "rescored.json"
+    assert main(["rescore", str(sweep), "--probe-size", "4", "--out", str(out), "--no-progress"]) == 0
+    description = json.loads((tmp_path / "rescored_probe.json").read_text())
+    assert description["held_out_probe"]["size"] == 4
+    assert "rescored" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["rescore", str(tmp_path / "empty"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no run with DSE evaluations") and len(err.splitlines()) == 1
+    assert main(["rescore", str(tmp_path / "nowhere"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nowhere" in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rescore", str(tmp_path), "--held-out-size", "0"])
+    assert exit_info.value.code == 2
+    assert "must be an integer >= 1" in capsys.readouterr().err

@@ -1,0 +1,61 @@
+"""summarize_sweep: per-trial status, epochs run and peak DSE, read from run folders."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import math
+
+import dse_tune.integrations.ray.summary as summary_module
+from dse_tune.integrations.ray import RUNS_DIR, TRIAL_FILE, summarize_sweep
+from dse_tune.runs import CONFIG_FILE, HISTORY_FILE, RunRecord, write_config, write_run
+
+
+def test_docstring_examples():
+    failures, attempted = doctest.testmod(summary_module)
+    assert attempted > 0 and failures == 0
+
+
+def test_summary_of_an_unfinished_sweep(tmp_path):
+    run_dir = tmp_path / RUNS_DIR / "abc_00000"
+    run_dir.mkdir(parents=True)
+    (run_dir / CONFIG_FILE).write_text(json.dumps({"epochs": 10}))
+    (run_dir / HISTORY_FILE).write_text(
+        json.dumps({"evaluations": [{"index": 0, "epoch": 1, "dse": 0.5}, {"index": 1, "epoch": 3, "dse": 0.6}]})
+    )
+    (run_dir / TRIAL_FILE).write_text(json.dumps({"status": "running", "attempts": [{"node_id": "n1"}]}))
+    summary = summarize_sweep(tmp_path)
+    (trial,) = summary.trials
+    assert (trial.status, trial.epochs_run, trial.epochs_configured, trial.node_ids) == ("unfinished", 4, 10, ("n1",))
+    assert not summary.complete
+    assert summarize_sweep(tmp_path, errored_trial_dirs=["pretrain_trainable_abc_00000_0_x=1"]).trials[0].status == "failed"
+    assert summary.describe() == "trial-epochs run: 4 of 10 without pruning (60% saved); 0 of 1 trials stopped early"
+
+
+def test_a_trial_whose_first_evaluation_is_nan_shows_its_finite_peak(tmp_path):
+    finished = tmp_path / RUNS_DIR / "nan_first"
+    write_run(finished, RunRecord.from_values("nan_first", [math.nan, 0.3, 0.7, 0.5], config={"epochs": 4}))
+    (finished / TRIAL_FILE).write_text(json.dumps({"status": "finished", "epochs_completed": 4, "attempts": [{}]}))
+    all_nan = tmp_path / RUNS_DIR / "all_nan"
+    write_run(all_nan, RunRecord.from_values("all_nan", [math.nan, math.nan], config={"epochs": 2}))
+
+    summary = summarize_sweep(tmp_path)
+    by_id = {t.trial_id: t for t in summary.trials}
+    assert by_id["nan_first"].best_dse == 0.7
+    assert by_id["all_nan"].best_dse is None  # nothing finite: no peak
+    written = {t["trial_id"]: t for t in summary.to_dict()["trials"]}
+    assert written["nan_first"]["best_dse"] == 0.7 and written["all_nan"]["best_dse"] is None
+
+
+def test_a_trial_without_a_history_yet_has_no_evaluations(tmp_path):
+    starting = tmp_path / RUNS_DIR / "starting"
+    write_config(starting, {"epochs": 3})
+    (starting / TRIAL_FILE).write_text(json.dumps({"status": "running", "attempts": [{"node_id": "n1"}]}))
+    broken = tmp_path / RUNS_DIR / "broken"
+    broken.mkdir()
+    (broken / HISTORY_FILE).write_text("{")
+
+    trials = {t.trial_id: t for t in summarize_sweep(tmp_path).trials}
+    assert (trials["starting"].evaluations, trials["starting"].epochs_run, trials["starting"].epochs_configured) == (0, 0, 3)
+    assert trials["broken"].evaluations == 0 and trials["broken"].status == "unfinished"
+    assert summarize_sweep(tmp_path / "missing").trials == ()

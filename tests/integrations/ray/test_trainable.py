@@ -1,0 +1,91 @@
+"""The trial: a run folder per trial, resumed after a crash; a stop recorded by the driver."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import os
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+
+import dse_tune.integrations.ray.trainable as trainable_module
+from dse_tune.integrations.ray import RUNS_DIR, TRIAL_FILE, mark_run_stopped, run_sweep
+from dse_tune.runs import CURVE_PLOT, RunRecord, read_run, write_run
+from dse_tune.search_space import load_search_space
+from tests.integrations.ray.helpers import history, tune_results
+from tests.sweep_helpers import write_space
+
+
+def test_docstring_examples():
+    failures, attempted = doctest.testmod(trainable_module)
+    assert attempted > 0 and failures == 0
+
+
+def test_a_stop_decided_on_the_driver_is_recorded_in_the_run_folder(tmp_path):
+    write_run(tmp_path, RunRecord.from_values("t", [0.2, 0.5, 0.3]))
+    (tmp_path / TRIAL_FILE).write_text(json.dumps({"status": "running", "attempts": [{"attempt": 1}]}))
+    mark_run_stopped("t", {"run_dir": str(tmp_path), "epoch": 2}, "degraded at evaluation 2")
+
+    run = read_run(tmp_path)
+    assert run.stopped_early and run.stop_reason == "stopped by the sweep's pruner: degraded at evaluation 2"
+    trial = json.loads((tmp_path / TRIAL_FILE).read_text())
+    assert (trial["status"], trial["stop_reason"], trial["epochs_completed"]) == ("stopped", "degraded at evaluation 2", 3)
+    assert trial["attempts"] == [{"attempt": 1}]
+    assert (tmp_path / CURVE_PLOT).stat().st_size > 0
+
+
+def test_a_stop_without_a_readable_run_folder_only_warns(tmp_path):
+    mark_run_stopped("t", {"epoch": 2}, "no run folder reported")  # nothing to record
+    with pytest.warns(UserWarning, match="cannot mark trial t as stopped: no readable history in"):
+        mark_run_stopped("t", {"run_dir": str(tmp_path), "epoch": 2}, "degraded")
+    assert not (tmp_path / TRIAL_FILE).exists()
+
+
+# --------------------------------------------------------------------------- on Ray
+
+
+class CrashOnce(pl.Callback):
+    """Kill the trial's process at the start of ``epoch`` on the first attempt only."""
+
+    def __init__(self, epoch: int, marker: Path) -> None:
+        self.epoch = epoch
+        self.marker = marker
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os._exit(1)
+
+
+@pytest.mark.slow
+def test_a_killed_trial_resumes_from_its_last_checkpoint(ray_session, tmp_path):
+    spec = load_search_space(
+        write_space(
+            tmp_path / "crash.yaml",
+            pretrain={"epochs": 4},
+            pruner=None,
+            storage={"max_failures": 1, "checkpoints_to_keep": 1},
+        )
+    )
+    marker = tmp_path / "crashed"
+    summary = run_sweep(spec, tmp_path / "sweep", trial_callbacks=[CrashOnce(2, marker)], verbose=0)
+
+    assert marker.exists(), "the first attempt was killed"
+    ((trial_id, rows),) = tune_results(tmp_path / "sweep").items()
+    run_dir = tmp_path / "sweep" / RUNS_DIR / trial_id
+    trial = json.loads((run_dir / TRIAL_FILE).read_text())
+    first, second = trial["attempts"]
+    assert first["pid"] == int(marker.read_text()) != second["pid"]
+    assert first["resumed_from_evaluation"] is None
+    assert second["resumed_from_evaluation"] == 1  # the evaluation after epoch 1
+    assert trial["status"] == "finished" and trial["epochs_completed"] == 4
+    # The epochs continue; no evaluation is lost or repeated, in the files and in Tune.
+    evaluations = history(run_dir)["evaluations"]
+    assert [(e["index"], e["epoch"]) for e in evaluations] == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert [r["evaluation"] for r in rows] == [0, 1, 2, 3]
+    assert rows[2].get("dse_history") == pytest.approx([e["dse"] for e in evaluations[:3]])
+    assert sorted(p.name for p in (run_dir / "logs").iterdir()) == ["version_0", "version_1"]
+    assert summary.trials[0].attempts == 2 and summary.trials[0].status == "finished"
+    assert summary.complete and summary.trial_epochs_run == summary.trial_epochs_without_pruning == 4
