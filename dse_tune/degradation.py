@@ -15,7 +15,7 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["NAN_POLICIES", "DegradationDecision", "DegradationRule", "Peak", "first_stop_index", "peak"]
+__all__ = ["NAN_POLICIES", "DegradationDecision", "DegradationRule", "Peak", "finite_or_none", "first_stop_index", "peak"]
 
 #: ``"stop"``: a non-finite DSE stops the run at once (even during warm-up).
 #: ``"ignore"``: non-finite values are skipped as if they had not been reported.
@@ -242,6 +242,22 @@ def peak(values: Sequence[float | None]) -> Peak:
     # Highest value; on ties the earliest evaluation (the cheaper, earlier checkpoint).
     value, index = max(finite, key=lambda pair: (pair[0], -pair[1]))
     return Peak(index, value, None, skipped)
+
+
+def finite_or_none(value: object) -> float | None:
+    """``value`` as a finite float, else None (None, booleans, NaN, +-inf, text).
+
+    Example:
+        >>> finite_or_none("0.5"), finite_or_none(float("nan")), finite_or_none(True)
+        (0.5, None, None)
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def first_stop_index(values: Sequence[float], rule: DegradationRule | None = None) -> int | None:

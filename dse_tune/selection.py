@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from dse_tune.atomic import atomic_write_text
+from dse_tune.degradation import finite_or_none
 from dse_tune.runs import SELECTION_FILE, Evaluation, RunRecord
 
 __all__ = [
@@ -220,7 +221,7 @@ def select_run(
     scores: dict[int, float] = {}
     if lookup is not None:
         for position in candidates:
-            value = _finite_or_none(lookup(run, run.evaluations[position]))
+            value = finite_or_none(lookup(run, run.evaluations[position]))
             if value is not None:
                 scores[position] = value
     if scores:
@@ -339,7 +340,7 @@ def selection_to_dict(result: SelectionResult) -> dict[str, Any]:
         "best_epoch": result.best_epoch,
         "best_beta": result.best_beta,
         "best_trial": None if best is None else best.name,
-        "best_dse": None if best is None else _finite_or_none(best.chosen_dse),
+        "best_dse": None if best is None else finite_or_none(best.chosen_dse),
         "best_rescored": None if best is None else best.chosen_rescored,
         "compare": result.compare,
         "rule": result.rule,
@@ -367,12 +368,12 @@ def _trial_to_dict(t: RunSelection, is_best: bool) -> dict[str, Any]:
         "evaluations": t.evaluations,
         "candidates": t.candidate_epochs,
         "candidate_indices": [evaluations[p].index for p in t.candidates],
-        "candidate_dse": [_finite_or_none(evaluations[p].dse) for p in t.candidates],
+        "candidate_dse": [finite_or_none(evaluations[p].dse) for p in t.candidates],
         "candidate_rescored": [t.rescored.get(p) for p in t.candidates],
         "chosen_epoch": t.chosen_epoch,
         "chosen_index": t.chosen_index,
         "checkpoint": _path_or_none(t.chosen_checkpoint),
-        "dse": _finite_or_none(t.chosen_dse),
+        "dse": finite_or_none(t.chosen_dse),
         "rescored": t.chosen_rescored,
         "stopped_early": t.stopped_early,
         "stop_reason": t.run.stop_reason,
@@ -410,16 +411,6 @@ def _normalize(path: str | os.PathLike) -> str:
 def _beta_or_zero(t: RunSelection) -> float:
     # A run that records no beta was not regularized.
     return 0.0 if t.beta is None else t.beta
-
-
-def _finite_or_none(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _path_or_none(path: Path | None) -> str | None:

@@ -7,7 +7,7 @@ import pytest
 
 from dse_tune.runs import RunRecord, load_sweep, mark_stopped, read_run, write_run as write_record
 from dse_tune.selection import select_best
-from tests.run_folders import beta_sweep, write_run  # noqa: F401  (fixture)
+from tests.run_folders import write_run
 
 NAN = math.nan
 

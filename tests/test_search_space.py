@@ -8,14 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 
 import dse_tune.search_space as search_space_module
 import dse_tune.search_space_parse as search_space_parse_module
 from dse_tune.integrations.optuna import DSEDegradationPruner
-from dse_tune.integrations.optuna.space import build_pruner, optuna_distributions, optuna_grid
+from dse_tune.integrations.optuna.space import build_pruner
 from dse_tune.integrations.ray.space import tune_resources
 from dse_tune.search_space import (
     PRUNER_OPTIONS,
@@ -124,33 +123,6 @@ selection: {window: 1, top: 2}
     assert (config.lr, config.dse_beta, config.epochs, config.global_crop_scale) == (3e-4, 0.1, 4, (0.3, 1.0))
 
 
-def test_optuna_distributions_match_the_ranges():
-    spec = parse_search_space(
-        {
-            "pretrain": {
-                "lr": {"loguniform": [1e-4, 1e-2]},
-                "drop_path_rate": {"uniform": [0.0, 0.2]},
-                "warmup_epochs": {"randint": [1, 4]},
-                "method": {"choice": ["dino", "mae"]},
-                "dse_beta": {"grid": [0.0, 0.1]},
-            },
-            "search": {"algorithm": "random"},
-        }
-    )
-    distributions = optuna_distributions(spec)
-    assert distributions["lr"] == optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
-    assert distributions["drop_path_rate"] == optuna.distributions.FloatDistribution(0.0, 0.2)
-    assert distributions["warmup_epochs"] == optuna.distributions.IntDistribution(1, 3)
-    assert distributions["method"] == optuna.distributions.CategoricalDistribution(["dino", "mae"])
-    assert distributions["dse_beta"] == optuna.distributions.CategoricalDistribution([0.0, 0.1])
-    assert optuna_grid(spec) == {"dse_beta": [0.0, 0.1]}
-    # The distributions drive a plain Optuna study (the Optuna path of a sweep).
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    trial = study.ask(distributions)
-    assert set(trial.params) == set(distributions)
-    assert 1 <= trial.params["warmup_epochs"] <= 3
-
-
 def test_defaults():
     spec = parse_search_space({"pretrain": {"lr": {"loguniform": [1e-4, 1e-3]}}}, source="x/my_sweep.yaml")
     assert spec.name == "my_sweep"
@@ -162,36 +134,6 @@ def test_defaults():
     assert spec.storage_path == "runs/sweeps" and spec.checkpoints_to_keep == 3 and spec.max_failures == 1
     grid = parse_search_space({"pretrain": {"dse_beta": {"grid": [0.0, 0.1]}}})
     assert grid.algorithm == "random"  # a grid needs Ray's variant generator
-
-
-@pytest.mark.parametrize(
-    ("section", "expected"),
-    [
-        ({"type": "dse_degradation", "warmup": 2, "patience": 1, "min_drop": 0.2, "smoothing": 2},
-         "DSEDegradationPruner"),
-        ({"type": "median", "n_startup_trials": 1, "n_warmup_steps": 2}, "MedianPruner"),
-        ({"type": "percentile", "percentile": 25.0}, "PercentilePruner"),
-        ({"type": "threshold", "lower": 0.5}, "ThresholdPruner"),
-        ({"type": "successive_halving"}, "SuccessiveHalvingPruner"),
-        ({"type": "hyperband", "min_resource": 1, "max_resource": 10}, "HyperbandPruner"),
-        ({"type": "patient", "patience": 2, "wrapped": {"type": "dse_degradation", "warmup": 3}},
-         "PatientPruner"),
-    ],
-)
-def test_pruners(section, expected):
-    spec = parse_search_space({"pruner": section})
-    pruner = build_pruner(spec.pruner)
-    assert type(pruner).__name__ == expected
-    if expected == "DSEDegradationPruner":
-        assert (pruner.rule.warmup, pruner.rule.patience, pruner.rule.min_drop, pruner.rule.smoothing) == (2, 1, 0.2, 2)
-    if expected == "PatientPruner":
-        assert isinstance(pruner._wrapped_pruner, DSEDegradationPruner)
-        assert pruner._wrapped_pruner.rule.warmup == 3
-
-
-@pytest.mark.parametrize("section", [None, "none", {"type": "none"}])
-def test_pruning_can_be_switched_off(section):
-    assert build_pruner(parse_search_space({"pruner": section}).pruner) is None
 
 
 def optuna_pruner_class(kind):

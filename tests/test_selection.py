@@ -15,7 +15,7 @@ from dse_tune.selection import (
     select_run,
     write_selection,
 )
-from tests.run_folders import beta_sweep, write_run  # noqa: F401  (fixture)
+from tests.run_folders import write_run
 
 NAN = math.nan
 

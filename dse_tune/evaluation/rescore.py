@@ -43,7 +43,6 @@ scoring needs torch and the SSL package, never Lightning's Trainer, Optuna or Ra
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dse_tune.degradation import finite_or_none
 from dse_tune.atomic import atomic_write_text
 from dse_tune.evaluation.held_out import HeldOutSet, held_out_set_for
 from dse_tune.runs import COMPONENTS, Evaluation, RunRecord, load_sweep
@@ -142,22 +142,22 @@ def score_held_out_tokens(
     try:
         dse_score = score_tokens(tokens, seed=seed, **dict(dse_kwargs or {}))
         if dse_score.ok:
-            result["dse"] = _finite(dse_score.score)
-            result.update({name: _finite(getattr(dse_score, name)) for name in COMPONENTS})
+            result["dse"] = finite_or_none(dse_score.score)
+            result.update({name: finite_or_none(getattr(dse_score, name)) for name in COMPONENTS})
         else:
             problems.append(f"DSE: {dse_score.failure}")
     except ValueError as error:  # a setup error (too few images): this score only
         problems.append(f"DSE: {error}")
     if "rankme" in scores:
         try:
-            result["rankme"] = _finite(rankme(tokens))
+            result["rankme"] = finite_or_none(rankme(tokens))
         except ValueError as error:
             result["rankme"] = None
             problems.append(f"RankMe: {error}")
     if "alpha_req" in scores:
         try:
             fit = alpha_req(tokens)
-            result["alpha_req"], result["alpha_req_r2"] = _finite(fit.alpha), _finite(fit.r2)
+            result["alpha_req"], result["alpha_req_r2"] = finite_or_none(fit.alpha), finite_or_none(fit.r2)
         except ValueError as error:
             result["alpha_req"] = result["alpha_req_r2"] = None
             problems.append(f"alpha-ReQ: {error}")
@@ -237,7 +237,7 @@ def _rescore_one(
         evaluation=evaluation.index,
         epoch=evaluation.epoch,
         checkpoint=checkpoint,
-        monitored_dse=_finite(evaluation.dse),
+        monitored_dse=finite_or_none(evaluation.dse),
     )
     if not checkpoint.is_file():
         return RescoredCheckpoint(**common, problem=f"checkpoint {checkpoint} does not exist")
@@ -379,7 +379,7 @@ def load_rescored(path: str | os.PathLike) -> dict[str, float]:
         raise ValueError(f"{path}: expected an object or a list")
     values = {}
     for checkpoint, value in pairs:
-        number = _finite(value)
+        number = finite_or_none(value)
         if number is not None:
             values[str(path.parent / checkpoint)] = number
     return values
@@ -468,17 +468,6 @@ def rescore_sweep(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _finite(value: Any) -> float | None:
-    """``value`` as a finite float, else None (None, booleans, NaN, inf, text)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _relative(path: Path, folder: Path) -> str:

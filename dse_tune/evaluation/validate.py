@@ -35,13 +35,14 @@ dse_tune are imported inside the functions (``dse-tune --help`` stays fast).
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from dse_tune.degradation import finite_or_none
 
 __all__ = [
     "SCORED_FIELDS",
@@ -80,14 +81,6 @@ SCORED_FIELDS = (
     "probe_train_loss",
     "problem",
 )
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 # --------------------------------------------------------------------------- load
@@ -232,8 +225,8 @@ def _score_evaluation(run: Any, evaluation: Any, splits: Any, out: Path, dse_see
         "epoch": evaluation.epoch,
         "global_step": evaluation.global_step,
         "checkpoint": None if checkpoint is None else _relative(checkpoint, out),
-        "dse_monitored": _finite(evaluation.dse),
-        **{f"dse_monitored_{name}": _finite(evaluation.components.get(name)) for name in COMPONENTS},
+        "dse_monitored": finite_or_none(evaluation.dse),
+        **{f"dse_monitored_{name}": finite_or_none(evaluation.components.get(name)) for name in COMPONENTS},
         **dict.fromkeys(SCORED_FIELDS),
     }
     started = time.perf_counter()

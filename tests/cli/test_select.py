@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dse_tune.cli import main
-from tests.run_folders import beta_sweep, write_run  # noqa: F401  (fixture)
+from tests.run_folders import write_run
 
 # Held-out DSE of the beta_sweep fixture's candidates (as in tests/test_selection.py).
 HELD_OUT = {

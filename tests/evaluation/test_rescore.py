@@ -23,7 +23,6 @@ from dse_tune.evaluation.rescore import (
 from dse_tune.runs import load_sweep
 from dse_tune.selection import select_best, select_run
 from tests.evaluation.tiny_runs import HELD_OUT
-from tests.run_folders import beta_sweep  # noqa: F401  (fixture)
 
 
 def candidate_checkpoints(root: Path) -> set[str]:
