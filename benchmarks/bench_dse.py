@@ -2,6 +2,13 @@
 
     python benchmarks/bench_dse.py                 # (256,196,384) and (1024,196,384), CPU (+ CUDA if present)
     python benchmarks/bench_dse.py --sizes 64x196x384 --repeats 3
+    python benchmarks/bench_dse.py --device cuda   # CUDA only
+    python benchmarks/bench_dse.py --agreement --device cuda --sizes 256x196x384
+
+``--agreement`` computes DSE and its components on the CPU and on ``--device`` from the
+same tokens and seed (the k-means draws come from a CPU generator on every device), and
+prints each component on both, the largest relative difference and whether they agree
+within ``--tolerance``. With ``--device cpu`` it runs the CPU twice (a determinism check).
 
 Each CPU case runs in a fresh subprocess so that its peak resident memory (ru_maxrss)
 belongs to that case alone; ``peak_extra_gib`` is the peak minus the memory held before
@@ -67,26 +74,70 @@ def measure(size: tuple[int, int, int], variant: str, device: str, repeats: int)
     return record
 
 
+COMPONENTS = ("score", "inter", "intra_image", "intra_batch", "dim")
+
+
+def parse_size(text: str) -> tuple[int, int, int]:
+    """``"256x196x384"`` -> (256, 196, 384): images, tokens, channels."""
+    return tuple(int(v) for v in text.split("x"))  # type: ignore[return-value]
+
+
+def agreement(size: tuple[int, int, int], device: str, tolerance: float) -> dict:
+    """DSE components of the same seeded tokens on the CPU and on ``device``."""
+    import torch
+
+    import dse_tune
+
+    features = torch.randn(*size, generator=torch.Generator().manual_seed(0))
+    on_cpu = dse_tune.dse(features, seed=0)
+    on_device = dse_tune.dse(features.to(device), seed=0)
+    record: dict = {"figure": "dse_agreement", "size": list(size), "reference": "cpu",
+                    "device": device if device == "cpu" else torch.cuda.get_device_name()}
+    worst = 0.0
+    for name in COMPONENTS:
+        a, b = getattr(on_cpu, name), getattr(on_device, name)
+        relative = abs(a - b) / max(abs(a), 1e-12)
+        worst = max(worst, relative)
+        record[name] = {"cpu": round(a, 6), "device": round(b, 6), "relative_difference": float(f"{relative:.3g}")}
+    record["max_relative_difference"] = float(f"{worst:.3g}")
+    record["tolerance"] = tolerance
+    record["agree"] = worst <= tolerance
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["256x196x384", "1024x196x384"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--device", default=None, help="run one case in this process (internal)")
-    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--device", choices=["all", "cpu", "cuda"], default="all",
+                        help="where to time (all: CPU, and CUDA if present)")
+    parser.add_argument("--agreement", action="store_true",
+                        help="compare the components on the CPU and on --device instead of timing")
+    parser.add_argument("--tolerance", type=float, default=1e-3,
+                        help="largest relative difference that counts as agreement")
+    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # SIZE:VARIANT:DEVICE, one case
     args = parser.parse_args()
     if args.case:
-        size_text, variant = args.case.split(":")
-        size = tuple(int(v) for v in size_text.split("x"))
-        print(json.dumps(measure(size, variant, args.device, args.repeats)), flush=True)
+        size_text, variant, device = args.case.split(":")
+        print(json.dumps(measure(parse_size(size_text), variant, device, args.repeats)), flush=True)
         return
     import torch
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    if args.agreement:
+        device = args.device if args.device != "all" else ("cuda" if torch.cuda.is_available() else "cpu")
+        for size_text in args.sizes:
+            print(json.dumps(agreement(parse_size(size_text), device, args.tolerance)), flush=True)
+        return
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.device != "all":
+        devices = [args.device]
     for device in devices:
         for size_text in args.sizes:
             for variant in args.variants:
-                command = [sys.executable, __file__, "--case", f"{size_text}:{variant}", "--device", device,
+                command = [sys.executable, __file__, "--case", f"{size_text}:{variant}:{device}",
                            "--repeats", str(args.repeats)]
                 completed = subprocess.run(command, capture_output=True, text=True)
                 if completed.returncode:

@@ -19,12 +19,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
+        # mkstemp makes the file private (0600); a result file gets the usual mode.
+        os.chmod(temporary, 0o666 & ~_umask())
         write(Path(temporary))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; restore it at once.
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

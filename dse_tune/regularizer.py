@@ -8,9 +8,26 @@ The estimator is the metric's own engine (``dse_tune.metrics.dse_metric.dse_comp
 k-means runs on detached tokens (cluster assignments carry no gradient, as in the
 paper), every other step (cluster means, spreads via Gram eigenvalues, distances to
 other centroids, effective rank) is differentiable.
+
+Under DDP (``torch.distributed`` initialised, world size > 1) the default scores each
+process's local batch, as the public code does: its regulariser has no collective and
+scores the tensor it is given. ``global_batch=True`` scores the global batch instead: the
+tokens of every process are all-gathered WITH their gradient (:func:`gather_with_gradient`,
+what ``torch.distributed.nn.functional.all_gather`` does), every process computes the same DSE
+(same tokens, same seeded k-means), and the backward pass sums each process's share
+of the gradient back to it (each local token gradient is world_size times its slice of
+the global gradient; DDP's averaging of parameter gradients divides by world_size, so
+the parameters get exactly the gradient of ``-weight * DSE(global batch)``).
+Cost per computing step (B local images, N tokens, d channels, W processes): an
+all-gather of B*N*d float32 per process in the forward and a reduce-scatter of the
+same size in the backward (NCCL; gloo all-reduces the W*B*N*d gradient), and every
+process holds, scores and differentiates W times the tokens (memory and DSE compute
+grow W-fold; the k-means runs on W*B images on every process).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +51,10 @@ class DSERegularizer(nn.Module):
             already shuffled), to bound the cost.
         seed: seeds the module's private generator; the global RNG is never used, so
             masking and dropout keep their own random streams.
+        global_batch: under ``torch.distributed`` (world size > 1), score the tokens of
+            all processes (gathered with gradient) instead of the local batch; without
+            a process group it is the local batch (one process: the same thing).
+            ``max_images`` applies per process, before the gather.
 
     Example:
         >>> import torch
@@ -58,6 +79,7 @@ class DSERegularizer(nn.Module):
         every_n_steps: int = 1,
         max_images: int | None = None,
         seed: int = 0,
+        global_batch: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
@@ -72,6 +94,7 @@ class DSERegularizer(nn.Module):
         self.max_images = None if max_images is None else check_positive_int(max_images, "max_images", minimum=2)
         self.normalize = normalize
         self.dim_estimator = dim_estimator
+        self.global_batch = bool(global_batch)
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(seed)
         self.calls = 0
@@ -81,7 +104,8 @@ class DSERegularizer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"weight={self.weight}, local_clusters={self.local_clusters}, global_clusters={self.global_clusters}, "
-            f"group_size={self.group_size}, dim_estimator={self.dim_estimator!r}, every_n_steps={self.every_n_steps}"
+            f"group_size={self.group_size}, dim_estimator={self.dim_estimator!r}, every_n_steps={self.every_n_steps}, "
+            f"global_batch={self.global_batch}"
         )
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -92,6 +116,8 @@ class DSERegularizer(nn.Module):
             return tokens.new_zeros(())
         if self.max_images is not None:
             tokens = tokens[: self.max_images]
+        if self.global_batch:
+            tokens = gather_with_gradient(tokens)
         num_images, num_tokens, _ = tokens.shape
         check_cluster_sizes(num_images, num_tokens, self.local_clusters, self.global_clusters, self.group_size)
         # Spectral steps are ill-conditioned in half precision: always float32 or wider.
@@ -109,3 +135,41 @@ class DSERegularizer(nn.Module):
         self.last_components = {name: float(value.detach()) for name, value in parts.items()}
         self.last_components["dse"] = float(score.detach())
         return -self.weight * score
+
+
+def gather_with_gradient(tokens: Tensor) -> Tensor:
+    """The tokens of every process, concatenated in rank order, differentiable: the
+    backward sums every process's gradient of its slice back to it. ``tokens`` itself
+    without a process group of more than one process. Every process must pass the same
+    shape (DDP batches are equal with ``drop_last``)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return tokens
+    return _GatherWithGradient.apply(tokens.contiguous())
+
+
+class _GatherWithGradient(torch.autograd.Function):
+    # torch.distributed.nn.functional.all_gather does the same but is deprecated in
+    # recent torch; this is its behaviour on every backend (gloo has no reduce-scatter).
+
+    @staticmethod
+    def forward(ctx: Any, tokens: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        ctx.world, ctx.rank = dist.get_world_size(), dist.get_rank()
+        parts = [torch.empty_like(tokens) for _ in range(ctx.world)]
+        dist.all_gather(parts, tokens)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, gradient: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        gradient = gradient.contiguous()
+        if dist.get_backend() == "nccl":
+            mine = gradient.new_empty(gradient.shape[0] // ctx.world, *gradient.shape[1:])
+            dist.reduce_scatter_tensor(mine, gradient, op=dist.ReduceOp.SUM)
+            return mine
+        dist.all_reduce(gradient, op=dist.ReduceOp.SUM)
+        return gradient.chunk(ctx.world, dim=0)[ctx.rank].clone()

@@ -16,8 +16,10 @@ resources of a trial and where the sweep is stored. The schema is documented in
     search: {algorithm: optuna, num_samples: 8, max_concurrent_trials: 4, seed: 0}
     pruner: {type: dse_degradation, warmup: 5, patience: 3, min_drop: 0.1}
     resources: {cpu: 8, gpu: 1}        # per trial; gpu may be fractional (0.5)
+    # or, a trial over several workers (Ray Train, one DDP process each):
+    # resources: {workers: 4, gpus_per_worker: 1, cpus_per_worker: 8}
     storage: {path: runs/sweeps, checkpoints_to_keep: 3, max_failures: 2}
-    selection: {window: 2, top: 3}
+    selection: {window: 2, top: 3}     # + confirm_with: LABELLED_DIR, label_images: 32
 
 :func:`load_search_space` refuses unknown keys (unknown PretrainConfig fields and pruner
 options included), malformed ranges and values of the wrong type with a
@@ -281,15 +283,36 @@ class PrunerSpec:
 
 @dataclass(frozen=True)
 class Resources:
-    """Resources of one trial: CPUs and GPUs (fractional GPUs share a device)."""
+    """Resources of one trial: its workers, and the CPUs and GPUs of each.
 
+    One worker (the default) runs the trial in one process, Tune's function trainable;
+    ``gpu`` may be a fraction (0.5: two small trials share a device). Several workers
+    (``workers: 4, gpus_per_worker: 1, cpus_per_worker: 8``) run it as a Ray Train
+    ``TorchTrainer`` inside the Tuner, one DDP process per worker.
+    """
+
+    #: CPUs of each worker (the trial's CPUs with one worker).
     cpu: float = 1.0
+    #: GPUs of each worker: a fraction (one worker only) or a whole number.
     gpu: float = 0.0
+    #: Training processes of one trial.
+    workers: int = 1
 
     @property
     def accelerator(self) -> str:
         """The Lightning accelerator a trial with these resources uses."""
         return "gpu" if self.gpu > 0 else "cpu"
+
+    @property
+    def distributed(self) -> bool:
+        """Whether a trial spans several workers (Ray Train) rather than one process."""
+        return self.workers > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``resources`` section: ``{cpu, gpu}`` for one worker, else per worker."""
+        if not self.distributed:
+            return {"cpu": self.cpu, "gpu": self.gpu}
+        return {"workers": self.workers, "cpus_per_worker": self.cpu, "gpus_per_worker": self.gpu}
 
 
 # --------------------------------------------------------------------------- the spec
@@ -313,6 +336,9 @@ class SweepSpec:
     max_failures: int = 1
     window: int = 2
     top: int = 3
+    #: Labelled folder for few-label confirmation of the choice (None: label-free).
+    confirm_with: str | None = None
+    label_images: int = 32
     source: Path | None = None
 
     @property
@@ -343,13 +369,14 @@ class SweepSpec:
                 "seed": self.sampler_seed,
             },
             "pruner": None if self.pruner is None else plain(self.pruner.to_dict()),
-            "resources": {"cpu": self.resources.cpu, "gpu": self.resources.gpu},
+            "resources": self.resources.to_dict(),
             "storage": {
                 "path": self.storage_path,
                 "checkpoints_to_keep": self.checkpoints_to_keep,
                 "max_failures": self.max_failures,
             },
-            "selection": {"window": self.window, "top": self.top},
+            "selection": {"window": self.window, "top": self.top, "confirm_with": self.confirm_with,
+                          "label_images": self.label_images},
         }
 
     def to_yaml(self) -> str:
@@ -426,6 +453,8 @@ def parse_search_space(data: Any, source: str | Path = UNNAMED_SOURCE) -> SweepS
         max_failures=storage["max_failures"],
         window=selection["window"],
         top=selection["top"],
+        confirm_with=selection["confirm_with"],
+        label_images=selection["label_images"],
         source=None if where == UNNAMED_SOURCE else Path(where),
     )
 

@@ -9,7 +9,7 @@ is read, before any worker starts.
 
 Example:
     >>> resources("space.yaml", {"resources": {"cpu": 2, "gpu": 0.5}})
-    Resources(cpu=2.0, gpu=0.5)
+    Resources(cpu=2.0, gpu=0.5, workers=1)
     >>> pruner("space.yaml", "pruner", {"type": "median", "n_warmup_steps": -1})
     Traceback (most recent call last):
     ...
@@ -61,9 +61,9 @@ __all__ = [
 
 TOP_LEVEL_KEYS = ("name", "pretrain", "search", "pruner", "resources", "storage", "selection")
 SEARCH_KEYS = ("algorithm", "num_samples", "max_concurrent_trials", "seed")
-RESOURCE_KEYS = ("cpu", "gpu")
+RESOURCE_KEYS = ("cpu", "gpu", "workers", "cpus_per_worker", "gpus_per_worker")
 STORAGE_KEYS = ("path", "checkpoints_to_keep", "max_failures")
-SELECTION_KEYS = ("window", "top")
+SELECTION_KEYS = ("window", "top", "confirm_with", "label_images")
 
 def pruner(where: str, label: str, value: Any) -> PrunerSpec | None:
     """The ``pruner`` section (``None`` or ``type: none``: no pruning)."""
@@ -178,11 +178,15 @@ def search(where: str, data: Mapping[str, Any], dimensions: Mapping[str, Dimensi
 
 
 def resources(where: str, data: Mapping[str, Any]) -> Resources:
-    """``resources``: CPUs and GPUs per trial."""
+    """``resources``: CPUs and GPUs per trial (``cpu``, ``gpu``), or per worker of a
+    trial over several workers (``workers``, ``cpus_per_worker``, ``gpus_per_worker``)."""
     section = _section(where, data, "resources")
     _refuse_unknown(where, "resources.", section, RESOURCE_KEYS)
-    cpu = _number(where, "resources.cpu", section.get("cpu", 1))
-    gpu = _number(where, "resources.gpu", section.get("gpu", 0))
+    workers = section.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
+        raise SearchSpaceError(f"{where}: resources.workers: must be an integer >= 1 (processes per trial), got {workers!r}")
+    cpu = _per_worker(where, section, "cpu", "cpus_per_worker", 1)
+    gpu = _per_worker(where, section, "gpu", "gpus_per_worker", 0)
     if cpu <= 0:
         raise SearchSpaceError(f"{where}: resources.cpu: must be > 0 (CPUs per trial), got {cpu!r}")
     if gpu < 0:
@@ -191,7 +195,24 @@ def resources(where: str, data: Mapping[str, Any]) -> Resources:
         raise SearchSpaceError(
             f"{where}: resources.gpu: a fraction shares one GPU, so it must be <= 1 or a whole number, got {gpu!r}"
         )
-    return Resources(cpu=float(cpu), gpu=float(gpu))
+    if workers == 1 and gpu > 1:
+        raise SearchSpaceError(
+            f"{where}: resources.gpu: {gpu:g} GPUs in one process would train on one of them; "
+            f"use workers: {int(gpu)}, gpus_per_worker: 1 (one DDP process per GPU, Ray Train)"
+        )
+    if workers > 1 and gpu != int(gpu):
+        raise SearchSpaceError(
+            f"{where}: resources.gpus_per_worker: DDP workers need whole GPUs, got {gpu!r}"
+        )
+    return Resources(cpu=float(cpu), gpu=float(gpu), workers=int(workers))
+
+
+def _per_worker(where: str, section: Mapping[str, Any], short: str, long: str, default: float) -> float:
+    """``cpu``/``gpu`` and ``cpus_per_worker``/``gpus_per_worker`` name the same number."""
+    if short in section and long in section:
+        raise SearchSpaceError(f"{where}: resources: give {short} or {long}, not both (they are the same number)")
+    key = long if long in section else short
+    return _number(where, f"resources.{key}", section.get(key, default))
 
 
 def storage(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -215,13 +236,19 @@ def storage(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def selection(where: str, data: Mapping[str, Any]) -> dict[str, int]:
-    """``selection``: window and top of the selector."""
+def selection(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``selection``: window and top of the selector; ``confirm_with`` (a labelled folder
+    for few-label confirmation, or null) and ``label_images`` (its label budget)."""
     section = _section(where, data, "selection")
     _refuse_unknown(where, "selection.", section, SELECTION_KEYS)
+    confirm_with = section.get("confirm_with")
+    if confirm_with is not None and (not isinstance(confirm_with, str) or not confirm_with):
+        raise SearchSpaceError(f"{where}: selection.confirm_with: must be a folder path or null, got {confirm_with!r}")
     return {
         "window": _integer(where, "selection.window", section.get("window", 2), minimum=0),
         "top": _integer(where, "selection.top", section.get("top", 3), minimum=1),
+        "confirm_with": confirm_with,
+        "label_images": _integer(where, "selection.label_images", section.get("label_images", 32), minimum=2),
     }
 
 

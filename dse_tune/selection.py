@@ -3,26 +3,19 @@
 Pure Python (standard library only). The data model (:class:`~dse_tune.runs.RunRecord`)
 does not care where histories come from: :func:`dse_tune.runs.load_sweep` reads run
 folders, and any other source (an Optuna study, a Ray result grid) only has to build
-``RunRecord`` objects. The plot is :func:`dse_tune.plotting.plot_selection`.
+``RunRecord`` objects. The plot is :func:`dse_tune.plotting.plot_selection`; the file
+and the printed decision are :mod:`dse_tune.selection_output`.
 
 Within a run (the paper's protocol): the candidates are the local maxima of the run's
-DSE curve within +-``window`` evaluations, the ``top`` highest of them; the chosen
-checkpoint is the best candidate.
+DSE curve (``score="raw"``, or the run-standardised DSE, ``score="standardized"``)
+within +-``window`` evaluations, the ``top`` highest of them; the run's first
+evaluation, when it is at epoch 0 or step 0 (a nearly untrained model), is not a
+candidate when a later one exists (``skip_untrained``). The chosen checkpoint is the best candidate.
 
-Across runs, raw DSE is not a fair judge when the runs differ in ``beta``: ``beta > 0``
-adds ``-beta * DSE`` to the loss, so those runs optimize the very score they would be
-compared on. :func:`select_best` therefore compares runs by one of (see
-``docs/selection.md``):
-
-``"rescored"``
-    A score computed the same way for every run's candidates (DSE on the same held-out
-    probe images, estimator settings and seed), supplied by the caller.
-``"conservative"`` (the default without rescoring)
-    The monitored DSE, but only among the runs with the smallest beta: a larger beta is
-    never credited with DSE it may have bought. With a single beta in the sweep this is
-    the plain comparison.
-``"raw"``
-    The monitored DSE over all runs, knowingly biased toward large beta.
+Across runs, DSE is not a fair judge when the runs differ in ``beta`` (``beta > 0``
+optimizes DSE itself; on CamVid held-out rescored DSE was raised just as much), so
+:func:`select_best` keeps the smallest beta (``"conservative"``) or, given a few
+labels, decides by probe mIoU (``"few_label"``); see ``docs/selection.md``.
 
 Example:
     >>> candidate_indices([0.1, 0.5, 0.3, 0.2, 0.9, 0.4, 0.35, 0.6], window=2, top=3)
@@ -33,43 +26,53 @@ Example:
     ... ]
     >>> select_best(runs, compare="raw").best.name  # beta=1 optimized DSE itself
     'beta=1'
-    >>> result = select_best(runs)  # no rescoring: beta=1 is not credited
-    >>> result.best.name, result.best_epoch, result.best_beta
-    ('beta=0', 2, 0.0)
-    >>> held_out = {("beta=0", 2): 0.55, ("beta=1", 2): 0.41}
-    >>> rescored = select_best(runs, rescored=lambda run, ev: held_out.get((run.name, ev.index)))
-    >>> rescored.best.name, rescored.compare
-    ('beta=0', 'rescored')
+    >>> result = select_best(runs)  # beta=1 is not credited
+    >>> result.best.name, result.best_epoch, result.best_beta, result.basis
+    ('beta=0', 2, 0.0, 'conservative')
+    >>> labels = {("beta=0", 2): 0.31, ("beta=1", 2): 0.35}
+    >>> confirmed = select_best(runs, confirmed=lambda run, ev: labels.get((run.name, ev.index)))
+    >>> confirmed.best.name, confirmed.compare, confirmed.basis
+    ('beta=1', 'few_label', 'few_label')
 """
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dse_tune.atomic import atomic_write_text
 from dse_tune.degradation import finite_or_none
-from dse_tune.runs import SELECTION_FILE, Evaluation, RunRecord
+from dse_tune.runs import Evaluation, RunRecord
+from dse_tune.signals import FailureSignature, run_signatures
 
 __all__ = [
+    "BASES",
     "COMPARE_MODES",
+    "SCORES",
     "Rescored",
     "RunSelection",
     "SelectionResult",
     "candidate_indices",
+    "describe_decision",
+    "describe_rule",
+    "run_scores",
     "select_best",
     "select_run",
     "selection_to_dict",
+    "standardized_dse",
     "write_selection",
 ]
 
-COMPARE_MODES = ("auto", "rescored", "conservative", "raw")
+COMPARE_MODES = ("auto", "conservative", "few_label", "rescored", "raw")
+#: What a run's candidates are ranked by.
+SCORES = ("raw", "standardized")
+#: What a decision rests on (``selection.json["basis"]``).
+BASES = ("label_free_dse", "conservative", "few_label")
 
 
 # --------------------------------------------------------------------------- candidates
@@ -106,11 +109,50 @@ def candidate_indices(values: Sequence[float], window: int = 2, top: int | None 
     return found if top is None else found[:top]
 
 
+def standardized_dse(run: RunRecord, lam: float = 1.0) -> list[float]:
+    """The run-standardised DSE of every evaluation (the paper's README; the formula of
+    :func:`dse_tune.metrics.standardize.standardize_dse` in pure Python, deviations over
+    the evaluations with finite components); NaN where a component is missing.
+
+    Example:
+        >>> run = RunRecord.from_values("r", [0.0, 0.0])
+        >>> standardized_dse(run)
+        Traceback (most recent call last):
+        ...
+        ValueError: run r: score="standardized" needs the DSE components (inter, intra_image, intra_batch, dim) of its evaluations; none has them
+    """
+    relevance, dim = [], []
+    for evaluation in run.evaluations:
+        parts = [finite_or_none(evaluation.components.get(k)) for k in ("inter", "intra_image", "intra_batch", "dim")]
+        ok = all(p is not None for p in parts)
+        relevance.append(parts[0] - (parts[1] + parts[2]) / 2 if ok else math.nan)
+        dim.append(parts[3] if ok else math.nan)
+    finite = [i for i, r in enumerate(relevance) if math.isfinite(r)]
+    if run.evaluations and not finite:
+        raise ValueError(
+            f'run {run.name}: score="standardized" needs the DSE components (inter, intra_image, '
+            "intra_batch, dim) of its evaluations; none has them"
+        )
+    # A zero deviation (one evaluation, a constant series) leaves its term unscaled.
+    scale_r = (statistics.pstdev([relevance[i] for i in finite]) if finite else 0.0) or 1.0
+    scale_d = (statistics.pstdev([dim[i] for i in finite]) if finite else 0.0) or 1.0
+    return [r / scale_r + lam * d / scale_d for r, d in zip(relevance, dim, strict=True)]
+
+
+def run_scores(run: RunRecord, score: str = "raw") -> list[float]:
+    """The series a run's candidates are ranked by: ``"raw"`` DSE or ``"standardized"``."""
+    if score == "raw":
+        return list(run.dse)
+    if score == "standardized":
+        return standardized_dse(run)
+    raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+
+
 # --------------------------------------------------------------------------- data model
 
 
-#: Held-out scores for candidates: a mapping from checkpoint path to value, or a
-#: callable ``(run, evaluation) -> value or None``. None/non-finite means "not rescored".
+#: Held-out DSE (or few-label mIoU) of candidates: {checkpoint path: value} or a callable
+#: ``(run, evaluation) -> value``; None/non-finite means "no value".
 Rescored = Mapping[str | os.PathLike, float] | Callable[[RunRecord, Evaluation], Any]
 
 
@@ -118,30 +160,24 @@ Rescored = Mapping[str | os.PathLike, float] | Callable[[RunRecord, Evaluation],
 class RunSelection:
     """The candidates and the chosen checkpoint of one run.
 
-    ``candidates`` and ``chosen`` are positions in ``run.evaluations``; ``rescored``
-    maps candidate positions to their rescored value, for those that have one.
+    ``candidates`` and ``chosen`` are positions in ``run.evaluations``; ``scores`` the
+    series they were ranked by; ``rescored`` / ``confirmed`` map candidate positions to
+    their held-out DSE / few-label mIoU, for those that have one; ``signatures`` the
+    run's failure signatures (:mod:`dse_tune.signals`).
     """
 
     run: RunRecord
     candidates: tuple[int, ...] = ()
     chosen: int | None = None
     rescored: Mapping[int, float] = field(default_factory=dict)
+    scores: tuple[float, ...] = ()
+    confirmed: Mapping[int, float] = field(default_factory=dict)
+    signatures: tuple[FailureSignature, ...] = ()
 
-    @property
-    def name(self) -> str:
-        return self.run.name
-
-    @property
-    def beta(self) -> float | None:
-        return self.run.beta
-
-    @property
-    def evaluations(self) -> int:
-        return len(self.run.evaluations)
-
-    @property
-    def stopped_early(self) -> bool:
-        return self.run.stopped_early
+    name = property(lambda self: self.run.name, doc="The run's name.")
+    beta = property(lambda self: self.run.beta, doc="The run's beta (None when not recorded).")
+    evaluations = property(lambda self: len(self.run.evaluations), doc="Number of evaluations.")
+    stopped_early = property(lambda self: self.run.stopped_early, doc="Whether the run was stopped.")
 
     @property
     def chosen_evaluation(self) -> Evaluation | None:
@@ -149,22 +185,28 @@ class RunSelection:
 
     @property
     def chosen_index(self) -> int | None:
-        evaluation = self.chosen_evaluation
-        return None if evaluation is None else evaluation.index
+        return getattr(self.chosen_evaluation, "index", None)
 
     @property
     def chosen_epoch(self) -> int | None:
-        evaluation = self.chosen_evaluation
-        return None if evaluation is None else evaluation.epoch
+        return getattr(self.chosen_evaluation, "epoch", None)
 
     @property
     def chosen_dse(self) -> float | None:
-        evaluation = self.chosen_evaluation
-        return None if evaluation is None else evaluation.dse
+        return getattr(self.chosen_evaluation, "dse", None)
+
+    @property
+    def chosen_score(self) -> float | None:
+        """The ranking score (raw or standardised DSE) of the chosen checkpoint."""
+        return None if self.chosen is None or not self.scores else self.scores[self.chosen]
 
     @property
     def chosen_rescored(self) -> float | None:
         return None if self.chosen is None else self.rescored.get(self.chosen)
+
+    @property
+    def chosen_confirmed(self) -> float | None:
+        return None if self.chosen is None else self.confirmed.get(self.chosen)
 
     @property
     def chosen_checkpoint(self) -> Path | None:
@@ -175,10 +217,18 @@ class RunSelection:
     def candidate_epochs(self) -> list[int | None]:
         return [self.run.evaluations[i].epoch for i in self.candidates]
 
+    @property
+    def suspect(self) -> FailureSignature | None:
+        """The first failure signature at or before the chosen checkpoint, if any."""
+        if self.chosen is None:
+            return None
+        return next((s for s in self.signatures if s.position <= self.chosen), None)
+
 
 @dataclass(frozen=True)
 class SelectionResult:
-    """Every run's selection, the winner (None if no run has a candidate) and the rule."""
+    """Every run's selection, the winner (None if no run has a candidate), the rule, what
+    the decision rests on (``basis``, one of :data:`BASES`) and why (``reason``)."""
 
     trials: tuple[RunSelection, ...]
     best: RunSelection | None
@@ -187,6 +237,12 @@ class SelectionResult:
     window: int = 2
     top: int | None = 3
     warnings: tuple[str, ...] = ()
+    score: str = "raw"
+    basis: str = "label_free_dse"
+    reason: str = ""
+    skip_untrained: bool = True
+    guard: bool = True
+    parameters: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def best_checkpoint(self) -> Path | None:
@@ -204,32 +260,112 @@ class SelectionResult:
 # --------------------------------------------------------------------------- selection
 
 
+def _untrained(evaluation: Evaluation) -> bool:  # at most one epoch of training
+    return evaluation.epoch == 0 or evaluation.global_step == 0 or (evaluation.epoch is None and evaluation.global_step is None)
+
+
+def _candidates(run: RunRecord, values: list[float], window: int, top: int | None, skip_untrained: bool) -> list[int]:
+    # A first evaluation within the first epoch is (nearly) the untrained model; its DSE
+    # is often a transient, so it competes only when nothing later qualifies.
+    if skip_untrained and len(values) > 1 and _untrained(run.evaluations[0]):
+        later = candidate_indices([math.nan] + values[1:], window=window, top=top)
+        if later:
+            return later
+    return candidate_indices(values, window=window, top=top)
+
+
+def _values_for(run: RunRecord, positions: Iterable[int], scores: Rescored | None) -> dict[int, float]:
+    lookup = _rescore_lookup(scores)
+    found: dict[int, float] = {}
+    if lookup is not None:
+        for position in positions:
+            value = finite_or_none(lookup(run, run.evaluations[position]))
+            if value is not None:
+                found[position] = value
+    return found
+
+
 def select_run(
     run: RunRecord,
     window: int = 2,
     top: int | None = 3,
     rescored: Rescored | None = None,
+    *,
+    score: str = "raw",
+    skip_untrained: bool = True,
+    confirmed: Rescored | None = None,
 ) -> RunSelection:
     """Candidates of one run and its chosen checkpoint.
 
-    The candidates come from the run's own DSE curve (:func:`candidate_indices`). The
-    chosen one is the candidate with the highest rescored value when ``rescored`` gives
-    values for any of them, else the candidate with the highest DSE.
+    The candidates come from the run's own ``score`` curve (:func:`candidate_indices`;
+    with ``skip_untrained`` an untrained first evaluation only when no later one qualifies). The
+    chosen one is the candidate with the highest ``confirmed`` (few-label) value when
+    any has one, else the highest ``rescored`` value, else the highest score.
     """
-    candidates = tuple(candidate_indices(run.dse, window=window, top=top))
-    lookup = _rescore_lookup(rescored)
-    scores: dict[int, float] = {}
-    if lookup is not None:
-        for position in candidates:
-            value = finite_or_none(lookup(run, run.evaluations[position]))
-            if value is not None:
-                scores[position] = value
-    if scores:
-        # max() keeps the first of equal values: ties go to the higher monitored DSE.
-        chosen = max(candidates, key=lambda p: scores.get(p, -math.inf))
+    scores = run_scores(run, score)
+    candidates = tuple(_candidates(run, scores, window, top, skip_untrained))
+    rescored_values = _values_for(run, candidates, rescored)
+    confirmed_values = _values_for(run, candidates, confirmed)
+    decisive = confirmed_values or rescored_values
+    if decisive:
+        # max() keeps the first of equal values: ties go to the higher score.
+        chosen = max(candidates, key=lambda p: decisive.get(p, -math.inf))
     else:
         chosen = candidates[0] if candidates else None
-    return RunSelection(run, candidates, chosen, scores)
+    return RunSelection(
+        run, candidates, chosen, rescored_values, tuple(scores), confirmed_values, tuple(run_signatures(run))
+    )
+
+
+def _guarded(eligible: list[RunSelection], warnings: list[str]) -> list[RunSelection]:
+    """Leave out trials whose chosen checkpoint follows a failure signature, while a
+    trial without one remains."""
+    healthy = [t for t in eligible if t.suspect is None]
+    if healthy and len(healthy) < len(eligible):
+        for t in eligible:
+            if t.suspect is not None:
+                warnings.append(f"trial {t.name}: left out, its chosen checkpoint follows {t.suspect.kind}")
+        return healthy
+    return eligible
+
+
+def _compare(compare: str, eligible: list, warnings: list[str], all_betas: set[float]) -> tuple[list, Callable, str, str]:
+    """The competing trials, their score, the basis and reason (``all_betas``: before the guard)."""
+    betas = sorted({_beta_or_zero(t) for t in eligible})
+    if compare == "few_label":
+        for t in eligible:
+            if t.chosen_confirmed is None:
+                warnings.append(f"trial {t.name}: no few-label score for its candidates; left out")
+        eligible = [t for t in eligible if t.chosen_confirmed is not None]
+        if not eligible:
+            raise ValueError("confirmed gives no few-label score for any candidate of any trial")
+        reason = "highest linear-probe mIoU on held-back labelled images among the DSE-shortlisted candidates"
+        return eligible, lambda t: t.chosen_confirmed, "few_label", reason
+    if compare == "rescored":
+        for t in eligible:
+            if t.chosen_rescored is None:
+                warnings.append(f"trial {t.name}: no rescored value for its candidates; left out")
+        if not any(t.chosen_rescored is not None for t in eligible):
+            raise ValueError("rescored gives no value for any candidate of any trial")
+        if len(betas) > 1:
+            warnings.append("rescored DSE across betas is biased toward the largest beta (the regulariser raises "
+                            "DSE on any image); on CamVid it chose the worse beta every time")
+        eligible = [t for t in eligible if t.chosen_rescored is not None]
+        return eligible, lambda t: t.chosen_rescored, "label_free_dse", "highest held-out rescored DSE over all trials"
+    if compare == "conservative" and len(all_betas) > 1:
+        if len(betas) > 1:
+            warnings.append(
+                f"betas {betas[1:]} not compared with {betas[0]}: beta > 0 raises DSE itself; "
+                "confirm with a few labels (--confirm-with DIR) to choose beta"
+            )
+        eligible = [t for t in eligible if _beta_or_zero(t) == betas[0]]
+        # The guard may have left out every trial of a smaller beta: say so.
+        guarded = " without a failure signature" if min(all_betas) != betas[0] else ""
+        reason = f"highest DSE among the trials of the smallest beta{guarded} ({betas[0]:g}); larger betas not credited"
+        return eligible, lambda t: t.chosen_score, "conservative", reason
+    if compare == "raw" and len(betas) > 1:
+        warnings.append("raw DSE across betas is biased toward the largest beta")
+    return eligible, lambda t: t.chosen_score, "label_free_dse", "highest DSE over all trials"
 
 
 def select_best(
@@ -239,6 +375,11 @@ def select_best(
     top: int | None = 3,
     rescored: Rescored | None = None,
     compare: str = "auto",
+    score: str = "raw",
+    skip_untrained: bool = True,
+    guard: bool = True,
+    confirmed: Rescored | None = None,
+    parameters: Mapping[str, Any] | None = None,
 ) -> SelectionResult:
     """Select every run's checkpoint, then the best run (and so the best beta).
 
@@ -246,51 +387,48 @@ def select_best(
         runs: The runs of a sweep; ties between runs go to the earlier one.
         window: Candidate window, +- evaluations.
         top: Candidates kept per run (None: all local maxima).
-        rescored: Held-out scores of candidates (see :data:`Rescored`): a mapping from
-            checkpoint path to value or a callable ``(run, evaluation) -> value``.
-        compare: ``"rescored"``, ``"conservative"``, ``"raw"``, or ``"auto"``
-            (``"rescored"`` when ``rescored`` is given, else ``"conservative"``).
+        rescored: Held-out DSE of candidates (see :data:`Rescored`); decides within
+            each run, and across runs only with ``compare="rescored"``.
+        compare: ``"conservative"``, ``"few_label"``, ``"rescored"``, ``"raw"``, or
+            ``"auto"`` (``"few_label"`` when ``confirmed`` is given, else ``"conservative"``).
+        score: rank candidates by ``"raw"`` DSE or the run-``"standardized"`` DSE.
+        skip_untrained: a first evaluation at epoch 0 or step 0 (at most one epoch of
+            training) is a candidate only when no later one is.
+        guard: (conservative) leave out trials whose chosen checkpoint follows a failure
+            signature (:mod:`dse_tune.signals`) while a trial without one remains.
+        confirmed: few-label probe mIoU of candidates (same forms as ``rescored``),
+            e.g. :func:`dse_tune.evaluation.few_label.confirm_candidates`.
+        parameters: extra settings recorded with the decision (e.g. ``label_images``).
     """
     if compare not in COMPARE_MODES:
         raise ValueError(f"compare must be one of {COMPARE_MODES}, got {compare!r}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     if compare == "auto":
-        compare = "rescored" if rescored is not None else "conservative"
+        compare = "few_label" if confirmed is not None else "conservative"
     if compare == "rescored" and rescored is None:
         raise ValueError('compare="rescored" needs rescored values (argument rescored)')
+    if compare == "few_label" and confirmed is None:
+        raise ValueError('compare="few_label" needs few-label scores (argument confirmed)')
 
-    trials = tuple(select_run(run, window, top, rescored) for run in runs)
+    options = {"score": score, "skip_untrained": skip_untrained, "confirmed": confirmed}
+    trials = tuple(select_run(run, window, top, rescored, **options) for run in runs)
     warnings = [
         f"trial {t.name}: {t.run.problem or 'no finite DSE evaluations'}; not selectable"
         for t in trials
         if t.chosen is None
     ]
+    for t in trials:
+        warnings.extend(f"trial {t.name}: {s.kind} at epoch {s.epoch}: {s.message}" for s in t.signatures)
     eligible = [t for t in trials if t.chosen is not None]
-
-    if compare == "rescored":
-        for t in eligible:
-            if t.chosen_rescored is None:
-                warnings.append(f"trial {t.name}: no rescored value for its candidates; left out")
-        if not any(t.chosen_rescored is not None for t in eligible):
-            raise ValueError("rescored gives no value for any candidate of any trial")
-        eligible = [t for t in eligible if t.chosen_rescored is not None]
-        score = lambda t: t.chosen_rescored  # noqa: E731
-    elif compare == "conservative":
-        betas = sorted({_beta_or_zero(t) for t in eligible})
-        if len(betas) > 1:
-            warnings.append(
-                f"no rescoring: betas {betas[1:]} not compared with {betas[0]} (beta > 0 "
-                "optimizes DSE itself); rescore the candidates on held-out images to choose beta"
-            )
-            eligible = [t for t in eligible if _beta_or_zero(t) == betas[0]]
-        score = lambda t: t.chosen_dse  # noqa: E731
-    else:
-        if len({_beta_or_zero(t) for t in eligible}) > 1:
-            warnings.append("raw DSE across betas is biased toward the largest beta")
-        score = lambda t: t.chosen_dse  # noqa: E731
+    all_betas = {_beta_or_zero(t) for t in eligible}
+    if guard and compare == "conservative":
+        eligible = _guarded(eligible, warnings)
+    eligible, value, basis, reason = _compare(compare, eligible, warnings, all_betas)
 
     best = None
     for t in eligible:  # strict > keeps the earlier run on ties
-        if best is None or score(t) > score(best):
+        if best is None or value(t) > value(best):
             best = t
     if best is not None:
         checkpoint = best.chosen_checkpoint
@@ -298,88 +436,19 @@ def select_best(
             warnings.append(f"the selected evaluation of trial {best.name} has no checkpoint")
         elif not checkpoint.exists() and best.run.path is not None:
             warnings.append(f"the selected checkpoint does not exist: {checkpoint}")
+    rule = describe_rule(compare, window, top, score=score, skip_untrained=skip_untrained)
     return SelectionResult(
-        trials, best, compare, describe_rule(compare, window, top), window, top, tuple(warnings)
+        trials, best, compare, rule, window, top, tuple(warnings), score, basis, reason, skip_untrained, guard,
+        dict(parameters or {}),
     )
 
 
-def describe_rule(compare: str, window: int = 2, top: int | None = 3) -> str:
-    """The selection rule in words, as written to ``selection.json``."""
-    kept = "all of them" if top is None else f"the top {top} by DSE"
-    text = (
-        f"Candidates: local maxima of each trial's DSE within +-{window} evaluations, {kept} "
-        "(non-finite DSE never a candidate). "
-    )
-    if compare == "rescored":
-        return text + (
-            "Chosen per trial: the candidate with the highest rescored DSE (every candidate "
-            "scored on the same held-out probe images with the same estimator settings and "
-            "seed). Best: the trial whose chosen candidate has the highest rescored DSE."
-        )
-    if compare == "conservative":
-        return text + (
-            "Chosen per trial: the candidate with the highest DSE. Best: the highest chosen "
-            "DSE among the trials with the smallest beta (a missing beta counts as 0); "
-            "trials with a larger beta are not credited, because beta > 0 optimizes DSE "
-            "itself. Rescore candidates on held-out images to choose beta."
-        )
-    return text + (
-        "Chosen per trial: the candidate with the highest DSE. Best: the highest chosen "
-        "DSE over all trials (raw comparison, biased toward large beta)."
-    )
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def selection_to_dict(result: SelectionResult) -> dict[str, Any]:
-    """The JSON-ready content of ``selection.json`` (non-finite numbers become null)."""
-    best = result.best
-    return {
-        "best_checkpoint": _path_or_none(result.best_checkpoint),
-        "best_epoch": result.best_epoch,
-        "best_beta": result.best_beta,
-        "best_trial": None if best is None else best.name,
-        "best_dse": None if best is None else finite_or_none(best.chosen_dse),
-        "best_rescored": None if best is None else best.chosen_rescored,
-        "compare": result.compare,
-        "rule": result.rule,
-        "window": result.window,
-        "top": result.top,
-        "warnings": list(result.warnings),
-        "trials": [_trial_to_dict(t, t is best) for t in result.trials],
-    }
-
-
-def write_selection(result: SelectionResult, out_dir: str | os.PathLike) -> Path:
-    """Write ``out_dir/selection.json`` atomically (temporary file, then ``os.replace``)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(selection_to_dict(result), indent=2, allow_nan=False) + "\n"
-    return atomic_write_text(out_dir / SELECTION_FILE, text)
-
-
-def _trial_to_dict(t: RunSelection, is_best: bool) -> dict[str, Any]:
-    evaluations = t.run.evaluations
-    return {
-        "name": t.name,
-        "path": _path_or_none(t.run.path),
-        "beta": t.beta,
-        "evaluations": t.evaluations,
-        "candidates": t.candidate_epochs,
-        "candidate_indices": [evaluations[p].index for p in t.candidates],
-        "candidate_dse": [finite_or_none(evaluations[p].dse) for p in t.candidates],
-        "candidate_rescored": [t.rescored.get(p) for p in t.candidates],
-        "chosen_epoch": t.chosen_epoch,
-        "chosen_index": t.chosen_index,
-        "checkpoint": _path_or_none(t.chosen_checkpoint),
-        "dse": finite_or_none(t.chosen_dse),
-        "rescored": t.chosen_rescored,
-        "stopped_early": t.stopped_early,
-        "stop_reason": t.run.stop_reason,
-        "problem": t.run.problem,
-        "selected": is_best,
-    }
+from dse_tune.selection_output import (  # noqa: E402  (re-exported; they need the types above)
+    describe_decision,
+    describe_rule,
+    selection_to_dict,
+    write_selection,
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -411,10 +480,6 @@ def _normalize(path: str | os.PathLike) -> str:
 def _beta_or_zero(t: RunSelection) -> float:
     # A run that records no beta was not regularized.
     return 0.0 if t.beta is None else t.beta
-
-
-def _path_or_none(path: Path | None) -> str | None:
-    return None if path is None else str(path)
 
 
 def _as_floats(values: Sequence[float], name: str) -> list[float]:

@@ -121,6 +121,9 @@ class DSETracker:
         self.warn = warn or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))
         #: Only the writing process (rank 0 under DDP) writes files.
         self.writes_files = True
+        #: Only one process (rank 0 under DDP) calls the listeners; the caller shares
+        #: their verdict with the other processes.
+        self.notifies_listeners = True
         self._listeners: list[Listener] = []
         folder_name = self.run_dir.resolve().name if self.run_dir is not None else "run"
         self.run = RunRecord(name=name or folder_name, config=dict(config or {}), path=self.run_dir)
@@ -204,13 +207,29 @@ class DSETracker:
                 in the history (so its metadata may include it) and before the history
                 is written (so the history never names a file that is not there yet).
         """
+        evaluation = self.score_evaluation(
+            model_or_tokens, epoch=epoch, global_step=global_step, checkpoint=checkpoint
+        )
+        return self.record(evaluation, save=save)
+
+    def score_evaluation(
+        self,
+        model_or_tokens: nn.Module | Tensor,
+        *,
+        epoch: int | None = None,
+        global_step: int | None = None,
+        checkpoint: str | None = None,
+    ) -> Evaluation:
+        """Score now and return the :class:`Evaluation`, without recording it (the first
+        half of :meth:`evaluate`; :meth:`record` is the second). Distributed callers
+        score on one process and record the same evaluation on every process."""
         started = time.perf_counter()
         tokens = model_or_tokens if isinstance(model_or_tokens, Tensor) else self.compute_tokens(model_or_tokens)
         scored = self.score(tokens)
         seconds = time.perf_counter() - started
         if not scored.ok:
             self.warn(f"DSE at epoch {epoch}, step {global_step} is NaN: {scored.failure}")
-        evaluation = Evaluation(
+        return Evaluation(
             index=len(self.run.evaluations),
             dse=scored.score,
             epoch=epoch,
@@ -220,7 +239,6 @@ class DSETracker:
             components={name: getattr(scored, name) for name in ("inter", "intra_image", "intra_batch", "dim")},
             failure=scored.failure,
         )
-        return self.record(evaluation, save=save)
 
     def record(self, evaluation: Evaluation, *, save: Callable[[Path], None] | None = None) -> DegradationDecision:
         """Append an already scored evaluation, then decide, save, write and notify."""
@@ -231,7 +249,7 @@ class DSETracker:
         if save is not None and evaluation.checkpoint is not None:
             save(self.checkpoint_path(evaluation))
         self.write()
-        for listener in list(self._listeners):
+        for listener in list(self._listeners if self.notifies_listeners else ()):
             verdict = listener(evaluation, decision)
             if verdict is not None and verdict.stop and not decision.stop:
                 decision = verdict
@@ -247,10 +265,12 @@ class DSETracker:
             return score_tokens(tokens, scorer=self.scorer)
         return score_tokens(tokens, seed=self.seed, **self.dse_kwargs)
 
-    def compute_tokens(self, model: nn.Module) -> Tensor:
-        """Dense tokens of the probe set, in eval mode under no_grad; each submodule's
-        train/eval mode is restored afterwards (frozen teachers stay as they were)."""
-        if self.probe_images is None:
+    def compute_tokens(self, model: nn.Module, images: Tensor | None = None) -> Tensor:
+        """Dense tokens (float32) of the probe set (or of ``images``, e.g. one process's
+        shard of it), in eval mode under no_grad; each submodule's train/eval mode is
+        restored afterwards (frozen teachers stay as they were)."""
+        images = self.probe_images if images is None else images
+        if images is None:
             raise ValueError("this tracker has no probe_images: pass tokens, not a model")
         modes = {module: module.training for module in model.modules()}
         model.eval()
@@ -258,12 +278,12 @@ class DSETracker:
         try:
             chunks = []
             with torch.no_grad():
-                for start in range(0, self.probe_images.shape[0], self.batch_size):
-                    images = self.probe_images[start : start + self.batch_size].to(device)
+                for start in range(0, images.shape[0], self.batch_size):
+                    batch = images[start : start + self.batch_size].to(device)
                     if self.tokens_fn is not None:
-                        tokens = self.tokens_fn(model, images)
+                        tokens = self.tokens_fn(model, batch)
                     else:
-                        tokens = dense_tokens(model, images, kind=self.kind)
+                        tokens = dense_tokens(model, batch, kind=self.kind)
                     chunks.append(tokens.float())
             return torch.cat(chunks)
         finally:

@@ -4,9 +4,10 @@ Each trial pretrains a tiny DINO ViT on the embedded synthetic scenes with a sam
 learning rate and DSE regularization weight ``dse_beta``. Every DSE evaluation is
 reported to Optuna; a run whose dense features degrade is stopped by
 ``DSEDegradationPruner`` and still completes with its peak DSE. Afterwards the
-candidate checkpoints of all runs are rescored on held-out images (beta > 0 runs
-optimized DSE on their own images, so their monitored DSE is not comparable) and the
-selector picks the checkpoint to keep. No labels anywhere. About a minute on 2 CPU cores:
+candidate checkpoints of all runs are rescored on held-out images and the selector picks
+the checkpoint to keep by the safe default: the rescored values choose within a run, and
+only the smallest beta's runs compete (beta > 0 optimized DSE itself, so no DSE, held-out
+or not, can judge it; docs/selection.md). No labels anywhere. About a minute on 2 CPU cores:
 
     python examples/optuna_study.py --out runs/optuna_study --trials 4
 

@@ -4,7 +4,7 @@ Four tiny MAE trials on the embedded synthetic scenes (two learning rates x two 
 regularization weights), two at a time on a local Ray cluster (or the one in
 ``$RAY_ADDRESS``). The DSE degradation rule stops trials whose dense features degrade;
 candidates of every trial are rescored on held-out scenes and the selector picks the
-checkpoint and beta. No labels anywhere. About a minute on 2 CPU cores:
+checkpoint by the safe default (smallest beta; rescored values choose within a run). No labels anywhere. About a minute on 2 CPU cores:
 
     python examples/ray_tune_sweep.py --out runs/ray_tune_sweep
 

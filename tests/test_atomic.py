@@ -26,3 +26,15 @@ def test_a_failing_write_keeps_the_old_file_and_cleans_up(tmp_path):
         atomic_write(target, fail)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["history.json"]
+
+
+def test_written_files_get_the_usual_mode_not_mkstemps_private_one(tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "result.json", "{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -104,3 +104,52 @@ def test_bad_settings_are_refused(kwargs, match):
 def test_too_small_batches_are_refused_with_the_cluster_setting_named():
     with pytest.raises(ValueError, match="global_clusters=24"):
         DSERegularizer(1.0)(tokens(images=2, count=8))
+
+
+def test_dse_is_computed_in_float32_under_autocast():
+    x = tokens()
+    expected = DSERegularizer(0.3, global_clusters=8, seed=5)(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = DSERegularizer(0.3, global_clusters=8, seed=5)(x)
+    assert under_autocast.dtype == torch.float32
+    assert float(under_autocast) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_global_batch_without_a_process_group_is_the_local_batch():
+    x = tokens()
+    local = DSERegularizer(0.3, global_clusters=8, seed=5)(x)
+    assert float(DSERegularizer(0.3, global_clusters=8, seed=5, global_batch=True)(x)) == pytest.approx(float(local))
+
+
+def _global_batch_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """One of two gloo processes: its half of the batch through the global-batch regulariser."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        full = tokens(images=8, count=16, dim=8)
+        mine = full.chunk(world)[rank].clone().requires_grad_(True)
+        value = DSERegularizer(0.3, global_clusters=8, seed=5, global_batch=True)(mine)
+        value.backward()
+        local = DSERegularizer(0.3, global_clusters=8, group_size=4, seed=5)(mine.detach())
+        torch.save({"value": value.detach(), "grad": mine.grad, "local": local}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_global_batch_on_two_gloo_processes_is_the_dse_of_the_whole_batch_with_its_gradient(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_global_batch_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    full = tokens(images=8, count=16, dim=8, requires_grad=True)
+    loss = DSERegularizer(0.3, global_clusters=8, seed=5)(full)
+    loss.backward()
+    expected = loss.detach()
+    for rank in (0, 1):
+        result = torch.load(tmp_path / f"rank{rank}.pt")
+        assert float(result["value"]) == pytest.approx(float(expected), rel=1e-5), "every rank: DSE of all 8 images"
+        # The backward sums both ranks' (equal) gradients of this rank's slice; DDP's
+        # averaging of parameter gradients divides that by the world size again.
+        torch.testing.assert_close(result["grad"] / 2, full.grad.chunk(2)[rank], rtol=1e-4, atol=1e-6)
+        assert float(result["local"]) != pytest.approx(float(expected)), "the local mode scores 4 images only"

@@ -20,6 +20,7 @@ from dse_tune.search_space import (
     PRUNER_OPTIONS,
     PRUNER_TYPES,
     Dimension,
+    Resources,
     SearchSpaceError,
     SweepSpec,
     load_search_space,
@@ -246,7 +247,11 @@ ERRORS = [
     ("resources: {gpu: -1}\n", "resources.gpu: must be >= 0"),
     ("resources: {gpu: 1.5}\n", "resources.gpu: a fraction shares one GPU"),
     ("resources: {gpu: lots}\n", "resources.gpu: must be a number, got 'lots'"),
-    ("resources: {tpu: 1}\n", "resources.tpu: unknown key (did you mean 'gpu'?); known keys: cpu, gpu"),
+    ("resources: {tpu: 1}\n", "resources.tpu: unknown key (did you mean 'gpu'?); known keys: cpu, gpu, workers"),
+    ("resources: {gpu: 2}\n", "resources.gpu: 2 GPUs in one process would train on one of them; use workers: 2, gpus_per_worker: 1"),
+    ("resources: {workers: 0}\n", "resources.workers: must be an integer >= 1"),
+    ("resources: {workers: 2, gpus_per_worker: 0.5}\n", "resources.gpus_per_worker: DDP workers need whole GPUs, got 0.5"),
+    ("resources: {cpu: 2, cpus_per_worker: 2}\n", "resources: give cpu or cpus_per_worker, not both"),
     ("storage: {path: 's3://bucket/sweeps'}\n", "storage.path: must be a local or shared (NFS) folder"),
     ("storage: {path: ''}\n", "storage.path: must be a folder path"),
     ("storage: {checkpoints_to_keep: 0}\n", "storage.checkpoints_to_keep: must be an integer >= 1"),
@@ -308,3 +313,26 @@ def test_corner_values_of_ranges():
     assert Dimension("e", "randint", low=1, high=4).corner_values() == [1, 3]
     assert Dimension("lr", "loguniform", low=1e-4, high=1e-2).corner_values() == [1e-4, 1e-2]
     assert math.prod([len(Dimension("b", "grid", values=(0.0, 0.1)).corner_values())]) == 2
+
+
+def test_a_trial_over_several_workers_is_declared_per_worker_and_round_trips():
+    spec = parse_search_space({"resources": {"workers": 2, "gpus_per_worker": 1, "cpus_per_worker": 4}})
+    resources = spec.resources
+    assert (resources.workers, resources.cpu, resources.gpu) == (2, 4.0, 1.0)
+    assert resources.distributed and resources.accelerator == "gpu"
+    assert spec.to_dict()["resources"] == {"workers": 2, "cpus_per_worker": 4.0, "gpus_per_worker": 1.0}
+    assert parse_search_space(spec.to_dict()).resources == resources
+    one = parse_search_space({"resources": {"cpu": 2, "gpu": 0.5}}).resources
+    assert not one.distributed and one.workers == 1 and one.to_dict() == {"cpu": 2.0, "gpu": 0.5}
+    # workers: 1 with per-worker names is the one-process trial.
+    assert parse_search_space({"resources": {"workers": 1, "gpus_per_worker": 0.5}}).resources == Resources(1.0, 0.5, 1)
+
+
+def test_the_multi_gpu_dino_space_spans_four_ddp_workers():
+    spec = load_search_space(SPACES / "dino_multigpu.yaml")
+    assert (spec.resources.workers, spec.resources.gpu, spec.resources.cpu) == (4, 1.0, 8.0)
+    single = load_search_space(SPACES / "dino.yaml")
+    # The same method settings as dino.yaml; only the scale of a trial differs.
+    shared = {k: v for k, v in single.fixed.items() if k not in ("batch_size", "strategy", "precision", "num_workers")}
+    assert {k: spec.fixed.get(k) for k in shared} == shared
+    assert set(spec.dimensions) == set(single.dimensions)

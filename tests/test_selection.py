@@ -122,13 +122,25 @@ def test_raw_dse_favours_the_largest_beta(beta_sweep):
 
 def test_held_out_rescoring_beats_largest_beta_wins(beta_sweep):
     rescored = {str(beta_sweep / key): value for key, value in HELD_OUT.items()}
-    result = select_best(load_sweep(beta_sweep), rescored=rescored)
+    result = select_best(load_sweep(beta_sweep), rescored=rescored, compare="rescored")
     assert result.compare == "rescored"
     assert result.best.name == "trial_1_beta=0.1"
     assert (result.best_beta, result.best_epoch) == (0.1, 60)
     assert result.best_checkpoint == beta_sweep / "trial_1_beta=0.1/checkpoints/epoch=0060.ckpt"
     assert result.best.chosen_rescored == 0.58
-    assert result.warnings == ()
+    # rescored DSE is still raised by the regulariser: the decision says so
+    assert result.basis == "label_free_dse"
+    assert result.warnings == (
+        "rescored DSE across betas is biased toward the largest beta (the regulariser raises DSE on any "
+        "image); on CamVid it chose the worse beta every time",
+    )
+
+
+def test_rescored_values_alone_do_not_choose_beta(beta_sweep):
+    # The default never prefers a larger beta on a score the regulariser raises.
+    rescored = {str(beta_sweep / key): value for key, value in HELD_OUT.items()}
+    result = select_best(load_sweep(beta_sweep), rescored=rescored)
+    assert (result.compare, result.basis, result.best.name) == ("conservative", "conservative", "trial_0_beta=0")
 
 
 def test_without_rescoring_a_larger_beta_is_not_credited(beta_sweep):
@@ -204,7 +216,7 @@ def test_nothing_selectable_gives_no_best():
 
 def test_runs_missing_rescored_values_are_left_out(beta_sweep):
     rescored = {str(beta_sweep / "ray/trial_2_beta=1/checkpoints/epoch=0030.ckpt"): 0.40}
-    result = select_best(load_sweep(beta_sweep), rescored=rescored)
+    result = select_best(load_sweep(beta_sweep), rescored=rescored, compare="rescored")
     assert result.best.name == "ray/trial_2_beta=1"
     assert "trial trial_0_beta=0: no rescored value for its candidates; left out" in result.warnings
 
@@ -215,16 +227,20 @@ def test_rescored_callable_and_errors():
         RunRecord.from_values("b", [0.1, 0.5, 0.2], beta=0.0),
     ]
     held_out = {"a": 0.3, "b": 0.4}
-    result = select_best(runs, rescored=lambda run, evaluation: held_out[run.name])
+    result = select_best(runs, rescored=lambda run, evaluation: held_out[run.name], compare="rescored")
     assert result.best.name == "b"
     with pytest.raises(ValueError, match="rescored gives no value for any candidate"):
-        select_best(runs, rescored=lambda run, evaluation: None)
+        select_best(runs, rescored=lambda run, evaluation: None, compare="rescored")
     with pytest.raises(ValueError, match=r'compare="rescored" needs rescored values'):
         select_best(runs, compare="rescored")
     with pytest.raises(ValueError, match=r"compare must be one of .*got 'best'"):
         select_best(runs, compare="best")
     with pytest.raises(TypeError, match="rescored must be a mapping"):
         select_best(runs, rescored=0.5)
+    with pytest.raises(ValueError, match=r'compare="few_label" needs few-label scores'):
+        select_best(runs, compare="few_label")
+    with pytest.raises(ValueError, match=r"score must be one of \('raw', 'standardized'\), got 'z'"):
+        select_best(runs, score="z")
 
 
 # --------------------------------------------------------------------- writing
@@ -233,7 +249,7 @@ def test_rescored_callable_and_errors():
 def test_write_selection(beta_sweep, tmp_path):
     runs = load_sweep(beta_sweep) + [RunRecord.from_values("nan_run", [NAN, 0.1], beta=0.0)]
     rescored = {str(beta_sweep / key): value for key, value in HELD_OUT.items()}
-    result = select_best(runs, rescored=rescored)
+    result = select_best(runs, rescored=rescored, compare="rescored")
     out = tmp_path / "out"
     path = write_selection(result, out)
 
@@ -276,3 +292,119 @@ def test_plot_selection_writes_a_png(beta_sweep, tmp_path):
 def test_docstring_examples_run():
     result = doctest.testmod(selection)
     assert result.attempted >= 10 and result.failed == 0
+
+
+# --------------------------------------------------------------------- the safe default (issue 11)
+
+
+def _run(name, dse, beta, dims=None, ratios=None, first_epoch=0):
+    """A run with components: DSE values, and optional M_dim / intra:inter histories."""
+    from dse_tune.runs import Evaluation
+
+    evaluations = []
+    for i, value in enumerate(dse):
+        dim = 0.5 if dims is None else dims[i]
+        ratio = 0.8 if ratios is None else ratios[i]
+        evaluations.append(Evaluation(
+            index=i, dse=value, epoch=first_epoch + 3 * i, global_step=100 * (i + 1),
+            checkpoint=f"checkpoints/{name}-{i}.ckpt",
+            components={"inter": 1.0, "intra_image": ratio, "intra_batch": ratio, "dim": dim},
+        ))
+    return RunRecord(name, tuple(evaluations), {"dse_beta": beta})
+
+
+def test_default_picks_the_smaller_beta_when_a_larger_beta_inflates_dse():
+    # Probe mIoU ("labels") of each run's DSE-chosen checkpoint: beta 0 is better, but
+    # the regularised runs score far higher DSE, as on CamVid.
+    labels = {"beta=0": 0.28, "beta=0.01": 0.26, "beta=0.1": 0.16}
+    runs = [
+        _run("beta=0", [0.10, 0.30, 0.55, 0.70, 0.72, 0.71], 0.0),
+        _run("beta=0.01", [0.20, 0.90, 0.95, 1.00, 1.01, 0.99], 0.01),
+        _run("beta=0.1", [1.10, 1.36, 1.20, 1.40, 1.45, 1.43], 0.1),
+    ]
+    assert select_best(runs, compare="raw").best.name == "beta=0.1"  # the trap
+    result = select_best(runs)
+    assert result.best.name == max(labels, key=labels.get) == "beta=0"
+    assert (result.compare, result.basis, result.best_epoch) == ("conservative", "conservative", 12)
+    assert "smallest beta (0)" in result.reason
+
+
+def test_an_untrained_first_evaluation_is_a_candidate_only_when_nothing_later_is():
+    # The demo's trap: DSE falls from the (nearly) untrained model onwards.
+    falling = _run("falling", [0.9, 0.5, 0.6, 0.4, 0.3], 0.0)
+    chosen = select_run(falling)
+    assert (chosen.candidates, chosen.chosen_epoch) == ((2,), 6)
+    assert select_run(falling, skip_untrained=False).chosen_epoch == 0
+    # A first evaluation after real training (epoch 2, as in the CamVid runs) competes.
+    trained = _run("trained", [0.9, 0.5, 0.6, 0.4, 0.3], 0.0, first_epoch=2)
+    assert select_run(trained).chosen_epoch == 2
+    # Nothing later: the first evaluation is kept rather than selecting nothing.
+    only = _run("only", [0.9, math.nan], 0.0)
+    assert select_run(only).chosen_epoch == 0
+
+
+def test_score_standardized_ranks_by_the_run_standardised_dse():
+    from dse_tune.metrics.standardize import standardize_dse
+
+    run = _run("r", [0.5, 0.6, 0.55, 0.4], 0.0, dims=[0.2, 0.5, 0.9, 0.3], ratios=[0.7, 0.4, 0.6, 0.5])
+    expected = standardize_dse([e.components for e in run.evaluations]).standardized
+    assert selection.standardized_dse(run) == pytest.approx(expected)
+    raw, standardized = select_best([run]), select_best([run], score="standardized")
+    assert (raw.score, standardized.score) == ("raw", "standardized")
+    assert standardized.best.chosen_score == pytest.approx(max(expected[1:]))
+    assert "run-standardised DSE" in standardized.rule
+    data = selection.selection_to_dict(standardized)
+    assert data["score"] == "standardized" and data["best_score"] == pytest.approx(max(expected[1:]))
+    with pytest.raises(ValueError, match=r"run plain: score=\"standardized\" needs the DSE components"):
+        select_best([RunRecord.from_values("plain", [0.1, 0.2])], score="standardized")
+
+
+def test_the_guard_leaves_out_a_run_chosen_after_a_failure_signature():
+    collapsed = _run("lr=1e-2", [0.2, 0.5, 0.9, 0.95, 0.9], 0.0, dims=[0.7, 0.6, 0.05, 0.02, 0.02])
+    healthy = _run("lr=1e-3", [0.2, 0.4, 0.6, 0.7, 0.65], 0.0)
+    result = select_best([collapsed, healthy])
+    assert result.best.name == "lr=1e-3"
+    assert any(w.startswith("trial lr=1e-2: dimension_collapse at epoch 6") for w in result.warnings)
+    assert "trial lr=1e-2: left out, its chosen checkpoint follows dimension_collapse" in result.warnings
+    assert select_best([collapsed, healthy], guard=False).best.name == "lr=1e-2"
+    trial = {t["name"]: t for t in selection.selection_to_dict(result)["trials"]}["lr=1e-2"]
+    assert trial["failure_signatures"][0]["kind"] == "dimension_collapse"
+
+
+def test_few_label_scores_decide_across_betas_and_are_recorded(tmp_path):
+    runs = [_run("beta=0", [0.1, 0.5, 0.6, 0.55], 0.0), _run("beta=0.1", [1.0, 1.2, 1.1, 1.3], 0.1)]
+    labels = {("beta=0", 2): 0.30, ("beta=0.1", 1): 0.20, ("beta=0.1", 3): 0.34}
+    result = select_best(runs, confirmed=lambda run, ev: labels.get((run.name, ev.index)),
+                         parameters={"label_images": 32, "labels_used": 32})
+    assert (result.best.name, result.best_epoch, result.basis) == ("beta=0.1", 9, "few_label")
+    assert result.best.chosen_confirmed == 0.34
+    data = json.loads(write_selection(result, tmp_path).read_text())
+    assert (data["basis"], data["compare"], data["best_few_label"]) == ("few_label", "few_label", 0.34)
+    assert data["parameters"] == {"label_images": 32, "labels_used": 32}
+    lines = selection.describe_decision(result)
+    assert lines[0] == "chosen: trial beta=0.1, beta 0.1, epoch 9 (basis: few_label)"
+    assert lines[1].startswith("reason: highest linear-probe mIoU")
+
+
+def test_basis_is_label_free_dse_with_a_single_beta():
+    runs = [_run("a", [0.1, 0.5, 0.4], 0.0), _run("b", [0.1, 0.6, 0.3], 0.0)]
+    result = select_best(runs)
+    assert (result.best.name, result.basis, result.compare) == ("b", "label_free_dse", "conservative")
+
+
+def test_selection_signals_and_output_import_no_torch_or_numpy():
+    import subprocess
+    import sys
+
+    code = ("import sys, dse_tune.selection, dse_tune.signals, dse_tune.selection_output; "
+            "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_the_guard_lets_a_larger_beta_win_only_when_every_smaller_beta_run_failed():
+    collapsed = _run("beta=0", [0.2, 0.5, 0.9, 0.95, 0.9], 0.0, dims=[0.7, 0.6, 0.05, 0.02, 0.02])
+    regularised = _run("beta=0.1", [0.9, 1.2, 1.3, 1.25, 1.2], 0.1)
+    result = select_best([collapsed, regularised])
+    assert (result.best.name, result.basis) == ("beta=0.1", "conservative")
+    assert result.reason == ("highest DSE among the trials of the smallest beta without a failure signature (0.1); "
+                             "larger betas not credited")

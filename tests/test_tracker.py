@@ -147,3 +147,24 @@ def test_arguments_are_checked(kwargs, error, message):
 def test_a_model_without_probe_images_is_refused():
     with pytest.raises(ValueError, match="no probe_images"):
         DSETracker().step(Patchify(), step=0)
+
+
+def test_scoring_and_recording_split_for_distributed_callers(tmp_path):
+    # Under DDP, rank 0 scores (score_evaluation) and every rank records the same
+    # evaluation; only the writing, notifying rank writes files and calls listeners.
+    scorer = DSETracker(run_dir=tmp_path, scorer=scripted([0.4]))
+    evaluation = scorer.score_evaluation(tokens(), epoch=0, global_step=2)
+    assert (evaluation.index, evaluation.dse, evaluation.global_step) == (0, 0.4, 2) and scorer.evaluations == ()
+    other_rank = DSETracker(run_dir=tmp_path / "rank1")
+    other_rank.writes_files = other_rank.notifies_listeners = False
+    heard = []
+    other_rank.add_listener(lambda e, d: heard.append(e.index))
+    other_rank.record(evaluation)
+    assert other_rank.values == [0.4] and heard == [] and not (tmp_path / "rank1").exists()
+
+
+def test_tokens_of_a_subset_of_the_probe_set():
+    model = nn.Conv2d(3, 8, 4, stride=4)
+    tracker = DSETracker(torch.randn(6, 3, 16, 16), tokens_fn=lambda m, x: m(x).flatten(2).transpose(1, 2))
+    everything = tracker.compute_tokens(model)
+    torch.testing.assert_close(tracker.compute_tokens(model, tracker.probe_images[2:4]), everything[2:4])

@@ -1,15 +1,20 @@
 """``dse-tune demo``: the whole label-free pipeline on this machine, in a few minutes.
 
-A tiny sweep (``search_spaces/demo_cpu.yaml``: a small DINO ViT on the embedded
+A tiny sweep (``search_spaces/demo_cpu.yaml``: a small MAE ViT on the embedded
 synthetic scenes, no download, no labels) over two DSE regularization weights and two
-seeds, on a local Ray cluster:
+learning rates, on a local Ray cluster:
 
-1. four pretraining trials, two at a time, each scoring DSE on a fixed probe set after
-   every epoch; the degradation rule stops the trials whose DSE falls;
+1. four pretraining trials, two at a time, each scoring DSE on a fixed probe set
+   during training; the degradation rule stops the trials whose DSE falls;
 2. every trial's candidate checkpoints are rescored on held-out images (synthetic
    scenes of a family no trial trained on);
 3. the selector picks the checkpoint and the beta, writes ``selection.json`` and
-   ``selection.png`` into the demo folder, and prints them.
+   ``selection.png`` into the demo folder, and prints them with the basis of the decision;
+4. the label check that the synthetic scenes allow (they have masks; the selection
+   never saw them): linear probe mIoU of the chosen checkpoint beside the last
+   checkpoint of its trial, the best checkpoint of the sweep and a randomly initialised
+   model of the same architecture, and whether the decision was right
+   (:mod:`dse_tune.evaluation.label_check`).
 
 Run it again on the same ``--out`` and it continues the sweep there (or, if it is
 complete, selects again); delete the folder to start over.
@@ -24,7 +29,7 @@ from pathlib import Path
 
 from dse_tune.cli.common import fail, integer_at_least
 
-__all__ = ["DEFAULT_OUT", "SPACE_NAME", "add_arguments", "default_space", "run"]
+__all__ = ["DEFAULT_OUT", "SPACE_NAME", "add_arguments", "chosen_checkpoint", "default_space", "label_check", "run"]
 
 DEFAULT_OUT = Path("runs/demo")
 SPACE_NAME = "demo_cpu.yaml"
@@ -32,6 +37,9 @@ SPACE_NAME = "demo_cpu.yaml"
 #: DSE regularizer (beta > 0) never saw these images.
 HELD_OUT_SCENE_SEED = 1000
 HELD_OUT_IMAGES = 64
+#: Labelled synthetic images per split of the label check: enough for a stable mIoU,
+#: few enough for seconds per checkpoint.
+LABEL_CHECK_IMAGES = 32
 
 
 def default_space() -> Path:
@@ -69,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPUs of the local Ray cluster (default: all available)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress table")
+    parser.add_argument(
+        "--no-label-check",
+        action="store_true",
+        help="skip the closing label check (linear probe mIoU of the chosen, last, best and random-init models)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,5 +121,39 @@ def run(args: argparse.Namespace) -> int:
         rescore_size=HELD_OUT_IMAGES,
         progress=not args.quiet,
     )
+    if code == 0 and not args.no_label_check:
+        label_check(args.out, progress=not args.quiet)
     print(f"demo finished in {time.monotonic() - started:.0f} s (exit status {code})")
     return code
+
+
+def chosen_checkpoint(sweep_dir: Path) -> str | None:
+    """The checkpoint the sweep's ``selection.json`` chose, or None."""
+    import json
+
+    from dse_tune.runs import SELECTION_FILE
+
+    try:
+        selection = json.loads((Path(sweep_dir) / SELECTION_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return selection.get("best_checkpoint") if isinstance(selection, dict) else None
+
+
+def label_check(sweep_dir: Path, *, progress: bool = True) -> dict | None:
+    """Print the label check of the sweep's decision (see the module docstring); the
+    check's dict, or None when there is nothing to check."""
+    from dse_tune.evaluation.label_check import check_choice, format_label_check
+
+    checkpoint = chosen_checkpoint(sweep_dir)
+    if checkpoint is None:
+        print("label check skipped: the sweep chose no checkpoint")
+        return None
+    print()
+    try:
+        check = check_choice(sweep_dir, checkpoint, "synthetic", images_per_split=LABEL_CHECK_IMAGES, progress=progress)
+    except (OSError, ValueError) as error:
+        print(f"label check skipped: {error}")
+        return None
+    print(format_label_check(check))
+    return check

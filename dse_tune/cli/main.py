@@ -34,6 +34,7 @@ __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 SUBCOMMANDS = {
     "pretrain": ("dse_tune.cli.pretrain", "self-supervised pretraining with DSE monitoring"),
     "score": ("dse_tune.cli.score", "DSE of a model's dense features on a folder or the embedded scenes"),
+    "track": ("dse_tune.cli.track", "score every checkpoint another training run wrote (a folder, or --watch it live)"),
     "sweep": ("dse_tune.cli.sweep", "label-free hyperparameter sweep (Ray Tune + Optuna)"),
     "select": ("dse_tune.cli.select", "pick the checkpoint and beta from a run or sweep"),
     "rescore": ("dse_tune.cli.rescore", "score a sweep's candidate checkpoints on the same held-out images"),

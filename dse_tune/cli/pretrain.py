@@ -7,6 +7,7 @@ Examples::
     dse-tune pretrain --method mae --data ../shared/data/camvid --splits train val --epochs 50 --out runs/mae
     dse-tune pretrain --config run.yaml --out runs/a --set dse_beta=0.1 --set teacher_momentum=0.99
     dse-tune pretrain --out runs/dino --resume --epochs 40     # continue to 40 epochs
+    dse-tune pretrain --method dino --devices 4 --strategy ddp --precision bf16-mixed --out runs/dino4
     dse-tune pretrain --method ibot --epochs 100 --out runs/ibot --early-stop \\
         --set 'degradation={warmup: 5, patience: 3, min_drop: 0.1}'
 
@@ -30,6 +31,19 @@ if TYPE_CHECKING:
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
+def _devices(text: str) -> int | str:
+    return int(text) if text.strip().lstrip("-").isdigit() else text
+
+
+def _yes_no(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 # CLI flag -> PretrainConfig field, for the settings people change most.
 _FLAGS = {
     "method": ("--method", str, "SSL method: dino, ibot, mae or mocov3"),
@@ -52,6 +66,12 @@ _FLAGS = {
     "probe_size": ("--probe-size", int, "number of probe images scored by DSE"),
     "num_workers": ("--num-workers", int, "data loader worker processes"),
     "seed": ("--seed", int, "random seed"),
+    "accelerator": ("--accelerator", str, "Lightning accelerator: auto, cpu, gpu, ..."),
+    "devices": ("--devices", _devices, "devices per run: a count (2), 'auto', -1 (all) or indices '0,1'"),
+    "strategy": ("--strategy", str, "Lightning strategy: auto, ddp (several GPUs), ddp_spawn, ..."),
+    "precision": ("--precision", str, "32-true (or 32), bf16-mixed, or 16-mixed (CUDA only)"),
+    "dse_global_batch": ("--dse-global-batch", _yes_no, "under DDP, the regularizer scores the global batch "
+                         "(all-gathered with gradient): true/false"),
 }
 
 
@@ -72,8 +92,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="set any PretrainConfig field (YAML value), repeatable, e.g. --set teacher_temp=0.07")
     parser.add_argument("--resume", action="store_true",
                         help="continue RUN_DIR from checkpoints/last.ckpt with its config.json (flags override)")
-    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator (auto, cpu, gpu, ...)")
-    parser.add_argument("--devices", default="1", help="Lightning devices (number or 'auto')")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--threads", type=integer_at_least(1), default=None,
                         help="torch CPU threads (default: torch's choice; 1 is often fastest for tiny models "
@@ -137,7 +155,6 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    devices: int | str = int(args.devices) if str(args.devices).isdigit() else args.devices
     # DatasetError, BackboneMismatchError, a missing --resume checkpoint: ValueError or
     # OSError, reported by dse_tune.cli.main as one line.
     result = pretrain(
@@ -145,10 +162,9 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         resume_from="last" if args.resume else None,
         enable_progress_bar=not args.no_progress,
-        accelerator=args.accelerator,
-        devices=devices,
     )
-    _print_summary(result)
+    if result.is_global_zero:  # under DDP every rank runs this command; one reports
+        _print_summary(result)
     return 0
 
 

@@ -2,13 +2,19 @@
 
 Examples::
 
-    dse-tune score --checkpoint runs/dino/checkpoints/epoch=0010.ckpt --data synthetic
+    dse-tune score --checkpoint runs/dino/checkpoints/epoch=0010.ckpt   # the run's own probe set
+    dse-tune score --checkpoint dino/checkpoint0100.pth --arch vit_small_patch16_224 --data photos/
     dse-tune score --timm vit_small_patch16_224 --weights vit_s16.pth --data photos/ --image-size 224
     dse-tune score --data synthetic            # a randomly initialised tiny ViT: a smoke test
 
 The probe images are the deterministic probe set of ``dse_tune.ssl.data`` (evenly
 spread, resized, centre-cropped, no augmentation), so two models scored with the same
-``--data``, ``--probe-size`` and ``--image-size`` see the same pixels.
+``--data``, ``--probe-size`` and ``--image-size`` see the same pixels. A checkpoint of a
+run folder (``RUN_DIR/checkpoints/...``, or any file with ``--run RUN_DIR``) is scored on
+that run's probe set and DSE seed (its ``config.json``), so the value is the one in the
+run's history; flags given explicitly override. ``--arch`` (with ``--format``,
+``--arch-kwargs``, ...) reads any checkpoint ``dse-tune track`` reads; a tracked run's
+checkpoints are read the way its ``config.json`` says.
 
 Every problem with the input (a missing or foreign checkpoint, a missing folder, an
 unreadable image, a weights file that does not fit the model, features DSE cannot
@@ -24,7 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dse_tune.cli.common import fail, integer_at_least
+from dse_tune.cli.common import fail
+from dse_tune.cli.track import add_model_arguments, add_probe_arguments, probe_settings, read_settings
 
 __all__ = ["add_arguments", "run"]
 
@@ -37,12 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--checkpoint", type=Path, help="a checkpoint written by 'dse-tune pretrain'")
     source.add_argument("--timm", metavar="NAME", help="a timm model name (created without downloading weights)")
     parser.add_argument("--weights", type=Path, help="with --timm: a state-dict file to load")
-    parser.add_argument("--data", default="synthetic", help="an image folder, or 'synthetic' (default)")
-    parser.add_argument("--splits", nargs="*", default=None, help="split folders to read (e.g. train val)")
-    parser.add_argument("--probe-size", type=int, default=64, help="number of probe images (default 64)")
-    parser.add_argument("--image-size", type=integer_at_least(1), default=None,
-                        help="probe image side (default: the model's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the DSE k-means and shuffle")
+    parser.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
+                        help="take the probe set (and, for a tracked run, the architecture) from this run's config")
+    add_model_arguments(parser, required=False)
+    parser.add_argument("--layer", default="-1", help="-1 (last block + final norm, default) or a block index")
+    add_probe_arguments(parser, defaults=False)
     parser.add_argument("--local-clusters", type=int, default=3)
     parser.add_argument("--global-clusters", type=int, default=24)
     parser.add_argument("--group-size", type=int, default=8)
@@ -52,21 +58,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_arguments(args: argparse.Namespace) -> None:
     """The checks that need no torch: a wrong path fails at once, not after the imports."""
-    if args.probe_size < 2:
-        fail(f"--probe-size must be at least 2, got {args.probe_size}")
     if args.weights is not None and args.timm is None:
         fail("--weights needs --timm NAME")
     for flag, path in (("--checkpoint", args.checkpoint), ("--weights", args.weights)):
         if path is not None and not path.is_file():
             fail(f"{flag} {path}: no such file" if not path.exists() else f"{flag} {path}: not a file")
-    if args.data != "synthetic" and not Path(args.data).is_dir():
-        fail(f"--data {args.data}: no such folder" if not Path(args.data).exists() else f"--data {args.data}: not a folder")
+    if args.arch is not None and args.timm is not None:
+        fail("--arch and --timm both name a model: give one")
+    if args.run is not None and not args.run.is_dir():
+        fail(f"--run {args.run}: no such folder")
 
 
-def _load_model(args: argparse.Namespace):
+def _run_of(args: argparse.Namespace) -> Path | None:
+    """The run folder whose probe set applies: ``--run``, or the one holding the checkpoint."""
+    from dse_tune.runs import CHECKPOINT_DIR, CONFIG_FILE, HISTORY_FILE
+
+    if args.run is not None:
+        return args.run
+    if args.checkpoint is None or args.checkpoint.resolve().parent.name != CHECKPOINT_DIR:
+        return None
+    folder = args.checkpoint.resolve().parent.parent
+    return folder if (folder / CONFIG_FILE).is_file() or (folder / HISTORY_FILE).is_file() else None
+
+
+def _load_model(args: argparse.Namespace, recorded: dict[str, Any]):
     """(model, image size) for the requested source."""
+    if args.arch is not None or (args.checkpoint is not None and "tracked" in recorded and args.timm is None):
+        return _load_foreign(args, recorded)
     if args.checkpoint is not None:
-        return _load_checkpoint(args.checkpoint)
+        module, size = _load_checkpoint(args.checkpoint)
+        return module, recorded.get("image_size") or size
     if args.timm is not None:
         return _load_timm(args)
     import torch
@@ -74,7 +95,7 @@ def _load_model(args: argparse.Namespace):
     from dse_tune.ssl.config import PretrainConfig
     from dse_tune.ssl.methods import build_module
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed or 0)
     config = PretrainConfig(method="dino", image_size=args.image_size or 32)
     return build_module(config).eval(), config.image_size
 
@@ -87,6 +108,30 @@ def _load_checkpoint(path: Path):
     except _LOAD_ERRORS as error:
         fail(f"--checkpoint {path}: cannot load it: {error}")
     return module, module.config.image_size
+
+
+def _load_foreign(args: argparse.Namespace, recorded: dict[str, Any]):
+    """A model built from ``--arch`` (or a tracked run's settings) with the checkpoint loaded strictly."""
+    from dse_tune.checkpoints import build_architecture, load_backbone
+    from dse_tune.checkpoints.layers import resolve_layer
+    from dse_tune.checkpoints.tracked_run import LayerTokens, ReadSettings
+
+    if args.arch is not None:
+        read = read_settings(args)
+    else:
+        tracked = recorded["tracked"]
+        read = ReadSettings.from_config(tracked)
+        read = ReadSettings(read.arch, read.arch_kwargs, tracked.get("format_found") or read.format, read.prefix,
+                            read.allow_missing, read.history_layer, read.trust)
+    if args.checkpoint is None:
+        fail("--arch needs --checkpoint FILE")
+    model = build_architecture(read.arch, read.arch_kwargs)
+    load_backbone(model, args.checkpoint, read.format, allow_missing=read.allow_missing, prefix=read.prefix,
+                  trust=read.trust)
+    layer = read.history_layer
+    resolve_layer(model, layer)
+    size = read.arch_kwargs.get("img_size") or (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224))[-1]
+    return (model if layer == -1 else LayerTokens(model, layer)).eval(), recorded.get("image_size") or size
 
 
 def _load_timm(args: argparse.Namespace):
@@ -130,14 +175,11 @@ def _load_weights(model: Any, path: Path) -> None:
         print(f"warning: {len(unexpected)} unused weights in {path}", file=sys.stderr)
 
 
-def _probe_images(args: argparse.Namespace, image_size: int):
-    from dse_tune.ssl.data import build_probe_set, open_dataset
-
+def _probe_images(settings: Any, image_size: int):
     try:
-        dataset = open_dataset(args.data, splits=args.splits, synthetic_image_size=max(image_size, 32))
-        return build_probe_set(dataset, size=args.probe_size, image_size=image_size)
+        return settings.build(image_size)
     except (OSError, ValueError) as error:  # DatasetError is a ValueError
-        fail(f"--data {args.data}: {error}")
+        fail(f"--data {settings.data}: {error}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,8 +189,15 @@ def run(args: argparse.Namespace) -> int:
     import dse_tune
     from dse_tune.features import dense_tokens_batched
 
-    model, image_size = _load_model(args)
-    probe = _probe_images(args, image_size)
+    from dse_tune.runs import read_config
+
+    run_dir = _run_of(args)
+    recorded = read_config(run_dir) if run_dir is not None else {}
+    settings = probe_settings(args, recorded)
+    if run_dir is not None:
+        print(f"probe set and DSE seed of the run {run_dir} (flags given override)")
+    model, image_size = _load_model(args, recorded)
+    probe = _probe_images(settings, settings.image_size or image_size)
     with torch.no_grad():
         tokens = dense_tokens_batched(model, probe.images)
     try:
@@ -157,14 +206,15 @@ def run(args: argparse.Namespace) -> int:
             local_clusters=args.local_clusters,
             global_clusters=args.global_clusters,
             group_size=args.group_size,
-            seed=args.seed,
+            seed=settings.probe_seed,
         )
     except ValueError as error:  # too few images or tokens for the clusters
         fail(f"cannot score {len(probe)} images of {tokens.shape[1]} tokens: {error}")
     if not scored.ok:
         fail(f"DSE of {probe.source}: {scored.failure}")
     result = scored.result
-    report = {"probe": {"images": len(probe), "source": probe.source, "image_size": image_size}, "dse": result.as_dict()}
+    report = {"probe": {"images": len(probe), "source": probe.source, "image_size": probe.images.shape[-1],
+                        "settings": settings.to_config()}, "dse": result.as_dict()}
     if args.baselines:
         report["rankme_tokens"] = dse_tune.rankme(tokens)
         report["rankme_pooled"] = dse_tune.rankme(tokens, pool=True)

@@ -6,8 +6,12 @@ stops trials whose DSE degrades, then picks the checkpoint and beta to keep:
 1. Ray Tune runs the trials (OptunaSearch on ``dse_best`` by default) and prints its
    progress table; the pruner stops degrading trials (they keep their candidates).
 2. Every candidate checkpoint is rescored on the same held-out images
-   (:mod:`dse_tune.evaluation.rescore`), the fair comparison across betas.
-3. :func:`dse_tune.selection.select_best` picks the checkpoint; ``selection.json`` and
+   (:mod:`dse_tune.evaluation.rescore`); the rescored values choose among a run's
+   candidates, never across betas (the regulariser raises the very score that would
+   judge it: docs/selection.md).
+3. :func:`dse_tune.selection.select_best` picks the checkpoint by the safe default
+   (the smallest beta's DSE-selected checkpoint, or few labels when the space gives
+   ``selection: {confirm_with: DIR}``); ``selection.json`` and
    ``selection.png`` are written into the sweep folder, with ``sweep_summary.json``
    (trial-epochs run versus without pruning).
 
@@ -109,7 +113,7 @@ def _add_rescore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-rescore",
         action="store_true",
-        help="skip rescoring; then only the smallest beta's trials compete (see docs/selection.md)",
+        help="skip rescoring on held-out images (the choice within each run then uses the monitored DSE)",
     )
 
 
@@ -209,9 +213,9 @@ def execute(
     print_choice(choice, sweep_dir)
     print(summary.describe())
     if not summary.complete:
-        unfinished = [t.trial_id for t in summary.trials if t.status == "unfinished"]
+        unfinished = [t.trial_id for t in summary.trials if t.status == "interrupted"]
         print(
-            f"the sweep is not complete ({len(unfinished)} unfinished trial(s) of "
+            f"the sweep is not complete ({len(unfinished)} interrupted trial(s) of "
             f"{summary.expected_trials}); continue it with: dse-tune sweep --resume {sweep_dir}"
         )
         return EXIT_INTERRUPTED
@@ -220,8 +224,10 @@ def execute(
 
 
 def print_choice(choice: Any, sweep_dir: Path) -> None:
-    """The selection table, the rule, the chosen checkpoint and beta, the files written."""
+    """The selection table, the decision with its basis and reason, the chosen checkpoint
+    and beta, the files written."""
     from dse_tune.cli.select import format_table
+    from dse_tune.selection import describe_decision
 
     result = choice.result
     if result is None:
@@ -230,11 +236,9 @@ def print_choice(choice: Any, sweep_dir: Path) -> None:
     print(format_table(result))
     print()
     print(f"rule: {result.rule}")
-    for warning in result.warnings:
-        print(f"warning: {warning}")
-    if result.best is None:
-        print("no trial has a candidate checkpoint (no finite DSE evaluation)")
-    else:
+    for line in describe_decision(result, checkpoint=False):  # printed below as "chosen checkpoint"
+        print(line)
+    if result.best is not None:
         print(f"chosen checkpoint: {result.best_checkpoint}")
         print(f"chosen beta: {_number(result.best_beta)} (trial {result.best.name}, epoch {result.best_epoch})")
         if choice.conservative is not None:
@@ -244,8 +248,8 @@ def print_choice(choice: Any, sweep_dir: Path) -> None:
 
 
 def _print_conservative_choice(safe: Any, chosen: Any) -> None:
-    """Also show what the smallest-beta comparison keeps: in the CamVid study held-out
-    rescored DSE still chose the worse, larger beta every time (docs/validation.md, 5)."""
+    """Beside a few-label (or explicitly requested DSE) decision, what the label-free
+    smallest-beta comparison keeps."""
     if safe.best is None:
         return
     same = safe.best.name == chosen.best.name
@@ -253,11 +257,11 @@ def _print_conservative_choice(safe: Any, chosen: Any) -> None:
         f"conservative choice (smallest beta only): beta {_number(safe.best_beta)} "
         f"(trial {safe.best.name}, epoch {safe.best_epoch}){': the same trial' if same else ''}"
     )
-    if not same:
+    if not same and chosen.basis != "few_label":
         print(
-            "warning: the rescored comparison chose a larger beta; on CamVid, rescored DSE picked the "
-            "worse beta in all three comparisons (docs/validation.md, section 5). Check with labels "
-            "(dse-tune validate) or keep the conservative choice (dse-tune select --compare conservative)"
+            "warning: a DSE comparison chose a larger beta; on CamVid, DSE (raw or rescored) picked the "
+            "worse beta in all three comparisons (docs/selection.md). Confirm with a few labels "
+            "(selection: {confirm_with: DIR}) or keep the conservative choice"
         )
 
 

@@ -62,20 +62,26 @@ def _format(value: Any) -> str:
 
 
 def format_summary(report: dict[str, Any]) -> str:
-    """The printed summary: tau and rho per score, then the selection's mIoU."""
+    """The printed summary: tau (with its p-value) and rho per score, then the selection's
+    linear-probe mIoU beside the random-init baseline of the same architecture."""
     from dse_tune.evaluation.report import SCORE_NAMES
 
-    lines = [f"{'score':<28} {'tau (pooled)':>12} {'rho (pooled)':>12} {'mean tau/run':>12}"]
+    p_values = report.get("kendall_p", {})
+    lines = [f"{'score':<28} {'tau (pooled)':>12} {'p':>8} {'rho (pooled)':>12} {'mean tau/run':>12}"]
     for name in SCORE_NAMES:
         lines.append(
-            f"{name:<28} {_format(report['kendall_tau'][name]):>12} {_format(report['spearman'][name]):>12} "
-            f"{_format(report['kendall_tau_mean_over_runs'][name]):>12}"
+            f"{name:<28} {_format(report['kendall_tau'][name]):>12} {_format(p_values.get(name)):>8} "
+            f"{_format(report['spearman'][name]):>12} {_format(report['kendall_tau_mean_over_runs'][name]):>12}"
         )
     selection = report["selection"]
     lines.append(
         f"mIoU: DSE-selected {_format(selection['selected']['miou'])}, last {_format(selection['last']['miou'])}, "
         f"best (oracle) {_format(selection['best']['miou'])}; gain vs last {_format(selection['gain_vs_last'])}"
     )
+    baselines = sorted({value for value in (report.get("random_init") or {}).values() if value is not None})
+    if baselines:
+        shown = ", ".join(_format(value) for value in baselines)
+        lines.append(f"random-init model of the same architecture (same linear probe): mIoU {shown}")
     return "\n".join(lines)
 
 

@@ -1,69 +1,90 @@
-"""``validation.png``: per run, the linear probe's mIoU and DSE over training, normalised.
+"""``validation.png``: per run, the linear probe's mIoU and DSE over training, on their
+own axes (mIoU left, DSE right), with the random-init baseline of the same architecture
+as a line.
 
 Matplotlib is imported when drawing, not at import time.
 
 Example:
-    >>> min_max([2.0, None, 4.0, 3.0])
-    [0.0, nan, 1.0, 0.5]
+    >>> tau_text({"kendall_tau": {"dse": 0.5}, "kendall_p": {"dse": 0.03}, "probed": 12})
+    'tau(DSE, mIoU) = +0.50 (p = 0.03, n = 12)'
+    >>> tau_text({"kendall_tau": {"dse": None}, "kendall_p": {}, "probed": 4})
+    'tau(DSE, mIoU) = n/a (n = 4 < 8: weak evidence)'
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["min_max", "plot_validation"]
+from dse_tune.evaluation.report import MIN_CHECKPOINTS
+
+__all__ = ["plot_validation", "tau_text"]
 
 
-def min_max(values: Sequence[float | None]) -> list[float]:
-    """``values`` scaled to [0, 1] (None becomes NaN; a constant series sits at 0.5)."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return [math.nan] * len(values)
-    low, high = min(present), max(present)
-    # A constant series sits in the middle instead of dividing by zero.
-    return [math.nan if v is None else (0.5 if high == low else (v - low) / (high - low)) for v in values]
+def _nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
-def _plot_run(axis: Any, report: Mapping[str, Any], name: str) -> None:
-    """One run's panel: mIoU, DSE on the evaluation images and monitored DSE; the
-    candidates circled, the selected one starred, the best mIoU (oracle) marked."""
+def tau_text(summary: Mapping[str, Any]) -> str:
+    """Kendall's tau of DSE against mIoU of one run, with its p-value and the number of
+    checkpoints (flagged below :data:`~dse_tune.evaluation.report.MIN_CHECKPOINTS`)."""
+    tau = summary["kendall_tau"].get("dse")
+    p_value = summary.get("kendall_p", {}).get("dse")
+    count = summary.get("probed", 0)
+    parts = [] if p_value is None else [f"p = {p_value:.2g}"]
+    parts.append(f"n = {count}" + (f" < {MIN_CHECKPOINTS}: weak evidence" if count < MIN_CHECKPOINTS else ""))
+    return f"tau(DSE, mIoU) = {'n/a' if tau is None else f'{tau:+.2f}'} ({', '.join(parts)})"
+
+
+def _plot_run(axis: Any, report: Mapping[str, Any], name: str) -> list[Any]:
+    """One run's panel: mIoU (left axis) with the random-init baseline and the best mIoU
+    (oracle) marked; DSE on the evaluation images and the monitored DSE (right axis) with
+    the candidates circled and the selected one starred. Returns the legend handles."""
     from matplotlib.ticker import MaxNLocator
 
     rows = [r for r in report["checkpoints"] if r["run"] == name]
+    summary = report["per_run"][name]
     x = [r["epoch"] if r.get("epoch") is not None else r["index"] for r in rows]
-    miou = min_max([r.get("miou") for r in rows])
-    axis.plot(x, miou, marker="o", color="black", label="linear probe mIoU")
-    axis.plot(x, min_max([r.get("dse") for r in rows]), marker=".", color="tab:blue", label="DSE (eval images)")
-    monitored = min_max([r.get("dse_monitored") for r in rows])
-    axis.plot(x, monitored, linestyle=":", color="tab:orange", label="DSE (monitored)")
-    candidates = [i for i, r in enumerate(rows) if r.get("candidate")]
-    axis.scatter([x[i] for i in candidates], [monitored[i] for i in candidates], s=120, facecolors="none",
-                 edgecolors="tab:red", zorder=3, label="candidates")
-    selected = [i for i, r in enumerate(rows) if r.get("selected")]
-    axis.scatter([x[i] for i in selected], [monitored[i] for i in selected], marker="*", s=160,
-                 color="tab:red", zorder=4, label="selected")
-    best = report["per_run"][name]["selection"]["best"]["index"]
+    miou = [_nan(r.get("miou")) for r in rows]
+    handles = axis.plot(x, miou, marker="o", color="black", label="linear probe mIoU (left)")
+    baseline = (summary.get("random_init") or {}).get("miou")
+    if baseline is not None:
+        handles.append(axis.axhline(baseline, color="gray", linestyle="--", label="random init, same architecture (left)"))
+    best = summary["selection"]["best"]["index"]
     best_positions = [i for i, r in enumerate(rows) if r["index"] == best]
-    axis.scatter([x[i] for i in best_positions], [miou[i] for i in best_positions], marker="^", s=90,
-                 color="tab:green", zorder=4, label="best mIoU (oracle)")
-    tau = report["per_run"][name]["kendall_tau"].get("dse")
-    tau_text = "n/a" if tau is None else f"{tau:+.2f}"
-    axis.set_title(f"{name}\ntau(DSE, mIoU) = {tau_text}", fontsize=9)
+    handles.append(axis.scatter([x[i] for i in best_positions], [miou[i] for i in best_positions], marker="^", s=90,
+                                color="tab:green", zorder=4, label="best mIoU (oracle)"))
+    axis.set_ylabel("linear probe mIoU")
     axis.set_xlabel("epoch")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_ylabel("min-max normalised")
-    axis.set_ylim(-0.08, 1.08)
     axis.grid(alpha=0.3)
+
+    twin = axis.twinx()
+    handles += twin.plot(x, [_nan(r.get("dse")) for r in rows], marker=".", color="tab:blue", label="DSE, eval images (right)")
+    monitored = [_nan(r.get("dse_monitored")) for r in rows]
+    handles += twin.plot(x, monitored, linestyle=":", color="tab:orange", label="DSE, monitored (right)")
+    candidates = [i for i, r in enumerate(rows) if r.get("candidate")]
+    handles.append(twin.scatter([x[i] for i in candidates], [monitored[i] for i in candidates], s=120,
+                                facecolors="none", edgecolors="tab:red", zorder=3, label="candidates"))
+    selected = [i for i, r in enumerate(rows) if r.get("selected")]
+    handles.append(twin.scatter([x[i] for i in selected], [monitored[i] for i in selected], marker="*", s=160,
+                                color="tab:red", zorder=4, label="selected"))
+    twin.set_ylabel("DSE")
+    weak = summary.get("probed", 0) < MIN_CHECKPOINTS
+    beta = summary.get("beta")
+    heading = name if beta is None else f"{name} (beta={beta:g})"
+    axis.set_title(f"{heading}\n{tau_text(summary)}", fontsize=9, color="tab:red" if weak else "black")
+    return handles
 
 
 def plot_validation(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Per run: min-max normalised linear probe mIoU, DSE (evaluation images) and
-    monitored DSE over epochs; the selection candidates circled, the selected one
-    starred, the best mIoU (oracle) marked. Written atomically as PNG."""
+    """Per run: the linear probe's mIoU (left axis, random-init baseline dashed) and DSE
+    (right axis: evaluation images, monitored) over epochs; the selection candidates
+    circled, the selected one starred, the best mIoU (oracle) marked; tau with its
+    p-value and checkpoint count in the title. Written atomically as PNG."""
     from matplotlib.figure import Figure
 
     from dse_tune.atomic import atomic_write
@@ -71,13 +92,14 @@ def plot_validation(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
     names = list(report["per_run"])
     columns = min(3, len(names))
     rows_count = math.ceil(len(names) / columns)
-    figure = Figure(figsize=(4.6 * columns, 3.4 * rows_count), layout="constrained")
+    figure = Figure(figsize=(5.2 * columns, 3.8 * rows_count + 0.8), layout="constrained")
     axes = figure.subplots(rows_count, columns, squeeze=False).ravel()
     for axis in axes[len(names):]:
         axis.set_visible(False)
+    handles = []
     for axis, name in zip(axes, names):
-        _plot_run(axis, report, name)
-    axes[0].legend(loc="best", fontsize=7)
+        handles = _plot_run(axis, report, name)
+    figure.legend(handles=handles, loc="outside lower center", ncol=2 if columns == 1 else 4, fontsize=7, frameon=False)
     path = Path(path)
     atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110))
     return path

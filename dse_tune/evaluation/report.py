@@ -26,10 +26,12 @@ from dse_tune.degradation import peak
 from dse_tune.runs import COMPONENTS
 
 __all__ = [
+    "MIN_CHECKPOINTS",
     "SCORE_NAMES",
     "aggregate_selection",
     "build_report",
     "correlations",
+    "reliability_warnings",
     "json_ready",
     "run_summary",
     "selection_summary",
@@ -54,6 +56,11 @@ SCORE_NAMES = (
     "alpha_req_tokens",
     "alpha_req_pooled",
 )
+
+
+#: Fewer checkpoints than this in a run: its tau and rho are flagged as unreliable (over
+#: 4 checkpoints, tau takes only 7 values and p < 0.05 needs a perfect ranking).
+MIN_CHECKPOINTS = 8
 
 
 def finite(value: Any) -> float | None:
@@ -190,6 +197,7 @@ def aggregate_selection(per_run: Mapping[str, Mapping[str, Any]]) -> dict[str, A
         "best_candidate": mean_of("best_candidate"),
         "gain_vs_last": _mean([s["gain_vs_last"] for s in selections]),
         "gap_to_best": _mean([s["gap_to_best"] for s in selections]),
+        "gain_vs_random_init": _mean([s.get("gain_vs_random_init") for s in selections]),
         "aggregate": f"mean over the {len(selections)} run(s) with a selected checkpoint scored by the linear probe",
     }
 
@@ -214,29 +222,67 @@ def standardize_rows(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, floa
     return scales
 
 
-def run_summary(run: Any, rows: list[dict[str, Any]], *, dse_seed: int, window: int, top: int | None) -> dict[str, Any]:
+def run_summary(
+    run: Any,
+    rows: list[dict[str, Any]],
+    *,
+    dse_seed: int,
+    window: int,
+    top: int | None,
+    baseline: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """One run's entry of ``per_run``: standardised DSE, the selection (its candidates and
-    selected checkpoint are also marked on ``rows``) and the correlations."""
+    selected checkpoint are also marked on ``rows``), the correlations with their
+    p-values, and, given the random-init ``baseline`` (``{"miou": ...}``), each
+    checkpoint's ``gain_vs_random_init`` (also on ``rows``)."""
     standardization = standardize_rows(rows)
     selection = selection_summary(run.dse, rows, window=window, top=top)
     candidates = {c["index"] for c in selection["candidates"]}
+    baseline_miou = finite((baseline or {}).get("miou"))
     for r in rows:
         r["candidate"] = r["index"] in candidates
         r["selected"] = r["index"] == selection["selected"]["index"]
+        r["gain_vs_random_init"] = _difference(finite(r.get("miou")), baseline_miou)
+    selection["gain_vs_random_init"] = _difference(selection["selected"]["miou"], baseline_miou)
     table = correlations(rows)
+    probed = sum(1 for r in rows if finite(r.get("miou")) is not None)
     return {
         "path": str(run.path) if run.path is not None else None,
         "beta": run.beta,
         "evaluations": len(rows),
         # "probed": the checkpoints the linear probe scored (key kept for existing reports).
-        "probed": sum(1 for r in rows if finite(r.get("miou")) is not None),
+        "probed": probed,
         "dse_seed": dse_seed,
+        "random_init": dict(baseline) if baseline is not None else None,
         "kendall_tau": {name: v["kendall_tau"] for name, v in table.items()},
+        "kendall_p": {name: v["kendall_p"] for name, v in table.items()},
         "spearman": {name: v["spearman"] for name, v in table.items()},
+        "spearman_p": {name: v["spearman_p"] for name, v in table.items()},
         "correlations": table,
         "standardization": standardization,
         "selection": selection,
     }
+
+
+def reliability_warnings(per_run: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Warnings about what the numbers can say: runs with fewer than
+    :data:`MIN_CHECKPOINTS` scored checkpoints, and missing random-init baselines.
+
+    Example:
+        >>> reliability_warnings({"a": {"probed": 4, "random_init": {"miou": 0.3}}})[0][:49]
+        'run a: tau and rho over 4 checkpoints (fewer than'
+    """
+    warnings_list = []
+    for name, summary in per_run.items():
+        if summary["probed"] < MIN_CHECKPOINTS:
+            warnings_list.append(
+                f"run {name}: tau and rho over {summary['probed']} checkpoints (fewer than {MIN_CHECKPOINTS}) "
+                "are weak evidence; read the p-values, and evaluate more often for a real test"
+            )
+        baseline = summary.get("random_init")
+        if baseline is not None and baseline.get("problem"):
+            warnings_list.append(f"run {name}: no random-init baseline: {baseline['problem']}")
+    return warnings_list
 
 
 # -------------------------------------------------------------------------- report
@@ -278,6 +324,7 @@ def build_report(
     window: int = 2,
     top: int | None = 3,
     linear_probe_kwargs: Mapping[str, Any] | None = None,
+    baselines: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The content of ``validation.json`` (JSON-ready: non-finite numbers are None).
 
@@ -287,19 +334,26 @@ def build_report(
         skipped: warnings about runs left out (no evaluations, unreadable).
         dse_seeds: the DSE seed of each run (its monitor's ``probe_seed``).
         window, top, linear_probe_kwargs: the settings, recorded in ``protocol``.
+        baselines: per run, the random-init baseline (``{"miou", "seed", ...}``) of
+            :func:`dse_tune.evaluation.validate.random_init_baselines`, or None.
     """
     per_run = {
-        run.name: run_summary(run, rows_by_run[run.name], dse_seed=dse_seeds[run.name], window=window, top=top)
+        run.name: run_summary(run, rows_by_run[run.name], dse_seed=dse_seeds[run.name], window=window, top=top,
+                              baseline=(baselines or {}).get(run.name))
         for run in runs
     }
     all_rows = [r for run in runs for r in rows_by_run[run.name]]
     pooled = correlations(all_rows)
+    reliability = reliability_warnings(per_run)
     taus = {name: [per_run[run.name]["kendall_tau"][name] for run in runs] for name in SCORE_NAMES}
     report = {
         "run_dir": str(run_dir),
         "runs": [run.name for run in runs],
         "kendall_tau": {name: v["kendall_tau"] for name, v in pooled.items()},
+        "kendall_p": {name: v["kendall_p"] for name, v in pooled.items()},
         "spearman": {name: v["spearman"] for name, v in pooled.items()},
+        "spearman_p": {name: v["spearman_p"] for name, v in pooled.items()},
+        "random_init": {name: finite((summary["random_init"] or {}).get("miou")) for name, summary in per_run.items()},
         "kendall_tau_mean_over_runs": {name: _mean(values) for name, values in taus.items()},
         "correlations": pooled,
         "selection": aggregate_selection(per_run),
@@ -307,6 +361,11 @@ def build_report(
         "checkpoints": all_rows,
         "data": {str(size): splits.description for size, splits in splits_by_size.items()},
         "protocol": _protocol(linear_probe_kwargs, window, top),
-        "warnings": [*skipped, *(f"{r['run']} evaluation {r['index']}: {r['problem']}" for r in all_rows if r.get("problem"))],
+        "reliability_warnings": reliability,
+        "warnings": [
+            *skipped,
+            *reliability,
+            *(f"{r['run']} evaluation {r['index']}: {r['problem']}" for r in all_rows if r.get("problem")),
+        ],
     }
     return json_ready(report)

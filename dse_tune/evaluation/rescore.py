@@ -185,7 +185,9 @@ def rescore_checkpoint(
     Args:
         held_out: the :class:`~dse_tune.evaluation.held_out.HeldOutSet`, or its images.
         loader: ``path -> model`` (anything :func:`dse_tune.features.dense_tokens`
-            reads); default :func:`dse_tune.ssl.methods.load_checkpoint`.
+            reads); default :func:`dse_tune.checkpoints.tracked_run.checkpoint_loader` of
+            the checkpoint's run folder (a tracked run's own reader, else
+            :func:`dse_tune.ssl.methods.load_checkpoint`).
     """
     import torch
 
@@ -195,9 +197,9 @@ def rescore_checkpoint(
     images = held_out.images if isinstance(held_out, HeldOutSet) else held_out
     path = Path(checkpoint)
     if loader is None:
-        from dse_tune.ssl.methods import load_checkpoint
+        from dse_tune.checkpoints.tracked_run import checkpoint_loader
 
-        model = load_checkpoint(path, map_location=device)
+        model = checkpoint_loader(_run_folder_of(path))(path, map_location=device)
     else:
         model = loader(path)
     if isinstance(model, torch.nn.Module):
@@ -225,6 +227,16 @@ def _checkpoints_to_rescore(
             if checkpoint is not None:
                 jobs.append((run, evaluation, checkpoint))
     return jobs
+
+
+def _run_folder_of(checkpoint: Path) -> Path | None:
+    """The run folder holding ``checkpoint`` (the nearest parent with a DSE history)."""
+    from dse_tune.runs import history_file
+
+    for folder in checkpoint.resolve().parents:
+        if history_file(folder).is_file():
+            return folder
+    return None
 
 
 def _rescore_one(

@@ -51,6 +51,7 @@ __all__ = [
     "dse_image_count",
     "load_labelled_data",
     "load_runs",
+    "random_init_baselines",
     "score_checkpoint",
     "score_runs",
     "validate",
@@ -174,9 +175,11 @@ def score_checkpoint(
     batch_size: int = 64,
     device: str = "cpu",
     linear_probe_kwargs: Mapping[str, Any] | None = None,
+    label_free: bool = True,
 ) -> dict[str, Any]:
     """Label-free scores (evaluation images) and linear probe mIoU (train -> evaluation)
-    of one model, on :class:`~dse_tune.evaluation.labelled_data.LabelledSplits`.
+    of one model, on :class:`~dse_tune.evaluation.labelled_data.LabelledSplits`
+    (``label_free=False``: the linear probe's scores only, which is quicker).
 
     Returns a flat dict: ``dse`` and the components, ``dse_images``, ``rankme_tokens``,
     ``rankme_pooled``, ``alpha_req_tokens``, ``alpha_req_pooled`` (and their R^2),
@@ -193,7 +196,7 @@ def score_checkpoint(
         model.eval()
     train_tokens = dense_tokens_batched(model, splits.train.images.to(device), batch_size=batch_size).float().cpu()
     eval_tokens = dense_tokens_batched(model, splits.evaluation.images.to(device), batch_size=batch_size).float().cpu()
-    row, problems = _label_free_scores(eval_tokens, dse_seed)
+    row, problems = _label_free_scores(eval_tokens, dse_seed) if label_free else ({}, [])
     linear_probe = fit_linear_probe(train_tokens, splits.train.masks, splits.num_classes, **dict(linear_probe_kwargs or {}))
     scores = evaluate_linear_probe(linear_probe, eval_tokens, splits.evaluation.masks)
     row.update(
@@ -216,7 +219,7 @@ def _relative(path: Path, folder: Path) -> str:
 def _score_evaluation(run: Any, evaluation: Any, splits: Any, out: Path, dse_seed: int, **options: Any) -> dict[str, Any]:
     """The row of one evaluation: what the run recorded, then the scores of its checkpoint
     (a missing or unusable checkpoint leaves them None and says why in ``problem``)."""
-    from dse_tune.ssl.methods import load_checkpoint
+    from dse_tune.checkpoints.tracked_run import checkpoint_loader
 
     checkpoint = run.checkpoint_path(evaluation)
     row: dict[str, Any] = {
@@ -236,7 +239,7 @@ def _score_evaluation(run: Any, evaluation: Any, splits: Any, out: Path, dse_see
         row["problem"] = f"checkpoint {checkpoint} does not exist"
     else:
         try:
-            model = load_checkpoint(checkpoint, map_location=options.get("device", "cpu"))
+            model = checkpoint_loader(run.path)(checkpoint, map_location=options.get("device", "cpu"))
             row.update(score_checkpoint(model, splits, dse_seed=dse_seed, **options))
         except Exception as error:  # noqa: BLE001 - one bad checkpoint must not stop the study
             row["problem"] = f"cannot score {checkpoint}: {type(error).__name__}: {error}"
@@ -270,6 +273,54 @@ def score_runs(
             print(f"dse-tune validate: warning: {run.name} evaluation {evaluation.index}: {row['problem']}", file=sys.stderr)
         rows_by_run[run.name].append(row)
     return rows_by_run
+
+
+#: Config fields that define the architecture a random-init baseline is built from (with
+#: ``seed``, the seed of its random weights).
+ARCHITECTURE_FIELDS = (
+    "method", "backbone", "image_size", "patch_size", "embed_dim", "depth", "num_heads",
+    "decoder_dim", "decoder_depth", "decoder_num_heads", "seed",
+)
+
+
+def random_init_baselines(
+    runs: Sequence[Any],
+    configs: Mapping[str, Mapping[str, Any]],
+    sizes: Mapping[str, int],
+    splits_by_size: Mapping[int, Any],
+    **options: Any,
+) -> dict[str, dict[str, Any]]:
+    """Per run: the linear probe's scores of a randomly initialised model of the run's
+    architecture (its config, weights drawn with the config's ``seed``), the floor every
+    checkpoint's mIoU is read against. Runs of one architecture share one baseline.
+
+    A run whose config cannot build a model gets ``{"miou": None, "problem": ...}``.
+    ``options``: ``batch_size``, ``device``, ``linear_probe_kwargs`` of :func:`score_checkpoint`.
+    """
+    import torch
+
+    from dse_tune.ssl.methods import build_module
+
+    by_architecture: dict[str, dict[str, Any]] = {}
+    baselines = {}
+    for run in runs:
+        config = dict(configs[run.name])
+        seed = int(config.get("seed", 0) or 0)
+        key = json.dumps([sizes[run.name], *(config.get(name) for name in ARCHITECTURE_FIELDS)], default=str)
+        if key not in by_architecture:
+            try:
+                # A private RNG stream: the baseline's weights never depend on what ran before.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    model = build_module(config)
+                row = score_checkpoint(model, splits_by_size[sizes[run.name]], dse_seed=_dse_seed(config), **options)
+                by_architecture[key] = {"miou": row["miou"], "pixel_accuracy": row["pixel_accuracy"],
+                                        "per_class_iou": row["per_class_iou"], "seed": seed, "problem": None}
+            except Exception as error:  # noqa: BLE001 - the baseline is context, not the study
+                by_architecture[key] = {"miou": None, "seed": seed,
+                                        "problem": f"cannot build or score a random-init model: {type(error).__name__}: {error}"}
+        baselines[run.name] = dict(by_architecture[key])
+    return baselines
 
 
 def _dse_seed(config: Mapping[str, Any]) -> int:
@@ -340,11 +391,17 @@ def validate(
         runs, configs, sizes, splits_by_size, out, progress=progress,
         batch_size=batch_size, device=device, linear_probe_kwargs=linear_probe_kwargs,
     )
+    baselines = random_init_baselines(
+        runs, configs, sizes, splits_by_size, batch_size=batch_size, device=device, linear_probe_kwargs=linear_probe_kwargs,
+    )
     from dse_tune.evaluation.report import build_report
 
     report = build_report(
         run_dir, runs, rows_by_run, splits_by_size, skipped,
-        dse_seeds={name: _dse_seed(config) for name, config in configs.items()}, window=window, top=top, linear_probe_kwargs=linear_probe_kwargs,
+        dse_seeds={name: _dse_seed(config) for name, config in configs.items()}, window=window, top=top,
+        linear_probe_kwargs=linear_probe_kwargs, baselines=baselines,
     )
+    for warning in report["reliability_warnings"]:
+        print(f"dse-tune validate: warning: {warning}", file=sys.stderr)
     write_report(report, out, plot)
     return report

@@ -45,11 +45,14 @@ callbacks see the DSE of the current epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
@@ -215,10 +218,10 @@ class DSEMonitor(pl.Callback):
     # ------------------------------------------------------ Lightning hooks
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.tracker.writes_files = bool(trainer.is_global_zero)
+        self.tracker.writes_files = self.tracker.notifies_listeners = bool(trainer.is_global_zero)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.tracker.writes_files = bool(trainer.is_global_zero)
+        self.tracker.writes_files = self.tracker.notifies_listeners = bool(trainer.is_global_zero)
         self.tracker.clear_stop()
         self.tracker.write()
 
@@ -263,25 +266,54 @@ class DSEMonitor(pl.Callback):
         return self.tracker.compute_tokens(pl_module)
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        """Score now, log, record, checkpoint, apply the stopping rule, notify listeners."""
+        """Score now, log, record, checkpoint, apply the stopping rule, notify listeners.
+
+        Under DDP every rank calls this at the same step: each computes the tokens of
+        its shard of the probe set, the shards are gathered, rank 0 scores them once and
+        broadcasts the evaluation; every rank records it (same history, same rule
+        decision, collective checkpoint save); rank 0 alone writes files and calls the
+        listeners, and its final decision (a listener's stop included) is broadcast so
+        that every rank stops at the same step.
+        """
         epoch, step = int(trainer.current_epoch), int(trainer.global_step)
         self._last_evaluated_step = step
         checkpoint = None
         if self.save_checkpoints:
             name = f"epoch={epoch:04d}.ckpt" if self.every_n_steps is None else f"epoch={epoch:04d}-step={step:07d}.ckpt"
             checkpoint = f"{CHECKPOINT_DIR}/{name}"
-        decision = self.tracker.evaluate(
-            pl_module,
-            epoch=epoch,
-            global_step=step,
-            checkpoint=checkpoint,
-            save=lambda path: self._save_checkpoint(trainer, path),
-        )
-        if decision.stop:
+        started = time.perf_counter()
+        tokens = self._probe_tokens(trainer, pl_module)
+        scored = None
+        if trainer.is_global_zero:
+            scored = self.tracker.score_evaluation(tokens, epoch=epoch, global_step=step, checkpoint=checkpoint)
+            scored = dataclasses.replace(scored, seconds=time.perf_counter() - started).to_dict()
+        evaluation = Evaluation.from_dict(trainer.strategy.broadcast(scored, src=0))
+        decision = self.tracker.record(evaluation, save=lambda path: self._save_checkpoint(trainer, path))
+        stop, reason = trainer.strategy.broadcast((bool(decision.stop), decision.reason), src=0)
+        if stop:
+            # A rank-0 listener's verdict reaches the other ranks here.
+            self.tracker.mark_stopped(str(reason))
             trainer.should_stop = True
         record = self.tracker.evaluations[-1]
         self._log(pl_module, record)
         return record.to_dict()
+
+    def _probe_tokens(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Tensor | None:
+        """The probe set's tokens on rank 0 (None elsewhere): each rank computes its
+        contiguous shard (padded to equal sizes for the gather), then all-gather."""
+        world = int(trainer.world_size)
+        if world < 2:
+            return self.tracker.compute_tokens(pl_module)
+        probe = self.tracker.probe_images
+        total = int(probe.shape[0])
+        per_rank = -(-total // world)
+        indices = torch.arange(trainer.global_rank * per_rank, (trainer.global_rank + 1) * per_rank)
+        indices = indices.clamp(max=total - 1)  # the last shard repeats an image as padding
+        shard = self.tracker.compute_tokens(pl_module, probe[indices])
+        gathered = trainer.strategy.all_gather(shard)  # (world, per_rank, N, d)
+        if not trainer.is_global_zero:
+            return None
+        return gathered.reshape(world * per_rank, *gathered.shape[2:])[:total]
 
     # -------------------------------------------------------------- helpers
 
@@ -302,8 +334,11 @@ class DSEMonitor(pl.Callback):
                 # evaluation by steps is sent to them directly below instead.
                 logger=not by_step and bool(pl_module.trainer.loggers),
                 batch_size=1,
+                # Every rank logs the same broadcast value: the mean over ranks is that
+                # value, and syncing keeps Lightning's epoch-level DDP warning away.
+                sync_dist=True,
             )
-        if by_step:
+        if by_step and pl_module.trainer.is_global_zero:
             for logger in pl_module.trainer.loggers:
                 logger.log_metrics(metrics, step=pl_module.trainer.global_step)
 

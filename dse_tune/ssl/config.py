@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 METHODS = ("dino", "ibot", "mae", "mocov3")
+#: Lightning precisions a run may use ("32" is Lightning's short name of "32-true").
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 # Methods that mask patch tokens need a ViT; the others also run on a timm ConvNet.
 VIT_ONLY_METHODS = {"ibot": "masks patch tokens (masked image modelling)", "mae": "masks patch tokens and reconstructs them"}
 
@@ -47,6 +49,9 @@ class PretrainConfig:
     DSE:
         dse_beta: regularizer weight (loss = ssl_loss - dse_beta * DSE(student patch
         tokens)); dse_every_n_steps, dse_max_images: its cost controls.
+        dse_global_batch: under DDP, the regularizer scores the tokens of the global
+            batch (all-gathered with their gradient) instead of each device's local
+            batch (default, as the public code). See ``docs/pretraining.md``.
         eval_every_n_epochs: DSE evaluation (and checkpoint) period.
         probe_size: number of probe images; probe_seed: seed of the DSE k-means.
         early_stop: stop when the degradation rule says so; degradation: keyword
@@ -54,6 +59,12 @@ class PretrainConfig:
     Data:
         data: ``"synthetic"`` or a folder; splits: split names or None;
         synthetic_size: number of synthetic scenes; num_workers: data loader workers.
+    Devices (passed to ``lightning.pytorch.Trainer``):
+        accelerator: ``"auto"``, ``"cpu"``, ``"gpu"``, ...; devices: a count, ``"auto"``,
+        -1 (all) or a list of device indices; strategy: ``"auto"``, ``"ddp"`` (the one to
+        use on several GPUs), ``"ddp_spawn"``, ... (any Lightning strategy name);
+        precision: ``"32-true"`` (or ``"32"``), ``"bf16-mixed"`` or ``"16-mixed"``
+        (CUDA only). DSE is always computed in float32.
     seed: seeds Lightning (weights, augmentations) and the synthetic scenes.
     """
 
@@ -98,6 +109,7 @@ class PretrainConfig:
     dse_beta: float = 0.0
     dse_every_n_steps: int = 1
     dse_max_images: int | None = None
+    dse_global_batch: bool = False
     eval_every_n_epochs: int = 1
     probe_size: int = 64
     probe_seed: int = 0
@@ -109,6 +121,11 @@ class PretrainConfig:
     synthetic_size: int = 512
     num_workers: int = 0
     seed: int = 0
+
+    accelerator: str = "auto"
+    devices: int | str | list[int] = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
 
     # ------------------------------------------------------------------ resolved
 
@@ -186,7 +203,30 @@ class PretrainConfig:
             raise ValueError("batch_size must be >= 2 for mocov3 (contrastive negatives, batch norm in the heads)")
         if not isinstance(self.degradation, dict):
             raise ValueError(f"degradation must be a mapping of DegradationRule arguments, got {self.degradation!r}")
+        self._validate_devices()
         return self
+
+    def _validate_devices(self) -> None:
+        for name in ("accelerator", "strategy"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{name} must be a non-empty string (a Lightning {name} name), got {value!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not isinstance(self.dse_global_batch, bool):
+            raise ValueError(f"dse_global_batch must be true or false, got {self.dse_global_batch!r}")
+        devices = self.devices
+        if isinstance(devices, bool):
+            pass
+        elif isinstance(devices, int) and (devices >= 1 or devices == -1):
+            return
+        elif devices == "auto" or (isinstance(devices, str) and all(p.strip().isdigit() for p in devices.split(","))):
+            return
+        elif isinstance(devices, list) and devices and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices):
+            return
+        raise ValueError(
+            f"devices must be a positive count, -1 (all), 'auto' or a list of device indices, got {devices!r}"
+        )
 
     # ------------------------------------------------------------- (de)serialise
 
@@ -207,6 +247,13 @@ class PretrainConfig:
                 converted[name] = tuple(converted[name])
         if isinstance(converted.get("splits"), str):
             converted["splits"] = (converted["splits"],)
+        # YAML and --set read "precision: 32" and "devices: 2" as numbers or strings.
+        if isinstance(converted.get("precision"), int) and not isinstance(converted["precision"], bool):
+            converted["precision"] = str(converted["precision"])
+        if isinstance(converted.get("devices"), str) and converted["devices"].strip().isdigit():
+            converted["devices"] = int(converted["devices"])
+        if isinstance(converted.get("devices"), tuple):
+            converted["devices"] = list(converted["devices"])
         return cls(**converted)
 
     def replace(self, **changes: Any) -> "PretrainConfig":

@@ -86,7 +86,8 @@ class _TeacherStudentMixin:
     student_head: DINOProjectionHead
 
     def build_teacher_student(self, model: nn.Module, kind: str) -> None:
-        self.student_backbone, self.teacher_backbone = vit_backbone_pair(self.config, model, kind)
+        masks_tokens = self.config.method == "ibot"  # iBOT replaces masked patches by the mask token
+        self.student_backbone, self.teacher_backbone = vit_backbone_pair(self.config, model, kind, masks_tokens=masks_tokens)
         self.student_head, self.teacher_head = _dino_heads(self.config, self.student_backbone.embed_dim)
 
     def dino_loss(self) -> DINOLoss:

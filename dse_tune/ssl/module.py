@@ -93,15 +93,22 @@ class TokenBackbone(nn.Module):
     ``mask`` or ``idx_keep``); the global embedding is the CLS token (the mean patch
     token without one). ConvNets give the last stage as tokens and timm's pooled
     ``forward_head(pre_logits=True)`` as the global embedding.
+
+    ``masks_tokens``: whether the method replaces patch tokens by lightly's learnable
+    mask token (iBOT). lightly's wrapper always creates that token; a method that never
+    masks (DINO, MoCo v3) or drops tokens instead (MAE's ``idx_keep``) leaves it without
+    a gradient, which DDP rejects as an unused parameter. It is then frozen
+    (``requires_grad=False``, still in the state dict, so checkpoints keep their keys).
     """
 
-    def __init__(self, model: nn.Module, kind: str) -> None:
+    def __init__(self, model: nn.Module, kind: str, *, masks_tokens: bool = False) -> None:
         super().__init__()
         self.kind = kind
         if kind == "vit":
             # lightly's wrapper initialises weights MAE-style and the position embedding
             # with fixed 2D sine-cosine values (still learnable).
             self.encoder: nn.Module = MaskedVisionTransformerTIMM(vit=model)
+            self.encoder.mask_token.requires_grad_(masks_tokens)
         else:
             self.encoder = model
 
@@ -182,6 +189,7 @@ class DenseSSLModule(pl.LightningModule):
             every_n_steps=config.dse_every_n_steps,
             max_images=config.dse_max_images,
             seed=config.seed,
+            global_batch=config.dse_global_batch,
         )
 
     # ----------------------------------------------------------- method interface
@@ -317,9 +325,12 @@ class DenseSSLModule(pl.LightningModule):
         return [optimizer], [{"scheduler": scheduler, "interval": "step"}]
 
 
-def vit_backbone_pair(config: PretrainConfig, model: nn.Module, kind: str) -> tuple[TokenBackbone, TokenBackbone]:
-    """Student and EMA teacher with identical weights; drop path on the student only."""
-    student = TokenBackbone(model, kind)
+def vit_backbone_pair(
+    config: PretrainConfig, model: nn.Module, kind: str, *, masks_tokens: bool = False
+) -> tuple[TokenBackbone, TokenBackbone]:
+    """Student and EMA teacher with identical weights; drop path on the student only
+    (``masks_tokens``: see :class:`TokenBackbone`)."""
+    student = TokenBackbone(model, kind, masks_tokens=masks_tokens)
     teacher = frozen_copy(student)
     if kind == "vit" and config.drop_path_rate > 0:
         update_drop_path_rate(student.encoder.vit, drop_path_rate=config.drop_path_rate, mode="uniform")

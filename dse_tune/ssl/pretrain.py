@@ -56,6 +56,8 @@ class RunResult:
         last_checkpoint: ``checkpoints/last.ckpt``.
         epochs_completed: epochs trained in total (including resumed ones).
         module: the trained LightningModule (in memory).
+        is_global_zero: False in the other processes of a DDP run (each runs
+            :func:`pretrain`); only rank 0 should report.
     """
 
     run_dir: Path
@@ -65,6 +67,7 @@ class RunResult:
     last_checkpoint: Path | None
     epochs_completed: int
     module: "DenseSSLModule | None" = field(default=None, repr=False)
+    is_global_zero: bool = True
 
     @property
     def stopped_early(self) -> bool:
@@ -92,8 +95,8 @@ def pretrain(
     resume_from: str | Path | None = None,
     logger: "bool | Any" = True,
     enable_progress_bar: bool = True,
-    accelerator: str = "auto",
-    devices: int | str = 1,
+    accelerator: str | None = None,
+    devices: int | str | list[int] | None = None,
     trainer_kwargs: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Pretrain ``config.method`` with DSE monitoring; write the run folder ``out_dir``.
@@ -113,7 +116,12 @@ def pretrain(
             DSE history restored), or ``"last"`` for ``out_dir/checkpoints/last.ckpt``.
         logger: ``True`` for a CSV log in ``out_dir/logs/version_N``, ``False`` for none, or a
             Lightning logger.
-        enable_progress_bar, accelerator, devices: passed to ``lightning.pytorch.Trainer``.
+        enable_progress_bar: passed to ``lightning.pytorch.Trainer``.
+        accelerator, devices: override ``config.accelerator`` / ``config.devices`` (and
+            are recorded in ``config.json``); ``config.strategy`` and
+            ``config.precision`` complete the Trainer's device settings. Under DDP
+            (``strategy="ddp"``) every rank runs this function; rank 0 writes the run
+            folder.
         trainer_kwargs: more ``Trainer`` arguments (they win over the ones above).
 
     Returns:
@@ -126,6 +134,9 @@ def pretrain(
     from dse_tune.ssl.methods import build_module
 
     config = _resolve_config(config, None if isinstance(data, Dataset) else data)
+    overrides = {name: value for name, value in (("accelerator", accelerator), ("devices", devices)) if value is not None}
+    config = config.replace(**overrides).validate() if overrides else config
+    check_device_settings(config)
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     resume_from = _resume_path(run_dir, resume_from)
@@ -140,7 +151,6 @@ def pretrain(
     recorded = config.to_dict()
     if isinstance(data, Dataset):
         recorded["data"] = dataset.describe() if hasattr(dataset, "describe") else type(dataset).__name__
-    write_config(run_dir, recorded)
 
     monitor = _build_monitor(config, probe.images, run_dir, recorded, listeners)
     _check_probe_fits_dse(monitor.compute_tokens(module), config)
@@ -148,21 +158,50 @@ def pretrain(
     loader = _training_loader(config, dataset, module)
     trainer = _build_trainer(
         config, run_dir, [monitor, *callbacks], len(loader), logger, trainer_kwargs,
-        accelerator=accelerator, devices=devices, enable_progress_bar=enable_progress_bar,
+        enable_progress_bar=enable_progress_bar,
     )
+    if trainer.is_global_zero:  # ranks are known once the Trainer exists
+        write_config(run_dir, recorded)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume_from) if resume_from else None)
+    return _result(run_dir, config, monitor, trainer, module)
 
-    best = monitor.tracker.best  # the peak: NaN-safe, first of ties
+
+def _result(run_dir: Path, config: "PretrainConfig", monitor: Any, trainer: Any, module: Any) -> RunResult:
+    from dse_tune.runs import read_run
+
+    record = monitor.tracker.run
+    if not record.evaluations and trainer.world_size > 1 and (run_dir / LAST_CHECKPOINT).is_file():
+        # ddp_spawn trained in child processes: this process's monitor saw nothing;
+        # the run folder rank 0 wrote is the truth.
+        record = read_run(run_dir)
+    best = record.best  # the peak: NaN-safe, first of ties
     last_checkpoint = run_dir / LAST_CHECKPOINT
     return RunResult(
         run_dir=run_dir,
         config=config,
-        history=monitor.history,
+        history=record.to_dict(),
         best_checkpoint=None if best is None or best.checkpoint is None else run_dir / best.checkpoint,
         last_checkpoint=last_checkpoint if last_checkpoint.is_file() else None,
         epochs_completed=int(trainer.current_epoch),
         module=module,
+        is_global_zero=bool(trainer.is_global_zero),
     )
+
+
+def check_device_settings(config: "PretrainConfig") -> None:
+    """Refuse device settings Lightning would reject late or unclearly (ValueError naming the field)."""
+    import torch
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    strategies = {"auto", *StrategyRegistry.available_strategies()}
+    if config.strategy not in strategies:
+        raise ValueError(f"strategy {config.strategy!r} is not a Lightning strategy; choose one of {sorted(strategies)}")
+    on_cpu = config.accelerator == "cpu" or (config.accelerator == "auto" and not torch.cuda.is_available())
+    if config.precision == "16-mixed" and on_cpu:
+        raise ValueError(
+            "precision '16-mixed' needs a CUDA GPU (float16 autocast with a gradient scaler); "
+            "on CPU use precision 'bf16-mixed' or '32-true'"
+        )
 
 
 def _resolve_config(config: Any, data: str | Path | None) -> "PretrainConfig":
@@ -230,6 +269,11 @@ def _build_monitor(
         config=recorded,
         plot=True,
     )
+    # Label-free warning when the components show a known failure signature (a
+    # collapsed or regulariser-gamed run); it warns, never stops (docs/selection.md).
+    from dse_tune.signals import failure_signature_listener
+
+    monitor.add_listener(failure_signature_listener(run_name=run_dir.name))
     for listener in listeners:
         monitor.add_listener(listener)
     return monitor
@@ -268,6 +312,10 @@ def _build_trainer(
         # metrics.csv, which would lose the log of the run a resume continues.
         logger = CSVLogger(save_dir=str(run_dir), name="logs")
     arguments.update(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        precision=config.precision,
         max_epochs=config.epochs,
         callbacks=callbacks,
         logger=logger,

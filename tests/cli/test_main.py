@@ -29,7 +29,7 @@ def test_the_package_exports_main():
 
 
 def test_registry_names_every_subcommand():
-    assert list(SUBCOMMANDS) == ["pretrain", "score", "sweep", "select", "rescore", "validate", "demo", "optuna-worker"]
+    assert list(SUBCOMMANDS) == ["pretrain", "score", "track", "sweep", "select", "rescore", "validate", "demo", "optuna-worker"]
     assert all(module == f"dse_tune.cli.{name.replace('-', '_')}" for name, (module, _) in SUBCOMMANDS.items())
     parser = build_parser(commands=[])  # loads no subcommand module
     assert parser.parse_args(["optuna-worker"]).command == "optuna-worker"

@@ -90,3 +90,16 @@ def test_the_summary_reports_the_finite_peak_after_a_first_nan(tmp_path, monkeyp
     with pytest.warns(UserWarning, match="is NaN"):
         assert cli_main(argv) == 0
     assert "best DSE 0.8000 at epoch 2 (checkpoints/epoch=0002.ckpt)" in capsys.readouterr().out
+
+
+def test_device_flags_are_config_fields_and_set_works_too(tmp_path, capsys):
+    args = _parse(["--out", str(tmp_path), "--devices", "2", "--strategy", "ddp", "--precision", "bf16-mixed",
+                   "--accelerator", "cpu", "--dse-global-batch", "true"])
+    config = config_from_args(args)
+    assert (config.devices, config.strategy, config.precision, config.accelerator, config.dse_global_batch) == (
+        2, "ddp", "bf16-mixed", "cpu", True)
+    config = config_from_args(_parse(["--out", str(tmp_path), "--set", "precision=32", "--set", "devices=auto"]))
+    assert (config.precision, config.devices) == ("32", "auto")
+    assert cli_main(["pretrain", "--out", str(tmp_path / "r"), "--accelerator", "cpu", "--precision", "16-mixed"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "precision '16-mixed' needs a CUDA GPU" in err[0]

@@ -102,3 +102,15 @@ def test_weights_of_the_model_are_loaded(tmp_path, capsys):
     assert main(args + ["--probe-size", "16", "--global-clusters", "8", "--json", str(out)]) == 0
     assert math.isfinite(json.loads(out.read_text())["dse"]["score"])
     assert "warning: 1 weights missing" in capsys.readouterr().err
+
+
+def test_a_run_checkpoint_is_scored_on_the_runs_own_probe_set(tmp_path, capsys):
+    from dse_tune.runs import read_run
+    from dse_tune.ssl.pretrain import pretrain
+    from tests.tiny_configs import TINY_DINO
+
+    run_dir = tmp_path / "run"
+    pretrain({**TINY_DINO, "epochs": 2}, run_dir, logger=False, enable_progress_bar=False, accelerator="cpu")
+    out = tmp_path / "score.json"
+    assert main(["score", "--checkpoint", str(run_dir / "checkpoints" / "epoch=0001.ckpt"), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["dse"]["score"] == pytest.approx(read_run(run_dir).dse[1], abs=1e-6)

@@ -44,7 +44,8 @@ def test_cli_with_rescored_file_and_options(beta_sweep, capsys):
     rescored = beta_sweep / "rescored.json"
     rescored.write_text(json.dumps(HELD_OUT))
     code = run_cli(
-        str(beta_sweep), "--rescored", str(rescored), "--window", "1", "--top", "5", "--no-plot"
+        str(beta_sweep), "--rescored", str(rescored), "--compare", "rescored", "--window", "1", "--top", "5",
+        "--no-plot",
     )
     assert code == 0
     data = json.loads((beta_sweep / "selection.json").read_text())  # --out defaults to RUN_DIR
@@ -89,3 +90,49 @@ def test_dse_tune_cli_dispatches_select(tmp_path):
     run_dir = write_run(tmp_path / "run", [0.1, 0.5, 0.3], 0.0)
     assert main(["select", str(run_dir), "--out", str(tmp_path / "o"), "--no-plot"]) == 0
     assert (tmp_path / "o" / "selection.json").exists()
+
+
+def test_score_standardized_is_recorded(beta_sweep, tmp_path, capsys):
+    assert run_cli(str(beta_sweep), "--score", "standardized", "--out", str(tmp_path), "--no-plot") == 0
+    data = json.loads((tmp_path / "selection.json").read_text())
+    assert (data["score"], data["compare"], data["basis"]) == ("standardized", "conservative", "conservative")
+    printed = capsys.readouterr().out
+    # the fixture's components are constant: every candidate ties and the first one is kept
+    assert f"chosen: trial trial_0_beta=0, beta 0, epoch {data['best_epoch']} (basis: conservative)" in printed
+    assert "reason: highest DSE among the trials of the smallest beta (0)" in printed
+
+
+def _as_ray_sweep(folder):
+    """Mark a folder as a sweep (Tune's state file) whose own selection.json chose raw."""
+    from dse_tune.runs import SELECTION_FILE, TUNER_STATE_FILE, load_sweep
+    from dse_tune.selection import select_best, write_selection
+
+    (folder / TUNER_STATE_FILE).write_bytes(b"tuner state")
+    write_selection(select_best(load_sweep(folder), compare="raw", window=1), folder)
+    return folder / SELECTION_FILE
+
+
+def test_select_on_a_sweep_reuses_its_comparison_and_keeps_its_file(beta_sweep, capsys):
+    own = _as_ray_sweep(beta_sweep)
+    before = own.read_text()
+    assert run_cli(str(beta_sweep), "--no-plot") == 0
+    assert own.read_text() == before  # the sweep's decision is kept
+    printed = capsys.readouterr().out
+    assert "reusing the sweep's recorded comparison (compare=raw, score=raw, window=1, top=3)" in printed
+    data = json.loads((beta_sweep / "selection_cli.json").read_text())
+    assert (data["compare"], data["window"], data["best_beta"]) == ("raw", 1, 1.0)
+    assert data["best_trial"] == json.loads(before)["best_trial"]  # the same answer as the sweep
+
+    # Told otherwise: a flag overrides the recorded comparison; --out writes selection.json there.
+    assert run_cli(str(beta_sweep), "--compare", "conservative", "--no-plot") == 0
+    assert json.loads((beta_sweep / "selection_cli.json").read_text())["best_beta"] == 0.0
+    assert run_cli(str(beta_sweep), "--out", str(beta_sweep), "--no-plot") == 0
+    assert json.loads(own.read_text())["best_beta"] == 1.0  # rewritten on request only
+
+
+def test_few_label_without_labels_is_one_error_line(tmp_path, capsys):
+    run_dir = write_run(tmp_path / "run", [0.1, 0.5, 0.3], 0.0)
+    assert run_cli(str(run_dir), "--compare", "few_label") == 2
+    assert capsys.readouterr().err.splitlines() == [
+        'error: compare="few_label" needs few-label scores (argument confirmed)'
+    ]

@@ -78,7 +78,7 @@ def ray_address():
     import ray
 
     ray_worker_environment()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -173,6 +173,11 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_addr
     output, _ = first.communicate(timeout=120)
     assert first.returncode == 130, output
     assert f"continue it with: dse-tune sweep --resume {sweep_dir.resolve()}" in output
+    # The interruption is not pruning: nothing counted as saved, the trial named interrupted.
+    assert "(0% saved by pruning); 0 of 2 trials stopped early; 1 interrupted" in output
+    interrupted_summary = read_json(sweep_dir / "sweep_summary.json")
+    assert interrupted_summary["trial_epochs_saved_by_pruning"] == 0
+    assert len(interrupted_summary["interrupted_trials"]) == 1
 
     before = trials(sweep_dir)
     finished_before = {t: s for t, s in before.items() if s["trial"].get("status") == "finished"}
@@ -203,4 +208,5 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_addr
     summary = read_json(sweep_dir / "sweep_summary.json")
     assert summary["complete"] and summary["trial_epochs_run"] == 6
     assert len(read_json(sweep_dir / "selection.json")["trials"]) == 2
-    assert "trial-epochs run: 6 of 6 without pruning" in resumed.stdout
+    assert "trial-epochs run: 6 of 6 without pruning (0% saved by pruning)" in resumed.stdout
+    assert summary["trial_epochs_saved_by_pruning"] == 0 and summary["interrupted_trials"] == []

@@ -69,12 +69,12 @@ def test_select_best_with_rescoring_returns_an_existing_checkpoint(sweep, tmp_pa
     out = tmp_path / RESCORED_FILE
     rescored = rescore_sweep(sweep, held_out_size=HELD_OUT, out=out, progress=False)
     runs = load_sweep(sweep)
-    result = select_best(runs, rescored=rescored)
+    result = select_best(runs, rescored=rescored, compare="rescored")
     assert result.compare == "rescored" and result.best is not None
     assert result.best_checkpoint.is_file()
     assert result.best.chosen_rescored == max(t.chosen_rescored for t in result.trials)
     # The file says the same to the selector (paths relative to the file).
-    from_file = select_best(runs, rescored=load_rescored(out))
+    from_file = select_best(runs, rescored=load_rescored(out), compare="rescored")
     assert from_file.best_checkpoint == result.best_checkpoint
     description = json.loads((tmp_path / HELD_OUT_SET_FILE).read_text())
     assert description["held_out_probe"]["size"] == HELD_OUT
@@ -127,7 +127,7 @@ def test_load_rescored_both_formats(tmp_path, beta_sweep):  # noqa: F811  (fixtu
         )
     )
     for path in (as_dict, as_list):
-        result = select_best(load_sweep(beta_sweep), rescored=load_rescored(path))
+        result = select_best(load_sweep(beta_sweep), rescored=load_rescored(path), compare="rescored")
         assert (result.best_beta, result.best_epoch) == (0.1, 60)
     assert len(load_rescored(as_list)) == 4  # null values dropped
     as_list.write_text('[{"checkpoint": "a"}]')

@@ -47,6 +47,41 @@ def test_the_steps_compose_to_validate(tiny_run, tmp_path):
     assert write_report(report, tmp_path / "again", plot=False) == tmp_path / "again" / VALIDATION_JSON
 
 
+def test_the_report_has_the_random_init_baseline_gains_p_values_and_a_few_checkpoints_warning(
+    tiny_run, tmp_path, capsys
+):
+    report = validate(tiny_run, "synthetic", tmp_path / "out", images_per_split=8, linear_probe_kwargs={"steps": 5},
+                      progress=False)
+    baseline = report["per_run"]["dino"]["random_init"]
+    assert baseline["problem"] is None and 0.0 <= baseline["miou"] <= 1.0 and baseline["seed"] == 0
+    assert report["random_init"] == {"dino": baseline["miou"]}
+    for row in report["checkpoints"]:
+        assert row["gain_vs_random_init"] == pytest.approx(row["miou"] - baseline["miou"])
+    selection = report["per_run"]["dino"]["selection"]
+    assert selection["gain_vs_random_init"] == pytest.approx(selection["selected"]["miou"] - baseline["miou"])
+    # p-values beside tau, pooled and per run.
+    assert set(report["kendall_p"]) == set(report["kendall_tau"]) == set(SCORE_NAMES)
+    assert set(report["per_run"]["dino"]["spearman_p"]) == set(SCORE_NAMES)
+    # 3 checkpoints: the warning is in the report and on stderr.
+    warning = "run dino: tau and rho over 3 checkpoints (fewer than 8)"
+    assert any(w.startswith(warning) for w in report["reliability_warnings"])
+    assert any(w.startswith(warning) for w in report["warnings"])
+    assert warning in capsys.readouterr().err
+    assert (tmp_path / "out" / "validation.png").stat().st_size > 0
+
+
+def test_the_random_init_baseline_is_the_same_for_the_same_architecture_and_seed(tiny_run):
+    from dse_tune.evaluation.validate import random_init_baselines
+
+    runs, _, configs = load_runs(tiny_run)
+    sizes, splits_by_size = load_labelled_data(runs, configs, "synthetic", None, images_per_split=8)
+    first = random_init_baselines(runs, configs, sizes, splits_by_size, linear_probe_kwargs={"steps": 5})
+    again = random_init_baselines(runs, configs, sizes, splits_by_size, linear_probe_kwargs={"steps": 5})
+    assert first == again and first["dino"]["miou"] is not None
+    broken = random_init_baselines(runs, {"dino": {**configs["dino"], "method": "nope"}}, sizes, splits_by_size)
+    assert broken["dino"]["miou"] is None and "cannot build or score a random-init model" in broken["dino"]["problem"]
+
+
 def test_missing_image_size_names_the_run_and_the_option(tiny_run):
     runs, _, configs = load_runs(tiny_run)
     with pytest.raises(ValueError, match=r"run dino: config.json has no image_size; pass --image-size"):

@@ -64,3 +64,20 @@ def test_ibot_block_masks_patch_tokens_only():
     assert not token_mask[:, 0].any(), "the CLS token is never masked"
     assert token_mask[:, 1:].sum(dim=1).max() <= 0.5 * 16  # mask_ratio caps the masked share
     assert token_mask.any(), "some images are masked"
+
+
+@pytest.mark.parametrize("method", ["dino", "ibot", "mae", "mocov3"])
+def test_every_trainable_parameter_gets_a_gradient_so_ddp_finds_none_unused(method):
+    # DDP (without find_unused_parameters) fails when a trainable parameter gets no
+    # gradient. The cause was lightly's mask token, created by its ViT wrapper for
+    # every method but used only by iBOT: it is frozen where nothing masks with it.
+    module = build_module(tiny_config(method, batch_size=4))
+    module.teacher_temperature = lambda: 0.04  # no Trainer attached: a fixed temperature
+    scenes = SyntheticScenes(num_images=4, image_size=32, seed=0)
+    views, _ = next(iter(DataLoader(ViewsDataset(scenes, module.build_transform()), batch_size=4)))
+    loss, _, _ = module.ssl_step(list(views))
+    loss.backward()
+    unused = [name for name, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+    student = module.student_backbone if method in ("dino", "ibot") else module.backbone
+    assert student.encoder.mask_token.requires_grad == (method == "ibot")

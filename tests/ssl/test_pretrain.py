@@ -119,3 +119,26 @@ def test_a_first_nan_evaluation_leaves_the_finite_peak_in_the_summary(tmp_path, 
     assert result.best_dse == 0.8
     assert result.best_checkpoint.name == "epoch=0002.ckpt"
     assert read_run(tmp_path).best.index == 2
+
+
+def test_device_settings_are_config_fields_validated_and_recorded(tmp_path):
+    with pytest.raises(ValueError, match=r"precision must be one of \('32-true', '32', 'bf16-mixed', '16-mixed'\), got 'fp8'"):
+        PretrainConfig(precision="fp8").validate()
+    with pytest.raises(ValueError, match=r"devices must be a positive count, -1 \(all\), 'auto' or a list of device indices, got 0"):
+        PretrainConfig(devices=0).validate()
+    assert PretrainConfig.from_dict({"precision": 32, "devices": "2"}).validate().precision == "32"
+    assert PretrainConfig.from_dict({"devices": [0, 1]}).validate().devices == [0, 1]
+    with pytest.raises(ValueError, match=r"strategy 'dpp' is not a Lightning strategy"):
+        pretrain(tiny_config("dino", strategy="dpp"), tmp_path / "typo", enable_progress_bar=False, accelerator="cpu")
+    with pytest.raises(ValueError, match=r"precision '16-mixed' needs a CUDA GPU .* use precision 'bf16-mixed'"):
+        pretrain(tiny_config("dino", precision="16-mixed"), tmp_path / "fp16", enable_progress_bar=False, accelerator="cpu")
+
+
+def test_bf16_mixed_precision_trains_on_cpu_with_the_regulariser_in_float32(tmp_path):
+    config = tiny_config("dino", precision="bf16-mixed", dse_beta=0.5, epochs=1)
+    result = pretrain(config, tmp_path, enable_progress_bar=False, accelerator="cpu")
+    assert json.loads((tmp_path / "config.json").read_text())["precision"] == "bf16-mixed"
+    assert math.isfinite(result.history["evaluations"][0]["dse"])
+    with open(next((tmp_path / "logs").glob("version_*/metrics.csv")), newline="") as handle:
+        logged = [r for r in csv.DictReader(handle) if r.get("train/student_dse")]
+    assert logged and all(math.isfinite(float(r["train/student_dse"])) for r in logged)

@@ -9,6 +9,10 @@ Pieces, from the inside out:
 - :mod:`~dse_tune.integrations.ray.trainable`: :func:`pretrain_trainable`, one
   :func:`dse_tune.ssl.pretrain.pretrain` run per trial in ``SWEEP_DIR/runs/<trial_id>``
   (a run folder of :mod:`dse_tune.runs`), resumed from Tune's checkpoint after a crash.
+- :mod:`~dse_tune.integrations.ray.distributed`: a trial over several workers
+  (``resources: {workers: N, ...}``): a Ray Train ``TorchTrainer`` run from the Tune
+  trial, Lightning's Ray DDP strategy on each worker, the same run folder, reports,
+  stops and resume.
 - :mod:`~dse_tune.integrations.ray.stopper`: :class:`OptunaPrunerStopper`, a
   :class:`ray.tune.Stopper` around any Optuna pruner
   (:class:`~dse_tune.integrations.optuna.DSEDegradationPruner` by default), so the
@@ -37,7 +41,9 @@ from dse_tune.integrations.ray.trainable import (
     TRIAL_FILE,
     mark_run_stopped,
     pretrain_trainable,
+    record_verdict,
     run_dir_of_trial,
+    trial_devices,
 )
 
 __all__ = [
@@ -59,10 +65,12 @@ __all__ = [
     "param_space",
     "pretrain_trainable",
     "progress_reporter",
+    "record_verdict",
     "restore_tuner",
     "run_dir_of_trial",
     "run_sweep",
     "summarize_sweep",
     "tune_domain",
+    "trial_devices",
     "tune_resources",
 ]

@@ -10,13 +10,14 @@ holding that checkpoint. It reads nothing from Lightning: the run folder
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +81,18 @@ class TuneReporter:
         self.send_history = send_history
         self.is_global_zero = is_global_zero or _lightning_rank_is_zero
 
-    def __call__(self, evaluation: Evaluation, decision: DegradationDecision) -> None:
+    def __call__(self, evaluation: Evaluation, decision: DegradationDecision | None = None) -> None:
         if not self.is_global_zero():
             return
         run = read_run(self.run_dir)
+        with self.staged_checkpoint(evaluation, run) as staging:
+            tune.report(self.metrics(evaluation, run), checkpoint=tune.Checkpoint.from_directory(str(staging)))
+
+    @contextlib.contextmanager
+    def staged_checkpoint(self, evaluation: Evaluation, run: RunRecord) -> Iterator[Path]:
+        """A folder holding :data:`CHECKPOINT_FILE` (the evaluation's checkpoint) and
+        :data:`CHECKPOINT_STATE_FILE` (the evaluation and the history up to it), removed
+        on exit: what Tune (or Ray Train) copies into its storage."""
         source = run.checkpoint_path(evaluation)
         if source is None or not source.is_file():
             raise RuntimeError(
@@ -91,14 +100,13 @@ class TuneReporter:
                 f"({evaluation.checkpoint!r}); a Tune trial reports one per evaluation to resume "
                 "from, so keep the DSE monitor's checkpoints on"
             )
-        metrics = self.metrics(evaluation, run)
         # Staged next to the run's checkpoints, so that a hard link can stand in for a copy.
         with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=self.run_dir) as staging:
             staging = Path(staging)
             _link_or_copy(source, staging / CHECKPOINT_FILE)
             state = {"evaluation": evaluation.to_dict(), "history": run.to_dict()}
             (staging / CHECKPOINT_STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(staging)))
+            yield staging
 
     def metrics(self, evaluation: Evaluation, run: RunRecord) -> dict[str, Any]:
         """What is reported for ``evaluation`` of ``run`` (the history up to it)."""

@@ -1,12 +1,15 @@
-"""After the trials: rescore every candidate on the same held-out images, then select.
+"""After the trials: select the sweep's checkpoint and beta, and write the decision.
 
-A sweep's trials differ in ``dse_beta``, so their monitored DSE is not a fair judge
+A sweep's trials differ in ``dse_beta``, so DSE is not a fair judge across them
 (``docs/selection.md``): :func:`select_sweep` rescores every trial's candidate
-checkpoints on one held-out set (:func:`dse_tune.evaluation.rescore.rescore_sweep`), selects
-with :func:`dse_tune.selection.select_best`, and writes ``selection.json`` and
-``selection.png`` into the sweep folder. Beside a rescored choice it also keeps the
-conservative one (smallest beta only): in the CamVid study held-out rescored DSE still
-chose the worse, larger beta every time (``docs/validation.md``, section 5).
+checkpoints on one held-out set (:func:`dse_tune.evaluation.rescore.rescore_sweep`; the
+held-out values choose within each trial), then compares the trials with the default of
+:func:`dse_tune.selection.select_best`: the smallest beta (``conservative``), or, when the
+search space names a labelled folder (``selection: {confirm_with: DIR, label_images:
+32}``), the few-label probe mIoU of the shortlisted candidates
+(:func:`dse_tune.evaluation.few_label.confirm_candidates`). ``selection.json`` records
+the basis of the decision; beside a few-label decision the label-free conservative one
+is kept in :attr:`SweepChoice.conservative`.
 
 Example:
     >>> import tempfile
@@ -49,7 +52,7 @@ class SweepChoice:
     result: SelectionResult | None = None
     #: Held-out DSE per candidate checkpoint; None without rescoring.
     rescored: Mapping[str, float] | None = None
-    #: The smallest-beta choice, beside a rescored one (None otherwise).
+    #: The label-free smallest-beta choice, beside a few-label one (None otherwise).
     conservative: SelectionResult | None = None
     written: tuple[Path, ...] = ()
 
@@ -81,17 +84,36 @@ def select_sweep(
     rescored = None
     if rescore:
         rescored = rescore_candidates(sweep_dir, spec, rescore_data, rescore_splits, rescore_size, log=log)
-    result = selection.select_best(runs, window=spec.window, top=spec.top, rescored=rescored)
+    confirmed, parameters = _confirm(runs, spec, log)
+    result = selection.select_best(
+        runs, window=spec.window, top=spec.top, rescored=rescored, confirmed=confirmed, parameters=parameters
+    )
     written = (
         selection.write_selection(result, sweep_dir),
         plot_selection(result, sweep_dir / SELECTION_PLOT),
     )
     conservative = None
-    if result.best is not None and result.compare == "rescored":
+    if result.best is not None and result.compare != "conservative":
         conservative = selection.select_best(
             runs, window=spec.window, top=spec.top, rescored=rescored, compare="conservative"
         )
     return SweepChoice(runs, result, rescored, conservative, written)
+
+
+def _confirm(runs: Sequence[RunRecord], spec: SweepSpec, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+    """Few-label probe mIoU of the shortlisted candidates when the space names a labelled
+    folder (``selection.confirm_with``); (None, {}) otherwise."""
+    folder = getattr(spec, "confirm_with", None)
+    if folder is None:
+        return None, {}
+    from dse_tune.evaluation.few_label import confirm_candidates
+
+    scores = confirm_candidates(runs, folder, label_images=spec.label_images, window=spec.window, top=spec.top,
+                                progress=False)
+    log(f"few-label confirmation: {len(scores.values)} candidate(s) probed with {scores.labels_used} labelled images")
+    parameters = {"confirm_with": folder, "label_images": spec.label_images, "labels_used": scores.labels_used,
+                  "few_label_images": scores.description, "few_label_problems": scores.problems}
+    return scores.values, parameters
 
 
 def rescore_candidates(

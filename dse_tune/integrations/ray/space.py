@@ -25,7 +25,10 @@ from ray import tune
 if TYPE_CHECKING:
     from dse_tune.search_space import Dimension, Resources, SweepSpec
 
-__all__ = ["param_space", "tune_domain", "tune_resources"]
+__all__ = ["DRIVER_CPU", "param_space", "tune_domain", "tune_resources"]
+
+#: What the Tune trial of a multi-worker trial (a driver that waits) holds.
+DRIVER_CPU = 0.01
 
 
 def tune_domain(dimension: Dimension) -> Any:
@@ -52,5 +55,19 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
 
 
 def tune_resources(resources: Resources) -> dict[str, float]:
-    """Per-trial resources as ``tune.with_resources`` takes them."""
+    """Per-trial resources as ``tune.with_resources`` takes them.
+
+    A trial over several workers is a driver that holds almost nothing (Tune refuses a
+    trial without any resource): its ``TorchTrainer`` reserves the workers' CPUs and
+    GPUs itself (Ray Train V2), so Tune must not hold them a second time
+    (:mod:`~dse_tune.integrations.ray.distributed`); ``max_concurrent_trials`` bounds
+    how many such runs compete for the cluster.
+
+    Example:
+        >>> from dse_tune.search_space import Resources
+        >>> tune_resources(Resources(cpu=8, gpu=1, workers=4))
+        {'cpu': 0.01, 'gpu': 0.0}
+    """
+    if resources.distributed:
+        return {"cpu": DRIVER_CPU, "gpu": 0.0}
     return {"cpu": resources.cpu, "gpu": resources.gpu}

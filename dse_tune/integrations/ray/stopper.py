@@ -50,15 +50,22 @@ class OptunaPrunerStopper(tune.Stopper):
         mode: ``"max"`` (DSE) or ``"min"``; the study direction, which
             ``DSEDegradationPruner`` honours by negating values for ``"min"``.
         step_key: the result key used as the Optuna step (default ``"evaluation"``, a
-            0-based count of evaluations).
+            0-based count of evaluations). A result that carries the metric but not
+            ``step_key`` is stepped by Tune's ``training_iteration`` (1-based, so step
+            ``training_iteration - 1``): a trainable that reports a bare ``dse`` is still
+            judged, never silently ignored. A result with neither raises
+            :class:`KeyError` naming both keys.
         history_key: a result may carry the metric's values so far under this key
             (a list indexed by step); they fill steps this stopper missed (a sweep
             restored from its saved state). None to ignore.
         on_stop: called as ``on_stop(trial_id, result, reason)`` when a trial is
             stopped (must be picklable: Tune saves the stopper with the sweep).
 
-    Results without ``metric`` or ``step_key`` are ignored. A stopped trial stays
-    stopped. ``stopped`` maps trial ids to :class:`StopRecord`.
+    Results without ``metric`` are ignored (nothing to judge). A stopped trial stays
+    stopped. ``stopped`` maps trial ids to :class:`StopRecord`; ``on_decision``, when
+    given, is called as ``on_decision(trial_id, result, stop, reason)`` after every
+    judged result (the multi-worker trials wait for it, see
+    :mod:`~dse_tune.integrations.ray.distributed`).
 
     Example:
         >>> stopper = OptunaPrunerStopper()  # DSEDegradationPruner(): warm-up 5, patience 3
@@ -67,6 +74,12 @@ class OptunaPrunerStopper(tune.Stopper):
         [False, True]
         >>> stopper.stopped["t1"].step
         9
+
+    A bare ``dse`` report is stepped by Tune's ``training_iteration``:
+
+        >>> bare = OptunaPrunerStopper()
+        >>> [bare("t2", {"training_iteration": i + 1, "dse": v}) for i, v in enumerate(dse)][-1]
+        True
     """
 
     def __init__(
@@ -78,6 +91,7 @@ class OptunaPrunerStopper(tune.Stopper):
         step_key: str = "evaluation",
         history_key: str | None = "dse_history",
         on_stop: Callable[[str, Mapping[str, Any], str], None] | None = None,
+        on_decision: Callable[[str, Mapping[str, Any], bool, str | None], None] | None = None,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -91,6 +105,7 @@ class OptunaPrunerStopper(tune.Stopper):
         self.step_key = step_key
         self.history_key = history_key
         self.on_stop = on_stop
+        self.on_decision = on_decision
         # Plain records survive pickling (Tune saves stoppers with the experiment);
         # the Optuna study is rebuilt from them on demand.
         self._values: dict[str, dict[int, float]] = {}
@@ -112,27 +127,50 @@ class OptunaPrunerStopper(tune.Stopper):
         if isinstance(history, (list, tuple)):
             for step, value in enumerate(history):
                 values[step] = _as_float(value)
-        step, value = result.get(self.step_key), result.get(self.metric)
-        if step is None or value is None:
+        value = result.get(self.metric)
+        if value is None:
             return False
-        values[int(step)] = _as_float(value)
+        step = self.step_of(result)
+        values[step] = _as_float(value)
 
         study = self._ensure_study()
         optuna_id = self._optuna_trial(trial_id)
         for known_step, known_value in values.items():
             self._storage.set_trial_intermediate_value(optuna_id, known_step, known_value)
         if result.get("done"):
-            self._finish(trial_id, "complete", values[int(step)])
+            self._finish(trial_id, "complete", values[step])
+            self._decided(trial_id, result, False, None)
             return False
         frozen = self._storage.get_trial(optuna_id)
         if not self.pruner.prune(study, frozen):
+            self._decided(trial_id, result, False, None)
             return False
-        reason = self._reason(study, frozen, int(step))
+        reason = self._reason(study, frozen, step)
         self._finish(trial_id, "pruned")
-        self.stopped[trial_id] = StopRecord(trial_id, int(step), reason)
+        self.stopped[trial_id] = StopRecord(trial_id, step, reason)
         if self.on_stop is not None:
             self.on_stop(trial_id, result, reason)
+        self._decided(trial_id, result, True, reason)
         return True
+
+    def step_of(self, result: Mapping[str, Any]) -> int:
+        """The Optuna step of ``result``: ``result[step_key]``, else Tune's
+        ``training_iteration - 1``; :class:`KeyError` naming both when neither is there."""
+        step = result.get(self.step_key)
+        if step is not None:
+            return int(step)
+        iteration = result.get("training_iteration")
+        if iteration is not None:
+            return int(iteration) - 1
+        raise KeyError(
+            f"{type(self).__name__}: a result with {self.metric!r} has neither {self.step_key!r} "
+            f"nor Tune's 'training_iteration', so no step to judge it at: report {self.step_key!r} "
+            f"or pass step_key=... (result keys: {sorted(result)})"
+        )
+
+    def _decided(self, trial_id: str, result: Mapping[str, Any], stop: bool, reason: str | None) -> None:
+        if self.on_decision is not None:
+            self.on_decision(trial_id, result, stop, reason)
 
     def stop_all(self) -> bool:
         return False

@@ -15,9 +15,9 @@ Example:
     >>> summary = summarize_sweep(sweep)
     >>> trial = summary.trials[0]
     >>> trial.status, trial.epochs_run, trial.best_dse
-    ('unfinished', 3, 0.4)
-    >>> summary.describe()
-    'trial-epochs run: 3 of 10 without pruning (70% saved); 0 of 1 trials stopped early'
+    ('interrupted', 3, 0.4)
+    >>> summary.describe()  # an interruption is not pruning: nothing saved
+    'trial-epochs run: 3 of 10 without pruning (0% saved by pruning); 0 of 1 trials stopped early; 1 interrupted (7 trial-epochs still to run: dse-tune sweep --resume)'
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class TrialSummary:
     trial_id: str
     run_dir: Path
     #: ``finished``, ``stopped`` (pruner or the run's own rule), ``failed`` (retries
-    #: exhausted) or ``unfinished`` (interrupted, or still running).
+    #: exhausted) or ``interrupted`` (the sweep ended before the trial did, or it is
+    #: still running: resume continues it). Only ``stopped`` counts as pruning.
     status: str
     epochs_configured: int | None
     epochs_run: int
@@ -60,6 +61,21 @@ class TrialSummary:
     @property
     def stopped_early(self) -> bool:
         return self.status == "stopped"
+
+    @property
+    def epochs_saved(self) -> int:
+        """Epochs pruning spared this trial: configured minus run, for a stopped trial
+        only (an interrupted or failed trial saved nothing; it just has not run them)."""
+        if not self.stopped_early or self.epochs_configured is None:
+            return 0
+        return max(0, int(self.epochs_configured) - self.epochs_run)
+
+    @property
+    def epochs_left(self) -> int:
+        """Epochs an interrupted trial still has to run (0 for any other status)."""
+        if self.status != "interrupted" or self.epochs_configured is None:
+            return 0
+        return max(0, int(self.epochs_configured) - self.epochs_run)
 
 
 @dataclass(frozen=True)
@@ -80,20 +96,37 @@ class SweepSummary:
         return sum(t.epochs_configured or 0 for t in self.trials)
 
     @property
+    def trial_epochs_saved(self) -> int:
+        """Trial-epochs pruning saved: stopped trials only (never an interruption)."""
+        return sum(t.epochs_saved for t in self.trials)
+
+    @property
+    def interrupted(self) -> tuple[TrialSummary, ...]:
+        return tuple(t for t in self.trials if t.status == "interrupted")
+
+    @property
     def complete(self) -> bool:
         """Every expected trial has finished, been stopped, or failed for good."""
         done = sum(t.status in ("finished", "stopped", "failed") for t in self.trials)
         return done >= (self.expected_trials or len(self.trials)) and done == len(self.trials)
 
     def describe(self) -> str:
-        """One line: trial-epochs run versus without pruning."""
+        """One line: trial-epochs run versus without pruning, what pruning saved (real
+        stops only) and, apart, the interrupted trials."""
         run, full = self.trial_epochs_run, self.trial_epochs_without_pruning
-        saved = f" ({1 - run / full:.0%} saved)" if full else ""
+        saved = f" ({self.trial_epochs_saved / full:.0%} saved by pruning)" if full else ""
         stopped = sum(t.stopped_early for t in self.trials)
-        return (
+        line = (
             f"trial-epochs run: {run} of {full} without pruning{saved}; "
             f"{stopped} of {len(self.trials)} trials stopped early"
         )
+        if self.interrupted:
+            left = sum(t.epochs_left for t in self.interrupted)
+            line += (
+                f"; {len(self.interrupted)} interrupted ({left} trial-epochs still to run: "
+                "dse-tune sweep --resume)"
+            )
+        return line
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +135,8 @@ class SweepSummary:
             "expected_trials": self.expected_trials,
             "trial_epochs_run": self.trial_epochs_run,
             "trial_epochs_without_pruning": self.trial_epochs_without_pruning,
+            "trial_epochs_saved_by_pruning": self.trial_epochs_saved,
+            "interrupted_trials": [t.trial_id for t in self.interrupted],
             "trials": [
                 {
                     "trial_id": t.trial_id,
@@ -130,7 +165,9 @@ def summarize_sweep(
 
     Epochs run: the completed epochs of a finished trial, else one past the epoch of its
     last DSE evaluation (a stopped trial stops right after an evaluation). Epochs
-    repeated by a retry after a crash are not counted. ``errored_trial_dirs``: names of
+    repeated by a retry after a crash are not counted. Only trials the pruner (or the
+    run's own rule) stopped count as saved compute: an interrupted trial is
+    ``interrupted``, its epochs still to run are not savings. ``errored_trial_dirs``: names of
     Tune trial folders whose trial failed for good (``Result.error``).
     """
     sweep_dir = Path(sweep_dir)
@@ -150,12 +187,12 @@ def summarize_trial(run_dir: Path, errored_trial_dirs: Iterable[str] = ()) -> Tr
         config = read_config(run_dir)
     except (OSError, ValueError):
         config = dict(run.config)
-    status = state.get("status", "unfinished")
+    status = state.get("status", "interrupted")
     if run.stopped_early:
         status = "stopped"
-    elif status == "running":
+    elif status in ("running", "interrupted"):
         # Tune's trial folder names contain the trial id.
-        status = "failed" if any(run_dir.name in name for name in errored_trial_dirs) else "unfinished"
+        status = "failed" if any(run_dir.name in name for name in errored_trial_dirs) else "interrupted"
     last = run.evaluations[-1] if run.evaluations else None
     last_epoch = 0 if last is None else (last.index if last.epoch is None else last.epoch) + 1
     epochs_run = state.get("epochs_completed") if status in ("finished", "stopped") else None

@@ -44,7 +44,7 @@ from dse_tune.integrations.ray.sweep_folder import (
     save_sweep_record,
     saved_data,
 )
-from dse_tune.integrations.ray.trainable import mark_run_stopped, pretrain_trainable, write_json
+from dse_tune.integrations.ray.trainable import mark_run_stopped, pretrain_trainable, record_verdict, write_json
 from dse_tune.runs import TUNER_STATE_FILE, is_sweep
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ def build_tuner(
     progress_reporter: Any = None,
     tune_callbacks: Sequence[tune.Callback] = (),
     verbose: int = 1,
+    trial_listeners: Sequence[Any] = (),
 ) -> tune.Tuner:
     """A :class:`ray.tune.Tuner` for ``spec`` that writes the sweep into ``sweep_dir``.
 
@@ -90,7 +91,10 @@ def build_tuner(
     (``algorithm: optuna``) or Tune's variant generator (``random``, grids). Stopping:
     :class:`OptunaPrunerStopper` around the spec's pruner. Tune keeps
     ``checkpoints_to_keep`` checkpoints per trial, best DSE first, and retries a failed
-    trial ``max_failures`` times from its latest one.
+    trial ``max_failures`` times from its latest one. ``resources.workers > 1`` makes each
+    trial a Ray Train ``TorchTrainer`` over that many DDP workers
+    (:mod:`~dse_tune.integrations.ray.distributed`); ``trial_listeners`` are extra run
+    listeners of every trial.
 
     The normalized search space and the data are saved into ``sweep_dir`` so that
     :func:`restore_tuner` can continue the sweep. Ray must be initialized (see
@@ -106,7 +110,7 @@ def build_tuner(
     save_sweep_record(spec, sweep_dir, data)
     search_alg, max_concurrent = _search_algorithm(spec)
     return tune.Tuner(
-        _trainable_for(spec, data, trial_callbacks),
+        _trainable_for(spec, data, trial_callbacks, trial_listeners),
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
             metric=METRIC,
@@ -115,8 +119,9 @@ def build_tuner(
             num_samples=spec.num_samples,
             max_concurrent_trials=max_concurrent,
             # A new trial reuses a finished trial's worker: no second start-up (imports,
-            # CUDA context) per trial.
-            reuse_actors=True,
+            # CUDA context) per trial. Not a multi-worker trial's driver: a stopped one is
+            # ended with its actor, which takes its Ray Train run down with it.
+            reuse_actors=not spec.resources.distributed,
         ),
         run_config=tune.RunConfig(
             name=sweep_dir.name,
@@ -140,6 +145,7 @@ def restore_tuner(
     *,
     data: str | None = None,
     trial_callbacks: Sequence[pl.Callback] = (),
+    trial_listeners: Sequence[Any] = (),
 ) -> tuple[tune.Tuner, SweepSpec]:
     """Continue an interrupted sweep: unfinished and errored trials resume from their
     latest checkpoints; finished (and stopped) trials are kept as they are.
@@ -153,7 +159,7 @@ def restore_tuner(
     data = absolute_data(data) if data is not None else saved_data(sweep_dir)
     tuner = tune.Tuner.restore(
         str(sweep_dir),
-        _trainable_for(spec, data, trial_callbacks),
+        _trainable_for(spec, data, trial_callbacks, trial_listeners),
         resume_unfinished=True,
         resume_errored=True,
     )
@@ -170,6 +176,7 @@ def run_sweep(
     progress_reporter: Any = None,
     tune_callbacks: Sequence[tune.Callback] = (),
     verbose: int = 1,
+    trial_listeners: Sequence[Any] = (),
 ) -> SweepSummary:
     """Run (or with ``resume`` continue) a sweep and summarize it.
 
@@ -180,7 +187,9 @@ def run_sweep(
     """
     sweep_dir = Path(sweep_dir).resolve()
     if resume:
-        tuner, spec = restore_tuner(sweep_dir, data=data, trial_callbacks=trial_callbacks)
+        tuner, spec = restore_tuner(
+            sweep_dir, data=data, trial_callbacks=trial_callbacks, trial_listeners=trial_listeners
+        )
     else:
         if spec is None:
             raise ValueError("spec is required unless resume=True")
@@ -192,6 +201,7 @@ def run_sweep(
             progress_reporter=progress_reporter,
             tune_callbacks=tune_callbacks,
             verbose=verbose,
+            trial_listeners=trial_listeners,
         )
     with _classic_output():
         result_grid = tuner.fit()
@@ -226,14 +236,28 @@ def _search_algorithm(spec: SweepSpec) -> tuple[Any, int | None]:
     return BasicVariantGenerator(random_state=spec.sampler_seed, max_concurrent=spec.max_concurrent_trials or 0), None
 
 
-def _trainable_for(spec: SweepSpec, data: str | None, trial_callbacks: Sequence[pl.Callback]) -> Any:
-    trainable = tune.with_parameters(
-        pretrain_trainable,
-        base_config=spec.base_config(),
-        data=data,
-        accelerator=spec.resources.accelerator,
-        callbacks=list(trial_callbacks),
-    )
+def _trainable_for(
+    spec: SweepSpec, data: str | None, trial_callbacks: Sequence[pl.Callback], trial_listeners: Sequence[Any] = ()
+) -> Any:
+    """One process per trial (function trainable), or a Ray Train run over its workers."""
+    common = {
+        "base_config": spec.base_config(),
+        "data": data,
+        "callbacks": list(trial_callbacks),
+        "listeners": list(trial_listeners),
+    }
+    if spec.resources.distributed:
+        from dse_tune.integrations.ray.distributed import distributed_pretrain_trainable
+
+        trainable = tune.with_parameters(
+            distributed_pretrain_trainable,
+            resources=spec.resources,
+            wait_for_verdicts=spec.pruner is not None,
+            checkpoints_to_keep=spec.checkpoints_to_keep,
+            **common,
+        )
+    else:
+        trainable = tune.with_parameters(pretrain_trainable, gpu=spec.resources.gpu, **common)
     return tune.with_resources(trainable, tune_resources(spec.resources))
 
 
@@ -241,7 +265,7 @@ def _stopper_for(spec: SweepSpec) -> OptunaPrunerStopper | None:
     pruner = build_pruner(spec.pruner)
     if pruner is None:
         return None
-    return OptunaPrunerStopper(pruner, metric="dse", mode="max", on_stop=mark_run_stopped)
+    return OptunaPrunerStopper(pruner, metric="dse", mode="max", on_stop=mark_run_stopped, on_decision=record_verdict)
 
 
 def _available_cpus() -> int:

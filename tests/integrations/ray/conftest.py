@@ -16,6 +16,7 @@ def ray_session():
     ray_worker_environment()
     # Tiny trials checkpoint every second; Tune would warn about snapshot frequency.
     os.environ["TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a fresh cluster even when another one runs on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

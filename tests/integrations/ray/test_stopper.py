@@ -171,3 +171,55 @@ def test_stopper_arguments_are_checked():
         OptunaPrunerStopper(mode="maximize")
     with pytest.raises(TypeError, match="pruner must be an optuna pruner, got DegradationRule"):
         OptunaPrunerStopper(DegradationRule())
+
+
+# --------------------------------------------------------------------------- bare reports (issue 11.7)
+
+#: A trainable's DSE falling 0.727 -> 0.537 over 8 iterations (what the issue saw run to
+#: the end with ``stopped: {}``).
+FALLING = [0.727, 0.7, 0.673, 0.646, 0.618, 0.591, 0.564, 0.537]
+
+
+def test_a_bare_dse_report_is_stepped_by_training_iteration():
+    stopper = OptunaPrunerStopper()
+    index = next(
+        (i for i, v in enumerate(FALLING) if stopper("t", {"training_iteration": i + 1, "dse": v})), None
+    )
+    assert index == first_stop_index(FALLING, DegradationRule()) == 4
+    assert stopper.stopped["t"].step == 4 and stopper.stopped["t"].reason.startswith("degraded")
+
+
+def test_a_result_with_the_metric_but_no_step_at_all_raises_naming_the_keys():
+    stopper = OptunaPrunerStopper()
+    with pytest.raises(KeyError, match="neither 'evaluation' nor Tune's 'training_iteration'"):
+        stopper("t", {"dse": 0.5})
+
+
+def bare_dse_trainable(config):
+    from ray import tune
+
+    for value in FALLING:
+        tune.report({"dse": value})  # no "evaluation" key
+
+
+@pytest.mark.slow
+def test_tune_stops_a_trainable_that_reports_a_bare_dse(ray_session, tmp_path):
+    from ray import tune
+
+    stopper = OptunaPrunerStopper()
+    tuner = tune.Tuner(
+        bare_dse_trainable,
+        run_config=tune.RunConfig(name="bare", storage_path=str(tmp_path), stop=stopper, verbose=0),
+    )
+    (result,) = tuner.fit()
+    assert result.metrics["training_iteration"] == 5, "stopped at the 5th report (step 4), not run to the end"
+    (record,) = stopper.stopped.values()
+    assert record.step == 4 and record.reason.startswith("degraded")
+
+
+def test_every_judged_result_is_announced_to_on_decision():
+    calls = []
+    stopper = OptunaPrunerStopper(on_decision=lambda *args: calls.append(args))
+    first_stopped_index(stopper, RISE_PEAK_FALL)
+    assert [stop for _, _, stop, _ in calls] == [False] * 9 + [True]
+    assert calls[-1][3].startswith("degraded") and calls[0][3] is None

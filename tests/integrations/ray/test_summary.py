@@ -8,7 +8,7 @@ import math
 
 import dse_tune.integrations.ray.summary as summary_module
 from dse_tune.integrations.ray import RUNS_DIR, TRIAL_FILE, summarize_sweep
-from dse_tune.runs import CONFIG_FILE, HISTORY_FILE, RunRecord, write_config, write_run
+from dse_tune.runs import CONFIG_FILE, HISTORY_FILE, RunRecord, mark_stopped, write_config, write_run
 
 
 def test_docstring_examples():
@@ -26,10 +26,15 @@ def test_summary_of_an_unfinished_sweep(tmp_path):
     (run_dir / TRIAL_FILE).write_text(json.dumps({"status": "running", "attempts": [{"node_id": "n1"}]}))
     summary = summarize_sweep(tmp_path)
     (trial,) = summary.trials
-    assert (trial.status, trial.epochs_run, trial.epochs_configured, trial.node_ids) == ("unfinished", 4, 10, ("n1",))
+    assert (trial.status, trial.epochs_run, trial.epochs_configured, trial.node_ids) == ("interrupted", 4, 10, ("n1",))
     assert not summary.complete
     assert summarize_sweep(tmp_path, errored_trial_dirs=["pretrain_trainable_abc_00000_0_x=1"]).trials[0].status == "failed"
-    assert summary.describe() == "trial-epochs run: 4 of 10 without pruning (60% saved); 0 of 1 trials stopped early"
+    # The interruption is not pruning: nothing saved, 6 epochs still to run.
+    assert summary.trial_epochs_saved == 0 and trial.epochs_left == 6
+    assert summary.describe() == (
+        "trial-epochs run: 4 of 10 without pruning (0% saved by pruning); 0 of 1 trials stopped early; "
+        "1 interrupted (6 trial-epochs still to run: dse-tune sweep --resume)"
+    )
 
 
 def test_a_trial_whose_first_evaluation_is_nan_shows_its_finite_peak(tmp_path):
@@ -57,5 +62,28 @@ def test_a_trial_without_a_history_yet_has_no_evaluations(tmp_path):
 
     trials = {t.trial_id: t for t in summarize_sweep(tmp_path).trials}
     assert (trials["starting"].evaluations, trials["starting"].epochs_run, trials["starting"].epochs_configured) == (0, 0, 3)
-    assert trials["broken"].evaluations == 0 and trials["broken"].status == "unfinished"
+    assert trials["broken"].evaluations == 0 and trials["broken"].status == "interrupted"
     assert summarize_sweep(tmp_path / "missing").trials == ()
+
+
+def test_only_real_stops_count_as_pruning_savings(tmp_path):
+    # The case: one trial stopped by the pruner, one interrupted by Ctrl-C.
+    stopped = tmp_path / RUNS_DIR / "stopped"
+    write_run(stopped, RunRecord.from_values("stopped", [0.5, 0.6, 0.4], config={"epochs": 4}))
+    mark_stopped(stopped, "degraded")
+    (stopped / TRIAL_FILE).write_text(json.dumps({"status": "stopped", "epochs_completed": 3, "attempts": [{}]}))
+    interrupted = tmp_path / RUNS_DIR / "interrupted"
+    write_run(interrupted, RunRecord.from_values("interrupted", [0.5], config={"epochs": 4}))
+    (interrupted / TRIAL_FILE).write_text(json.dumps({"status": "running", "attempts": [{}]}))
+
+    summary = summarize_sweep(tmp_path)
+    by_id = {t.trial_id: t for t in summary.trials}
+    assert (by_id["stopped"].status, by_id["stopped"].epochs_saved) == ("stopped", 1)
+    assert (by_id["interrupted"].status, by_id["interrupted"].epochs_saved) == ("interrupted", 0)
+    assert summary.trial_epochs_saved == 1
+    assert summary.describe() == (
+        "trial-epochs run: 4 of 8 without pruning (12% saved by pruning); 1 of 2 trials stopped early; "
+        "1 interrupted (3 trial-epochs still to run: dse-tune sweep --resume)"
+    )
+    written = summary.to_dict()
+    assert written["trial_epochs_saved_by_pruning"] == 1 and written["interrupted_trials"] == ["interrupted"]

@@ -116,7 +116,7 @@ def test_sweep_reports_checkpoints_stops_and_selects(ray_session, tmp_path, caps
 
     # Selection over every trial, stopped ones included as candidates.
     selection = json.loads((sweep_dir / "selection.json").read_text())
-    assert len(selection["trials"]) == 2 and selection["compare"] == "rescored"
+    assert len(selection["trials"]) == 2 and selection["compare"] == "conservative"  # the safe default (issue 11)
     assert all(t["candidates"] for t in selection["trials"])
     assert any(t["stopped_early"] for t in selection["trials"])
     assert Path(selection["best_checkpoint"]).is_file()

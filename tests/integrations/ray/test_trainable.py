@@ -89,3 +89,49 @@ def test_a_killed_trial_resumes_from_its_last_checkpoint(ray_session, tmp_path):
     assert sorted(p.name for p in (run_dir / "logs").iterdir()) == ["version_0", "version_1"]
     assert summary.trials[0].attempts == 2 and summary.trials[0].status == "finished"
     assert summary.complete and summary.trial_epochs_run == summary.trial_epochs_without_pruning == 4
+
+
+class CrashBeforeTuneHears:
+    """A run listener (called before the Tune reporter): log every evaluation computed,
+    and on the first attempt kill the process right after ``evaluation`` is recorded in
+    the run folder (checkpoint saved, history written) but before Tune hears of it, as a
+    hard interruption does between the run folder and Tune's saved state."""
+
+    def __init__(self, evaluation: int, log: Path) -> None:
+        self.evaluation = evaluation
+        self.log = log
+
+    def __call__(self, evaluation, decision) -> None:
+        with self.log.open("a") as log:
+            log.write(f"{evaluation.index}\n")
+        if evaluation.index == self.evaluation and not self.log.with_suffix(".crashed").exists():
+            self.log.with_suffix(".crashed").write_text(str(os.getpid()))
+            os._exit(1)
+
+
+@pytest.mark.slow
+def test_a_resumed_trial_retrains_no_evaluation_tune_never_heard_of(ray_session, tmp_path):
+    spec = load_search_space(
+        write_space(
+            tmp_path / "unheard.yaml",
+            pretrain={"epochs": 4},
+            pruner={"type": "dse_degradation", "warmup": 5},
+            storage={"max_failures": 1, "checkpoints_to_keep": 1},
+        )
+    )
+    log = tmp_path / "evaluations.log"
+    summary = run_sweep(spec, tmp_path / "sweep", trial_listeners=[CrashBeforeTuneHears(1, log)], verbose=0)
+
+    assert log.with_suffix(".crashed").exists(), "the first attempt was killed"
+    # Every evaluation was computed exactly once: evaluation 1, done before the crash
+    # but never reported, was not trained again.
+    assert log.read_text().split() == ["0", "1", "2", "3"]
+    ((trial_id, rows),) = tune_results(tmp_path / "sweep").items()
+    run_dir = tmp_path / "sweep" / RUNS_DIR / trial_id
+    first, second = json.loads((run_dir / TRIAL_FILE).read_text())["attempts"]
+    assert first["resumed_from_evaluation"] is None and second["resumed_from_evaluation"] == 1
+    assert [(e["index"], e["epoch"]) for e in history(run_dir)["evaluations"]] == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    # Tune heard of evaluation 1 from the resumed attempt, with the history it missed.
+    assert [r["evaluation"] for r in rows][-3:] == [1, 2, 3]
+    assert rows[-3]["dse_history"] == pytest.approx([e["dse"] for e in history(run_dir)["evaluations"][:2]])
+    assert summary.trials[0].status == "finished" and summary.trial_epochs_saved == 0

@@ -1,0 +1,166 @@
+"""What a tracked run records in ``config.json``, and how to read its checkpoints again.
+
+A run written by ``dse-tune track`` (:mod:`dse_tune.tracking`) stores its probe set with
+the keys of a ``dse-tune pretrain`` run (:class:`ProbeSettings`: ``data``, ``splits``,
+``probe_size``, ``image_size``, ``probe_seed``, ``synthetic_size``, ``seed``) and, under
+``"tracked"``, how its checkpoint files are read (:class:`ReadSettings`, plus the format
+and prefix the first file matched). :func:`model_loader_for_run` turns that back into a
+model loader, so that ``dse-tune validate`` and ``dse-tune score`` rebuild the same
+network and the same probe images.
+
+Example:
+    >>> probe = ProbeSettings.from_config({"data": "synthetic", "probe_size": 16, "image_size": 32})
+    >>> probe.probe_size, probe.image_size, probe.build(32).images.shape
+    (16, 32, torch.Size([16, 3, 32, 32]))
+    >>> ReadSettings.from_config({"arch": "resnet18", "layer": "all"}).history_layer
+    -1
+    >>> import tempfile; model_loader_for_run(tempfile.mkdtemp()) is None  # not a tracked run
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from dse_tune.runs import read_config
+
+__all__ = ["TRACKED_KEY", "LayerTokens", "ProbeSettings", "ReadSettings", "model_loader_for_run"]
+
+#: The config.json key holding how a tracked run's checkpoints are read.
+TRACKED_KEY = "tracked"
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """The probe set, with the config keys of a ``dse-tune pretrain`` run.
+
+    ``image_size=None``: the architecture's (``img_size`` of the arch kwargs, else its
+    default input size). ``seed`` selects the synthetic scenes, ``probe_seed`` seeds
+    the DSE k-means.
+    """
+
+    data: str = "synthetic"
+    splits: tuple[str, ...] | None = None
+    probe_size: int = 64
+    image_size: int | None = None
+    probe_seed: int = 0
+    synthetic_size: int = 512
+    seed: int = 0
+
+    def to_config(self) -> dict[str, Any]:
+        config = dataclasses.asdict(self)
+        config["splits"] = None if self.splits is None else list(self.splits)
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> ProbeSettings:
+        """The settings a run recorded (absent keys keep the defaults); ``overrides`` that
+        are not None win."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {key: config[key] for key in names if config.get(key) is not None}
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        if values.get("splits") is not None:
+            values["splits"] = tuple(values["splits"])
+        values["data"] = str(values.get("data", "synthetic"))
+        return cls(**values)
+
+    def build(self, image_size: int) -> Any:
+        """The :class:`~dse_tune.ssl.data.ProbeSet` (as ``dse-tune pretrain`` builds it).
+        Every probe image is read here: a broken one fails before any scoring."""
+        from dse_tune.ssl.data import build_probe_set, open_dataset
+
+        dataset = open_dataset(self.data, splits=self.splits, synthetic_size=self.synthetic_size, seed=self.seed)
+        return build_probe_set(dataset, size=self.probe_size, image_size=self.image_size or image_size)
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """How a run's checkpoints are read: see :func:`dse_tune.checkpoints.load_backbone`.
+
+    ``layer``: -1 (last block with the final norm), a block index, or ``"all"`` (the
+    history holds -1; every block is scored into :data:`LAYERS_FILE`).
+    """
+
+    arch: str
+    arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    format: str = "auto"
+    prefix: str | None = None
+    allow_missing: tuple[str, ...] = ()
+    layer: int | str = -1
+    trust: bool = False
+
+    def to_config(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "arch_kwargs": dict(self.arch_kwargs), "allow_missing": list(self.allow_missing)}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ReadSettings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in config.items() if key in names}
+        values["allow_missing"] = tuple(values.get("allow_missing") or ())
+        return cls(**values)
+
+    @property
+    def history_layer(self) -> int:
+        return -1 if self.layer == "all" else int(self.layer)
+
+
+def model_loader_for_run(run_dir: str | Path) -> Callable[..., Any] | None:
+    """For a tracked run: ``load(path, map_location="cpu") -> model`` rebuilding the
+    architecture and loading a checkpoint the way ``dse-tune track`` read it (its
+    ``dense_tokens`` are the tracked layer's); None for other runs.
+
+    ``dse-tune validate`` uses it in place of :func:`dse_tune.ssl.methods.load_checkpoint`.
+    """
+    config = read_config(run_dir)
+    tracked = config.get(TRACKED_KEY)
+    if not isinstance(tracked, Mapping):
+        return None
+    read = ReadSettings.from_config(tracked)
+    spec = tracked.get("format_found") or read.format
+
+    def load(path: str | Path, map_location: Any = "cpu") -> Any:
+        from dse_tune.checkpoints import build_architecture, load_backbone
+
+        model = build_architecture(read.arch, read.arch_kwargs)
+        load_backbone(model, path, spec, allow_missing=read.allow_missing, prefix=read.prefix, trust=read.trust)
+        model = model.to(map_location).eval()
+        return model if read.history_layer == -1 else LayerTokens(model, read.history_layer)
+
+    return load
+
+
+def checkpoint_loader(run_dir: str | Path | None) -> Callable[..., Any]:
+    """THE way evaluation loads a run's checkpoints: ``load(path, map_location="cpu")``.
+
+    A run written by ``dse-tune track`` (a foreign codebase's checkpoints) is read the
+    way the tracker read it (:func:`model_loader_for_run`); any other run is a dse_tune
+    pretraining run, rebuilt by :func:`dse_tune.ssl.methods.load_checkpoint`. Validate,
+    rescore, the few-label confirmation and the demo's label check all call this.
+    """
+    tracked = None if run_dir is None else model_loader_for_run(run_dir)
+    if tracked is not None:
+        return tracked
+    from dse_tune.ssl.methods import load_checkpoint
+
+    return load_checkpoint
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class LayerTokens(nn.Module):
+    """A model whose ``dense_tokens`` are one block's (see :func:`~dse_tune.checkpoints.dense_tokens_at`)."""
+
+    def __init__(self, model: nn.Module, layer: int) -> None:
+        super().__init__()
+        self.model, self.layer = model, layer
+
+    def dense_tokens(self, images: Any) -> Any:
+        from dse_tune.checkpoints import dense_tokens_at
+
+        return dense_tokens_at(self.model, images, self.layer)

@@ -1,0 +1,51 @@
+"""benchmarks/selection_rules.py on the committed CamVid reports: every rule, and the
+default's beta regret within the issue's bound."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORTS = sorted(str(p) for p in (ROOT / "docs" / "results").glob("validation_*.json"))
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("selection_rules", ROOT / "benchmarks" / "selection_rules.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_json_lines_per_rule(capsys):
+    assert load_benchmark().main([*REPORTS, "--json"]) == 0
+    rules = {}
+    for line in capsys.readouterr().out.splitlines():
+        row = json.loads(line)
+        assert {"rule", "gain_vs_last", "gap_to_best", "beta_regret"} <= set(row)
+        rules[row["rule"]] = row
+    for rule in ("default", "paper_raw", "paper_standardized", "last", "rescored", "conservative", "guard", "oracle"):
+        assert rule in rules
+    assert rules["default"]["beta_regret"] <= 0.5  # the issue's bound, mIoU points
+    assert rules["paper_raw"]["beta_regret"] > 4  # DSE across betas picks the worse beta
+    assert rules["oracle"]["gap_to_best"] == 0 and rules["last"]["gain_vs_last"] == 0
+    # the few-label rule, where the reports have few-label sidecars (the fresh MAE study)
+    if "few_label@32" in rules:
+        assert rules["few_label@32"]["beta_regret"] == 0
+        assert rules["few_label@32"]["gap_to_best"] <= rules["default"]["per_comparison"]["camvid_mae30"]["gap_to_best"]
+
+
+def test_comparisons_are_grouped_by_name_without_the_beta():
+    bench = load_benchmark()
+    assert bench.comparison_key("camvid_mae150_b0.01") == bench.comparison_key("camvid_mae150_b0") == "camvid_mae150"
+    assert bench.comparison_key("camvid_dino_b0_seed1") == "camvid_dino_seed1"
+
+
+def test_the_text_table_and_signal_counts(capsys):
+    assert load_benchmark().main(REPORTS) == 0
+    printed = capsys.readouterr().out
+    assert "| rule | gain vs last | gap to best | beta regret |" in printed
+    line = next(line for line in printed.splitlines() if line.startswith("failure signatures:"))
+    hits, failed = (int(word) for word in line.split()[2:5:2])
+    assert hits == failed >= 2 and ", 0 false alarms" in line
