@@ -3,7 +3,6 @@ workers as separate processes sharing one study, and their errors."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +16,10 @@ from dse_tune.cli.main import main as dse_tune_main
 from dse_tune.cli.optuna_worker import main
 from dse_tune.integrations.optuna import DSEObjective, create_dse_study, load_dse_study
 from tests import tiny_configs
+from tests.optuna_workers import run_workers
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = tiny_configs.TINY_DINO
 QUIET = {"logger": False, "accelerator": "cpu"}
 
@@ -29,36 +28,9 @@ def lr_space():
     return {"lr": FloatDistribution(1e-4, 1e-3, log=True)}
 
 
-def run_two_workers(
-    storage: str, study_name: str, n_trials_each: int
-) -> list[subprocess.CompletedProcess]:
-    # One torch thread each: two processes share 2 cores.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "dse_tune.integrations.optuna",
-        "worker",
-        "--storage",
-        storage,
-        "--study",
-        study_name,
-        "--n-trials",
-        str(n_trials_each),
-    ]
-    workers = [
-        subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(2)
-    ]
-    results = []
-    for worker in workers:
-        stdout, stderr = worker.communicate(timeout=600)
-        results.append(subprocess.CompletedProcess(command, worker.returncode, stdout, stderr))
-    for result in results:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return results
+def run_two_workers(storage: str, study_name: str, n_trials_each: int) -> list[subprocess.CompletedProcess]:
+    # The module path users had before `dse-tune optuna-worker` keeps working.
+    return run_workers([sys.executable, "-m", "dse_tune.integrations.optuna", "worker"], storage, study_name, n_trials_each)
 
 
 def check_shared_study(study, batch_sizes):

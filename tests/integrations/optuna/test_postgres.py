@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,11 +20,11 @@ from optuna.trial import TrialState
 
 from dse_tune.integrations.optuna import DSEObjective, create_dse_study, load_dse_study
 from tests import tiny_configs
+from tests.optuna_workers import run_workers
 from tests.postgres_server import PostgresUnavailable, start_postgres
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-REPO = Path(__file__).resolve().parents[3]
 TINY = {**tiny_configs.TINY_DINO, "epochs": 1}
 QUIET = {"logger": False, "accelerator": "cpu"}
 TRIALS_PER_WORKER = 2
@@ -56,31 +55,12 @@ def dse_tune_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from dse_tune.cli.main import main; sys.exit(main())"]
 
 
-def run_workers(url: str, study_name: str, count: int) -> list[subprocess.CompletedProcess]:
-    # One torch thread each: the workers share a small machine.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [*dse_tune_command(), "optuna-worker", "--storage", url, "--study", study_name,
-               "--n-trials", str(TRIALS_PER_WORKER)]
-    workers = [
-        subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-        for _ in range(count)
-    ]
-    results = []
-    for worker in workers:
-        stdout, stderr = worker.communicate(timeout=600)
-        results.append(subprocess.CompletedProcess(command, worker.returncode, stdout, stderr))
-    for result in results:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return results
-
-
 def test_two_worker_processes_share_a_postgres_study(postgres_url, tmp_path):
     space = {"lr": FloatDistribution(1e-4, 1e-3, log=True)}
     objective = DSEObjective(TINY, space, tmp_path / "runs", pretrain_kwargs=QUIET)
     create_dse_study(objective, storage=postgres_url, study_name="shared-postgres")
 
-    results = run_workers(postgres_url, "shared-postgres", count=2)
+    results = run_workers([*dse_tune_command(), "optuna-worker"], postgres_url, "shared-postgres", TRIALS_PER_WORKER)
 
     for result in results:  # each worker ran and summarized its own trials
         lines = [line for line in result.stdout.splitlines() if line.startswith("trial ")]
