@@ -22,12 +22,13 @@ def test_command_line_rescore_then_select(sweep, tmp_path, capsys):
     out = tmp_path / "held_out.json"
     assert main(["rescore", str(sweep), "--held-out-size", "8", "--out", str(out), "--no-progress"]) == 0
     assert "next: dse-tune select" in capsys.readouterr().out
-    assert (
-        main(
-            ["select", str(sweep), "--rescored", str(out), "--out", str(tmp_path), "--no-plot"]
-        )
-        == 0
-    )
+    select = ["select", str(sweep), "--rescored", str(out), "--out", str(tmp_path), "--no-plot"]
+    # By default the rescored values choose within each run; betas are compared conservatively.
+    assert main(select) == 0
+    selection = json.loads((tmp_path / "selection.json").read_text())
+    assert selection["compare"] == "conservative" and Path(selection["best_checkpoint"]).is_file()
+    # Asked for, the rescored values decide across runs too.
+    assert main([*select, "--compare", "rescored"]) == 0
     selection = json.loads((tmp_path / "selection.json").read_text())
     assert selection["compare"] == "rescored" and Path(selection["best_checkpoint"]).is_file()
 
