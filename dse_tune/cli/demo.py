@@ -84,13 +84,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _set_aside_another_space(out: Path, space: str | Path) -> bool:
+    """A demo folder left by another search space (an older dse_tune's demo, another
+    --space) is not continued, since its trials would be judged against today's scenes:
+    it is renamed (nothing is lost) and the demo starts afresh. Returns True if so."""
+    from dse_tune.integrations.ray.sweep_folder import load_saved_spec
+    from dse_tune.search_space import load_search_space
+
+    try:
+        saved = load_saved_spec(out).to_dict()
+    except (OSError, ValueError):
+        saved = {}
+    wanted = load_search_space(space).to_dict()
+    differing = sorted(key for key in wanted if saved.get(key) != wanted.get(key))
+    if not differing:
+        return False
+    aside = out.with_name(f"{out.name}.previous-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.rename(aside)
+    print(
+        f"{out} held a demo sweep of another search space (it differs in: {', '.join(differing)}); "
+        f"moved it to {aside} and starting afresh"
+    )
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from dse_tune.cli.sweep import execute
     from dse_tune.runs import is_sweep
     from dse_tune.search_space import SearchSpaceError, load_search_space
 
     space = args.space or default_space()
-    resume = is_sweep(args.out)
+    resume = is_sweep(args.out) and not _set_aside_another_space(Path(args.out), space)
     spec = None
     if resume:
         print(f"{args.out} already holds the demo sweep: continuing it (delete the folder to start over)")

@@ -94,3 +94,24 @@ def test_demo_sweeps_selects_and_says_what_it_chose(ray_session, tmp_path, capsy
     assert f"{out} already holds the demo sweep: continuing it" in again
     assert f"chosen checkpoint: {selection['best_checkpoint']}" in again
     assert attempts == {p.name: json.loads((p / "trial.json").read_text())["attempts"] for p in (out / "runs").iterdir()}
+
+
+def test_a_demo_folder_of_another_search_space_is_set_aside_not_continued(tmp_path, capsys):
+    from dse_tune.integrations.ray.sweep_folder import SPACE_COPY
+    from dse_tune.runs import TUNER_STATE_FILE
+
+    spec = load_search_space(demo.default_space()).to_dict()
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / TUNER_STATE_FILE).write_bytes(b"")
+    import yaml
+
+    (out / SPACE_COPY).write_text(yaml.safe_dump(spec))
+    assert demo._set_aside_another_space(out, demo.default_space()) is False  # the same space: continue
+    assert out.is_dir()
+    spec["pretrain"]["epochs"] = 15  # as an older dse_tune's demo was
+    (out / SPACE_COPY).write_text(yaml.safe_dump(spec))
+    assert demo._set_aside_another_space(out, demo.default_space()) is True
+    (aside,) = tmp_path.glob("demo.previous-*")
+    assert not out.exists() and (aside / TUNER_STATE_FILE).is_file()  # moved, nothing lost
+    assert "it differs in: pretrain); moved it to" in capsys.readouterr().out
