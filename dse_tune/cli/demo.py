@@ -84,10 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _set_aside_another_space(out: Path, space: str | Path) -> bool:
-    """A demo folder left by another search space (an older dse_tune's demo, another
-    --space) is not continued, since its trials would be judged against today's scenes:
-    it is renamed (nothing is lost) and the demo starts afresh. Returns True if so."""
+def _set_aside_another_space(out: Path, space: str | Path, *, explicit: bool = True) -> bool:
+    """A demo folder left by another version of the space asked for (an older
+    dse_tune's shipped demo, or another file given with --space) is not continued,
+    since its trials would be judged against today's scenes: it is renamed (nothing is
+    lost) and the demo starts afresh. Returns True if so. Without an explicit --space
+    (``explicit=False``), a sweep of a differently named space (the user's own) is
+    continued as it is."""
     from dse_tune.integrations.ray.sweep_folder import load_saved_spec
     from dse_tune.search_space import load_search_space
 
@@ -96,10 +99,17 @@ def _set_aside_another_space(out: Path, space: str | Path) -> bool:
     except (OSError, ValueError):
         saved = {}
     wanted = load_search_space(space).to_dict()
+    if not explicit and saved.get("name") not in (None, wanted.get("name")):
+        return False
     differing = sorted(key for key in wanted if saved.get(key) != wanted.get(key))
     if not differing:
         return False
-    aside = out.with_name(f"{out.name}.previous-{time.strftime('%Y%m%d-%H%M%S')}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = out.with_name(f"{out.name}.previous-{stamp}")
+    for number in range(2, 1000):  # two set-asides within one second
+        if not aside.exists():
+            break
+        aside = out.with_name(f"{out.name}.previous-{stamp}-{number}")
     out.rename(aside)
     print(
         f"{out} held a demo sweep of another search space (it differs in: {', '.join(differing)}); "
@@ -114,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     from dse_tune.search_space import SearchSpaceError, load_search_space
 
     space = args.space or default_space()
-    resume = is_sweep(args.out) and not _set_aside_another_space(Path(args.out), space)
+    resume = is_sweep(args.out) and not _set_aside_another_space(
+        Path(args.out), space, explicit=args.space is not None
+    )
     spec = None
     if resume:
         print(f"{args.out} already holds the demo sweep: continuing it (delete the folder to start over)")

@@ -115,3 +115,10 @@ def test_a_demo_folder_of_another_search_space_is_set_aside_not_continued(tmp_pa
     (aside,) = tmp_path.glob("demo.previous-*")
     assert not out.exists() and (aside / TUNER_STATE_FILE).is_file()  # moved, nothing lost
     assert "it differs in: pretrain); moved it to" in capsys.readouterr().out
+    # A sweep of the user's own (differently named) space is continued when no --space is given.
+    out.mkdir()
+    (out / TUNER_STATE_FILE).write_bytes(b"")
+    (out / SPACE_COPY).write_text(yaml.safe_dump({**spec, "name": "my_demo"}))
+    assert demo._set_aside_another_space(out, demo.default_space(), explicit=False) is False
+    assert demo._set_aside_another_space(out, demo.default_space(), explicit=True) is True
+    assert len(list(tmp_path.glob("demo.previous-*"))) == 2  # both kept, even within one second
