@@ -64,7 +64,11 @@ def test_two_worker_processes_share_a_sqlite_study(tmp_path):
     results = run_two_workers(storage, "shared", n_trials_each=2)
 
     for result in results:  # each worker ran and summarized its own two trials
-        assert len([line for line in result.stdout.splitlines() if line.startswith("trial ")]) == 2
+        summarized = len([line for line in result.stdout.splitlines() if line.startswith("trial ")])
+        # SQLite cannot lock a queued trial: when both workers popped the same one, the
+        # second to finish warns instead of summarizing it (and does not crash).
+        raced = result.stderr.count("another worker finished a queued trial")
+        assert summarized + raced == 2, result.stderr[-2000:]
     study, _ = load_dse_study(storage, "shared")
     check_shared_study(study, batch_sizes)
 

@@ -11,6 +11,8 @@ joins with the storage and the study's name only (:func:`load_dse_study`,
 from __future__ import annotations
 
 import os
+import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -190,14 +192,48 @@ def run_worker(
 
     A failing trial is recorded as FAIL (with ``user_attrs["error"]``) and the worker
     goes on. Trials are numbered by the storage, so concurrent workers never share a
-    trial number or a run folder. A worker killed mid-trial leaves that trial RUNNING;
+    trial number or a run folder, except on SQLite for trials queued with
+    ``enqueue_trial``: SQLite cannot lock a trial, so two workers may run the same queued
+    trial (Optuna issues #4002, #4621); the worker that finishes it second warns and goes
+    on. Use PostgreSQL, MySQL or a JournalStorage file for several workers. A worker
+    killed mid-trial leaves that trial RUNNING;
     see Optuna's heartbeat (``RDBStorage(heartbeat_interval=...)``) to fail such
     trials automatically.
     """
     if n_trials is None and timeout is None:
         raise ValueError("give n_trials or timeout, or the worker would run forever")
     study, objective = load_dse_study(storage, study_name, pruner=pruner, sampler=sampler)
-    study.optimize(
-        objective, n_trials=n_trials, timeout=timeout, catch=(Exception,), callbacks=list(callbacks)
-    )
+    deadline = None if timeout is None else time.monotonic() + timeout
+    done = [0]
+
+    def count(study: optuna.study.Study, trial: FrozenTrial) -> None:
+        done[0] += 1
+
+    while n_trials is None or done[0] < n_trials:
+        remaining_time = None if deadline is None else deadline - time.monotonic()
+        if remaining_time is not None and remaining_time <= 0:
+            break
+        try:
+            study.optimize(
+                objective,
+                n_trials=None if n_trials is None else n_trials - done[0],
+                timeout=remaining_time,
+                catch=(Exception,),
+                callbacks=[count, *callbacks],
+            )
+            break
+        except ValueError as error:
+            # SQLite has no row locks: two workers can both pop the same queued trial
+            # (Optuna issues #4002, #4621); the one that finishes second cannot tell it.
+            # That trial is done (by the other worker): count it and go on.
+            if not str(error).startswith("Cannot tell a"):
+                raise
+            done[0] += 1
+            warnings.warn(
+                f"another worker finished a queued trial that this worker ran too ({error}); this "
+                "happens with SQLite storage, which cannot lock a trial; use PostgreSQL, MySQL or "
+                "a JournalStorage file for several workers",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     return study

@@ -104,3 +104,22 @@ def test_objective_spec_refuses_what_another_process_cannot_rebuild(tmp_path):
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_worker_that_loses_a_queued_trial_to_another_worker_warns_and_goes_on(tmp_path, monkeypatch):
+    # What SQLite allows (it cannot lock a trial): another worker tells the same queued
+    # trial while this one still runs it; this worker's own tell then fails.
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="raced", direction="maximize")
+    study.enqueue_trial({"x": 1.0})
+
+    def objective(trial):
+        trial.suggest_float("x", 0.0, 2.0)
+        optuna.load_study(study_name="raced", storage=storage).tell(trial.number, 1.0)  # the other worker
+        return 2.0
+
+    monkeypatch.setattr(study_module, "load_dse_study", lambda *args, **kwargs: (study, objective))
+    with pytest.warns(RuntimeWarning, match="another worker finished a queued trial .*Cannot tell a COMPLETE"):
+        study_module.run_worker(storage, "raced", n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 1.0  # the first tell stands
