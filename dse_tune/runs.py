@@ -68,6 +68,7 @@ __all__ = [
     "mark_stopped",
     "read_config",
     "read_run",
+    "relative_path",
     "write_config",
     "write_run",
 ]
@@ -435,6 +436,15 @@ def load_sweep(root: str | os.PathLike, strict: bool = False) -> list[RunRecord]
                 raise
             runs.append(RunRecord(name=name, path=run_dir, problem=str(error)))
     return sorted(runs, key=lambda run: run.name)
+
+
+def relative_path(path: str | os.PathLike, folder: str | os.PathLike) -> str:
+    """``path`` as a file in ``folder`` records it: relative to ``folder`` (``..`` allowed),
+    or absolute where no relative path exists (another drive on Windows)."""
+    try:
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+    except ValueError:
+        return str(Path(path).absolute())
 
 
 def is_sweep(folder: str | os.PathLike) -> bool:

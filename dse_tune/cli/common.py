@@ -21,6 +21,7 @@ __all__ = [
     "existing_dir",
     "existing_file",
     "fail",
+    "format_number",
     "integer_at_least",
     "number",
 ]
@@ -48,6 +49,16 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 def debug_enabled() -> bool:
     """``DSE_TUNE_DEBUG=1``: show tracebacks instead of one-line errors."""
     return os.environ.get("DSE_TUNE_DEBUG", "").strip() not in ("", "0", "false", "no")
+
+
+def format_number(value: float | None) -> str:
+    """A number in a printed table: four significant digits, ``-`` for none.
+
+    Example:
+        >>> format_number(0.123456), format_number(None)
+        ('0.1235', '-')
+    """
+    return "-" if value is None else f"{value:.4g}"
 
 
 def integer_at_least(minimum: int):

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dse_tune.cli.common import existing_dir, fail, integer_at_least
+from dse_tune.cli.common import existing_dir, fail, format_number, integer_at_least
 
 __all__ = ["CLI_SELECTION_FILE", "COMPARE_CHOICES", "add_arguments", "format_table", "recorded_settings", "run"]
 
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if result.best is not None:
         print(
             f"best: {result.best.name}, epoch {result.best_epoch}, beta "
-            f"{_number(result.best_beta)}, checkpoint {result.best_checkpoint}"
+            f"{format_number(result.best_beta)}, checkpoint {result.best_checkpoint}"
         )
     for path in written:
         print(f"wrote {path}")
@@ -182,13 +182,13 @@ def format_table(result) -> str:
         row = [
             "*" if t is result.best else "",
             t.name,
-            _number(t.beta),
+            format_number(t.beta),
             str(t.evaluations),
             candidates or (t.run.problem and "unreadable") or "none",
             "-" if t.chosen is None else _epoch(t.chosen_epoch, t.chosen_index),
-            _number(t.chosen_dse),
+            format_number(t.chosen_dse),
         ]
-        row += [_number(t.chosen_rescored)] * with_rescored + [_number(t.chosen_confirmed)] * with_few_label
+        row += [format_number(t.chosen_rescored)] * with_rescored + [format_number(t.chosen_confirmed)] * with_few_label
         row.append("yes" if t.stopped_early else "no")
         row.append(", ".join(f"{s.kind}@{s.epoch}" for s in t.signatures) or "-")
         rows.append(row)
@@ -202,7 +202,3 @@ def format_table(result) -> str:
 def _epoch(epoch: int | None, index: int | None) -> str:
     # Histories without epochs still have evaluation indices.
     return str(epoch) if epoch is not None else f"#{index}"
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dse_tune.cli.common import EXIT_INTERRUPTED, fail, integer_at_least
+from dse_tune.cli.common import EXIT_INTERRUPTED, fail, format_number, integer_at_least
 
 __all__ = ["EXIT_NOTHING_SELECTED", "add_arguments", "execute", "print_choice", "run"]
 
@@ -240,7 +240,7 @@ def print_choice(choice: Any, sweep_dir: Path) -> None:
         print(line)
     if result.best is not None:
         print(f"chosen checkpoint: {result.best_checkpoint}")
-        print(f"chosen beta: {_number(result.best_beta)} (trial {result.best.name}, epoch {result.best_epoch})")
+        print(f"chosen beta: {format_number(result.best_beta)} (trial {result.best.name}, epoch {result.best_epoch})")
         if choice.conservative is not None:
             _print_conservative_choice(choice.conservative, result)
     for path in choice.written:
@@ -254,7 +254,7 @@ def _print_conservative_choice(safe: Any, chosen: Any) -> None:
         return
     same = safe.best.name == chosen.best.name
     print(
-        f"conservative choice (smallest beta only): beta {_number(safe.best_beta)} "
+        f"conservative choice (smallest beta only): beta {format_number(safe.best_beta)} "
         f"(trial {safe.best.name}, epoch {safe.best_epoch}){': the same trial' if same else ''}"
     )
     if not same and chosen.basis != "few_label":
@@ -263,7 +263,3 @@ def _print_conservative_choice(safe: Any, chosen: Any) -> None:
             "worse beta in all three comparisons (docs/selection.md). Confirm with a few labels "
             "(selection: {confirm_with: DIR}) or keep the conservative choice"
         )
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"

@@ -44,27 +44,6 @@ class FewLabelSplit:
         return len(self.fit) + len(self.score)
 
 
-class _Subset:
-    """Chosen images of a dataset with masks, as a dataset for ``build_probe_set``."""
-
-    has_masks = True
-
-    def __init__(self, dataset: Any, indices: Sequence[int], source: str) -> None:
-        self.dataset, self.indices, self.source = dataset, list(indices), source
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def load_image(self, index: int) -> Any:
-        return self.dataset.load_image(self.indices[index])
-
-    def load_mask(self, index: int) -> Any:
-        return self.dataset.load_mask(self.indices[index])
-
-    def describe(self) -> str:
-        return f"{self.source} images {self.indices}"
-
-
 def _open_labelled(data: Any, splits: Sequence[str] | str | None) -> Any:
     from dse_tune.evaluation.labelled_data import SYNTHETIC_RENDER_SIZE, SYNTHETIC_VALIDATION_SEED
     from dse_tune.ssl.data import DatasetError, SyntheticScenes, open_dataset
@@ -103,6 +82,7 @@ def load_few_label_split(
         seed: None spreads the images evenly over the sorted files (deterministic);
             an integer draws them at random (for benchmarks).
     """
+    from dse_tune.evaluation.labelled_data import ImageSubset
     from dse_tune.ssl.data import build_probe_set, probe_indices
 
     if isinstance(label_images, bool) or not isinstance(label_images, int) or label_images < 2:
@@ -118,7 +98,8 @@ def load_few_label_split(
     source = getattr(dataset, "describe", lambda: str(data))()
     # Alternate positions: both halves spread over the whole folder (video frames are sorted).
     halves = {"fit": chosen[0::2], "score": chosen[1::2]}
-    sets = {name: build_probe_set(_Subset(dataset, indices, source), size=len(indices), image_size=image_size)
+    sets = {name: build_probe_set(ImageSubset(dataset, indices, description=f"{source} images {indices}"),
+                                  size=len(indices), image_size=image_size)
             for name, indices in halves.items()}
     masks = [sets["fit"].masks, sets["score"].masks]
     labels = [int(m[m != 255].max()) for m in masks if bool((m != 255).any())]

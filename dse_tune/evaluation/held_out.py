@@ -175,6 +175,7 @@ def build_held_out_set(
             "dataset must have __len__ and load_image(index) -> PIL.Image, got "
             f"{type(dataset).__name__}"
         )
+    from dse_tune.evaluation.labelled_data import ImageSubset
     from dse_tune.ssl.data import build_probe_set
 
     skipped = {int(i) for i in exclude_indices}
@@ -192,7 +193,8 @@ def build_held_out_set(
         )
     # build_probe_set over a view of exactly these images: the same resizing, cropping
     # and normalisation as the monitoring probe sets.
-    images = build_probe_set(_Subset(dataset, chosen), size=len(chosen), image_size=image_size).images
+    subset = ImageSubset(dataset, chosen, masks=False, description=_describe(dataset))
+    images = build_probe_set(subset, size=len(chosen), image_size=image_size).images
     return HeldOutSet(
         images=images,
         indices=tuple(chosen),
@@ -204,24 +206,6 @@ def build_held_out_set(
         unchecked_runs=tuple(unchecked_runs),
         from_training_data=from_training_data,
     )
-
-
-class _Subset:
-    """The images ``indices`` of ``dataset`` as a dataset (no masks: not needed here)."""
-
-    has_masks = False
-
-    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
-        self.dataset, self.indices = dataset, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def load_image(self, index: int) -> Any:
-        return self.dataset.load_image(self.indices[index])
-
-    def describe(self) -> str:
-        return _describe(self.dataset)
 
 
 def _describe(dataset: Any) -> str:

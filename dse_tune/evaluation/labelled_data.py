@@ -57,28 +57,32 @@ class LabelledSplits:
     description: dict[str, Any]
 
 
-class _SceneRange:
-    """Scenes ``start .. start + count - 1`` of a :class:`SyntheticScenes` family as a dataset."""
+class ImageSubset:
+    """The images ``indices`` of ``dataset`` as a dataset, for
+    :func:`dse_tune.ssl.data.build_probe_set` over chosen images (the same resizing,
+    cropping and normalisation as a monitoring probe set). With ``masks`` (and a dataset
+    that has them) their masks come along; the held-out set of rescoring needs none."""
 
-    has_masks = True
-
-    def __init__(self, scenes: Any, start: int, count: int) -> None:
-        self.scenes, self.start, self.count = scenes, start, count
+    def __init__(self, dataset: Any, indices: Any, *, masks: bool = True, description: str | None = None) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+        # A dataset that does not say (no has_masks) has masks if it can load them.
+        self.has_masks = masks and bool(getattr(dataset, "has_masks", hasattr(dataset, "load_mask")))
+        self.description = description
 
     def __len__(self) -> int:
-        return self.count
+        return len(self.indices)
 
     def load_image(self, index: int) -> Any:
-        return self.scenes.load_image(self.start + index)
+        return self.dataset.load_image(self.indices[index])
 
     def load_mask(self, index: int) -> Any:
-        return self.scenes.load_mask(self.start + index)
+        return self.dataset.load_mask(self.indices[index])
 
     def describe(self) -> str:
-        return (
-            f"synthetic scenes {self.start}..{self.start + self.count - 1} of seed {self.scenes.seed} "
-            f"({self.scenes.image_size}px)"
-        )
+        if self.description is not None:
+            return self.description
+        describe = getattr(self.dataset, "describe", None)
+        return describe() if callable(describe) else type(self.dataset).__name__
 
 
 def _open_splits(
@@ -90,7 +94,12 @@ def _open_splits(
     if str(data) == "synthetic":
         count = DEFAULT_SYNTHETIC_IMAGES if images_per_split is None else images_per_split
         scenes = SyntheticScenes(num_images=2 * count, image_size=SYNTHETIC_RENDER_SIZE, seed=SYNTHETIC_VALIDATION_SEED)
-        return _SceneRange(scenes, 0, count), _SceneRange(scenes, count, count), SyntheticScenes.num_classes
+        return (
+            *(ImageSubset(scenes, range(start, start + count), description=(
+                f"synthetic scenes {start}..{start + count - 1} of seed {scenes.seed} ({scenes.image_size}px)"
+            )) for start in (0, count)),
+            SyntheticScenes.num_classes,
+        )
     try:
         train_data = open_dataset(data, splits=train_split)
         eval_data = open_dataset(data, splits=eval_split)
@@ -129,12 +138,11 @@ def _class_count(
 def _describe_split(images: Any, dataset: Any, split: str, synthetic: bool) -> dict[str, Any]:
     # Synthetic indices are scene numbers of the validation family; folder indices
     # are positions in the split's sorted file list.
-    offset = dataset.start if synthetic else 0
     return {
         "source": images.source,
         "split": None if synthetic else split,
         "images": len(images),
-        "indices": [offset + i for i in images.indices],
+        "indices": [dataset.indices[i] for i in images.indices] if synthetic else list(images.indices),
     }
 
 

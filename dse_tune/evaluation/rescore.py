@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from dse_tune.degradation import finite_or_none
 from dse_tune.atomic import atomic_write_text
 from dse_tune.evaluation.held_out import HeldOutSet, held_out_set_for
-from dse_tune.runs import COMPONENTS, Evaluation, RunRecord, load_sweep
+from dse_tune.runs import COMPONENTS, Evaluation, RunRecord, load_sweep, relative_path
 from dse_tune.selection import select_run
 
 if TYPE_CHECKING:
@@ -335,7 +335,7 @@ def write_rescored(
     folder = path.parent
     records = [
         {
-            "checkpoint": _relative(row.checkpoint, folder),
+            "checkpoint": relative_path(row.checkpoint, folder),
             "dse": row.dse,
             "run": row.run,
             "evaluation": row.evaluation,
@@ -477,13 +477,3 @@ def rescore_sweep(
         reasons = [row.problem for row in rows if row.problem] or ["unknown"]
         raise ValueError(f"no checkpoint below {root} could be rescored; first reason: {reasons[0]}")
     return mapping
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _relative(path: Path, folder: Path) -> str:
-    try:
-        return os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
-    except ValueError:  # another drive (Windows): keep it absolute
-        return str(Path(path).absolute())

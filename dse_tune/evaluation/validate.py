@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from dse_tune.degradation import finite_or_none
+from dse_tune.runs import relative_path
 
 __all__ = [
     "SCORED_FIELDS",
@@ -209,13 +210,6 @@ def score_checkpoint(
     return row
 
 
-def _relative(path: Path, folder: Path) -> str:
-    try:
-        return os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
-    except ValueError:  # another drive (Windows)
-        return str(Path(path).absolute())
-
-
 def _score_evaluation(run: Any, evaluation: Any, splits: Any, out: Path, dse_seed: int, **options: Any) -> dict[str, Any]:
     """The row of one evaluation: what the run recorded, then the scores of its checkpoint
     (a missing or unusable checkpoint leaves them None and says why in ``problem``)."""
@@ -227,7 +221,7 @@ def _score_evaluation(run: Any, evaluation: Any, splits: Any, out: Path, dse_see
         "index": evaluation.index,
         "epoch": evaluation.epoch,
         "global_step": evaluation.global_step,
-        "checkpoint": None if checkpoint is None else _relative(checkpoint, out),
+        "checkpoint": None if checkpoint is None else relative_path(checkpoint, out),
         "dse_monitored": finite_or_none(evaluation.dse),
         **{f"dse_monitored_{name}": finite_or_none(evaluation.components.get(name)) for name in COMPONENTS},
         **dict.fromkeys(SCORED_FIELDS),
