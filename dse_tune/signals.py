@@ -129,14 +129,19 @@ def run_signatures(run: Any) -> list[FailureSignature]:
 
 
 def failure_signature_listener(
-    warn: Callable[[str], None] | None = None, *, run_name: str | None = None
+    warn: Callable[[str], None] | None = None,
+    *,
+    run_name: str | None = None,
+    history: Callable[[], Sequence[Any]] | None = None,
 ) -> Callable[[Any, Any], None]:
     """A tracker listener, ``fn(evaluation, decision)``, that warns once per signature
     and run when a failure signature appears; it never stops the run.
 
-    ``warn``: where the message goes (default :func:`warnings.warn`). Add it with
-    ``DSETracker.add_listener`` / ``DSEMonitor.add_listener`` or
-    ``pretrain(..., listeners=[failure_signature_listener()])``.
+    ``warn``: where the message goes (default :func:`warnings.warn`). ``history``: the
+    run's evaluations so far, e.g. ``lambda: tracker.evaluations``, so that a resumed
+    run is judged on its whole history; without it the listener keeps the evaluations it
+    has heard. Add it with ``DSETracker.add_listener`` / ``DSEMonitor.add_listener`` or
+    ``pretrain(..., listeners=[failure_signature_listener()])`` (pretrain adds one).
 
     Example:
         >>> messages = []
@@ -152,12 +157,12 @@ def failure_signature_listener(
         def warn(message: str) -> None:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
 
-    history: list[Any] = []
+    heard: list[Any] = []
     reported: set[str] = set()
 
     def listener(evaluation: Any, decision: Any) -> None:
-        history.append(evaluation)
-        for signature in failure_signatures(history):
+        heard.append(evaluation)
+        for signature in failure_signatures(heard if history is None else history()):
             if signature.kind not in reported:
                 reported.add(signature.kind)
                 where = f"run {run_name}: " if run_name else ""

@@ -90,3 +90,17 @@ def test_on_the_camvid_study_the_two_failed_runs_are_flagged_and_no_healthy_one(
     # mae30_b0.1 was run after the thresholds were set: an out-of-sample hit
     assert flagged["camvid_mae30_b0.1"] == {"tight_clusters"}
     assert all(not kinds for name, kinds in flagged.items() if name not in failed)
+
+
+def test_the_listener_judges_the_whole_history_it_is_given():
+    # A resumed run: the collapse is measured against the peak before the resume.
+    run = RunRecord.from_values("resumed", [0.5, 0.5, 0.5])
+    before = [dict(e.to_dict(), dim=0.7) for e in run.evaluations[:2]]
+    after = dict(run.evaluations[2].to_dict(), dim=0.1)
+    messages = []
+    listener = failure_signature_listener(messages.append, history=lambda: [*before, after])
+    listener(after, None)  # the only evaluation this listener hears
+    assert len(messages) == 1 and "dimension_collapse" in messages[0]
+    fresh = failure_signature_listener(messages.append)
+    fresh(after, None)  # without the history: nothing to compare with
+    assert len(messages) == 1

@@ -273,7 +273,9 @@ def _build_monitor(
     # collapsed or regulariser-gamed run); it warns, never stops (docs/selection.md).
     from dse_tune.signals import failure_signature_listener
 
-    monitor.add_listener(failure_signature_listener(run_name=run_dir.name))
+    monitor.add_listener(
+        failure_signature_listener(run_name=run_dir.name, history=lambda: monitor.tracker.evaluations)
+    )
     for listener in listeners:
         monitor.add_listener(listener)
     return monitor
