@@ -56,21 +56,17 @@ def test_two_worker_processes_share_a_sqlite_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     space = {**lr_space(), "batch_size": CategoricalDistribution([8, 64])}
     objective = DSEObjective(TINY, space, tmp_path / "runs", pretrain_kwargs=QUIET)
-    study = create_dse_study(objective, storage=storage, study_name="shared")
-    batch_sizes = [8, 64, 8, 8]
-    for batch_size in batch_sizes:
-        study.enqueue_trial({"batch_size": batch_size})
+    create_dse_study(objective, storage=storage, study_name="shared")
+    # Sampled trials, not queued ones: SQLite cannot lock a queued trial, so two workers
+    # may both run it (Optuna issues #4002, #4621; the worker's answer to that is tested
+    # in tests/integrations/optuna/test_study.py). The journal and PostgreSQL tests queue.
 
     results = run_two_workers(storage, "shared", n_trials_each=2)
 
     for result in results:  # each worker ran and summarized its own two trials
-        summarized = len([line for line in result.stdout.splitlines() if line.startswith("trial ")])
-        # SQLite cannot lock a queued trial: when both workers popped the same one, the
-        # second to finish warns instead of summarizing it (and does not crash).
-        raced = result.stderr.count("another worker finished a queued trial")
-        assert summarized + raced == 2, result.stderr[-2000:]
+        assert len([line for line in result.stdout.splitlines() if line.startswith("trial ")]) == 2
     study, _ = load_dse_study(storage, "shared")
-    check_shared_study(study, batch_sizes)
+    check_shared_study(study, [trial.params["batch_size"] for trial in study.trials])
 
 
 def test_two_worker_processes_share_a_journal_file_study(tmp_path):

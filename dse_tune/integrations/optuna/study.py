@@ -195,7 +195,7 @@ def run_worker(
     trial number or a run folder, except on SQLite for trials queued with
     ``enqueue_trial``: SQLite cannot lock a trial, so two workers may run the same queued
     trial (Optuna issues #4002, #4621); the worker that finishes it second warns and goes
-    on. Use PostgreSQL, MySQL or a JournalStorage file for several workers. A worker
+    on with trials of its own. Use PostgreSQL, MySQL or a JournalStorage file for several workers. A worker
     killed mid-trial leaves that trial RUNNING;
     see Optuna's heartbeat (``RDBStorage(heartbeat_interval=...)``) to fail such
     trials automatically.
@@ -225,10 +225,9 @@ def run_worker(
         except ValueError as error:
             # SQLite has no row locks: two workers can both pop the same queued trial
             # (Optuna issues #4002, #4621); the one that finishes second cannot tell it.
-            # That trial is done (by the other worker): count it and go on.
+            # That trial is the other worker's: go on with this worker's own share.
             if not str(error).startswith("Cannot tell a"):
                 raise
-            done[0] += 1
             warnings.warn(
                 f"another worker finished a queued trial that this worker ran too ({error}); this "
                 "happens with SQLite storage, which cannot lock a trial; use PostgreSQL, MySQL or "

@@ -115,11 +115,13 @@ def test_a_worker_that_loses_a_queued_trial_to_another_worker_warns_and_goes_on(
 
     def objective(trial):
         trial.suggest_float("x", 0.0, 2.0)
-        optuna.load_study(study_name="raced", storage=storage).tell(trial.number, 1.0)  # the other worker
+        if trial.number == 0:  # the other worker tells the queued trial first
+            optuna.load_study(study_name="raced", storage=storage).tell(trial.number, 1.0)
         return 2.0
 
     monkeypatch.setattr(study_module, "load_dse_study", lambda *args, **kwargs: (study, objective))
     with pytest.warns(RuntimeWarning, match="another worker finished a queued trial .*Cannot tell a COMPLETE"):
         study_module.run_worker(storage, "raced", n_trials=1)
-    (trial,) = study.trials
-    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 1.0  # the first tell stands
+    raced, own = study.trials
+    assert raced.state == optuna.trial.TrialState.COMPLETE and raced.value == 1.0  # the first tell stands
+    assert own.state == optuna.trial.TrialState.COMPLETE and own.value == 2.0  # then this worker's own trial
