@@ -114,7 +114,7 @@ def test_a_truncated_checkpoint_is_recorded_as_failed(tiny_run, tmp_path, capsys
 
 def test_a_folder_without_checkpoints_is_one_error_line(tmp_path, capsys):
     assert main(["track", str(tmp_path), *TINY_ARCH, "--out", str(tmp_path / "t")]) == 2
-    assert f"no checkpoint files" in _error_line(capsys)
+    assert "no checkpoint files" in _error_line(capsys)
 
 
 def test_a_corrupted_image_is_found_before_scoring(tiny_run, tmp_path, capsys):
