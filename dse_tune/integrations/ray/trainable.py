@@ -305,14 +305,23 @@ def start_attempt(
 def finish_attempt(
     run_dir: Path, trial_state: dict[str, Any], stopped: bool, epochs_completed: int, stop_reason: str | None
 ) -> None:
-    """Record how the trial ended in :data:`TRIAL_FILE`."""
-    trial_state.update(
-        status="stopped" if stopped else "finished",
-        epochs_completed=epochs_completed,
-        stop_reason=stop_reason,
-        finished=time.time(),
-    )
-    _write_trial_state(run_dir, trial_state)
+    """Record how the trial ended in :data:`TRIAL_FILE`.
+
+    The file is read again first: an attempt presumed dead (its node removed) can still
+    finish after Tune has started a retry elsewhere, and its stale copy must not erase
+    the retry's record. Only the latest attempt sets the trial's outcome.
+    """
+    ours = trial_state["attempts"][-1]["attempt"]
+    current = read_trial_state(run_dir) or trial_state
+    attempts = current.get("attempts") or trial_state["attempts"]
+    if attempts[-1].get("attempt") == ours:
+        current.update(
+            status="stopped" if stopped else "finished",
+            epochs_completed=epochs_completed,
+            stop_reason=stop_reason,
+            finished=time.time(),
+        )
+    _write_trial_state(run_dir, current)
 
 
 def _attempt(number: int, resumed_evaluation: int | None) -> dict[str, Any]:

@@ -135,3 +135,18 @@ def test_a_resumed_trial_retrains_no_evaluation_tune_never_heard_of(ray_session,
     assert [r["evaluation"] for r in rows][-3:] == [1, 2, 3]
     assert rows[-3]["dse_history"] == pytest.approx([e["dse"] for e in history(run_dir)["evaluations"][:2]])
     assert summary.trials[0].status == "finished" and summary.trial_epochs_saved == 0
+
+
+def test_a_late_finish_of_a_superseded_attempt_keeps_the_retrys_record(tmp_path):
+    # Attempt 1 (on a removed node) finishes after attempt 2 started elsewhere.
+    from dse_tune.integrations.ray.trainable import finish_attempt, read_trial_state, write_json
+
+    first = {"trial_id": "t", "status": "running", "attempts": [{"attempt": 1, "node_id": "a"}]}
+    write_json(tmp_path / TRIAL_FILE, {**first, "attempts": [*first["attempts"], {"attempt": 2, "node_id": "b"}]})
+    finish_attempt(tmp_path, first, stopped=False, epochs_completed=3, stop_reason=None)
+    state = read_trial_state(tmp_path)
+    assert [a["node_id"] for a in state["attempts"]] == ["a", "b"] and state["status"] == "running"
+    retry = {**state}
+    finish_attempt(tmp_path, retry, stopped=False, epochs_completed=4, stop_reason=None)
+    state = read_trial_state(tmp_path)
+    assert state["status"] == "finished" and state["epochs_completed"] == 4
