@@ -125,7 +125,14 @@ def test_trials_spread_over_nodes_and_survive_a_node_removal(cluster, tmp_path):
     assert set(started.values()) == set(by_node), f"trials not spread over both nodes: {started}"
     victim_trial, node_id = sorted(started.items())[0]
     victim_node = by_node[node_id]
+    victim_pid = run_states(sweep_dir)[victim_trial]["trial"]["attempts"][0]["pid"]
     simulated.remove_node(victim_node, allow_graceful=False)
+    # The node's processes die asynchronously: release the hold only once the victim's
+    # worker is gone, or it may still finish its run on the removed node.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _alive(victim_pid):
+        time.sleep(0.1)
+    assert not _alive(victim_pid), "the removed node's trial worker is still running"
     release.touch()
 
     sweep.join(timeout=240)
@@ -158,3 +165,11 @@ def test_trials_spread_over_nodes_and_survive_a_node_removal(cluster, tmp_path):
     assert {row["node_id"] for row in reported[victim_trial]} <= {victim_node.node_id, survivor_node}
     other = next(t for t in reported if t != victim_trial)
     assert {row["node_id"] for row in reported[other]} == {survivor_node}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
