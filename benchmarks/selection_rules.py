@@ -218,7 +218,7 @@ def compute_few_label(args):
     from dse_tune.features import dense_tokens_batched
     from dse_tune.runs import read_run
     from dse_tune.selection import select_run
-    from dse_tune.ssl.data import build_probe_set, open_dataset
+    from dse_tune.data import build_probe_set, open_dataset
     from dse_tune.ssl.methods import load_checkpoint
 
     torch.set_num_threads(args.threads)

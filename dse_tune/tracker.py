@@ -54,7 +54,7 @@ class DSETracker:
 
     Args:
         probe_images: (P, 3, H, W) images, the same for every evaluation (see
-            :func:`dse_tune.ssl.data.build_probe_set`). May be None when the caller
+            :func:`dse_tune.data.build_probe_set`). May be None when the caller
             always passes tokens.
         run_dir: the run folder (``dse_history.json``/``.csv``, the plot); None keeps
             the history in memory only.

@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader
 from dse_tune.degradation import DegradationRule
 from dse_tune.features import dense_tokens
 from dse_tune.integrations.lightning import DSEMonitor
-from dse_tune.ssl.data import SyntheticScenes, ViewsDataset, build_probe_set
+from dse_tune.data import SyntheticScenes, build_probe_set
+from dse_tune.ssl.views import ViewsDataset
 
 
 class ToySSL(pl.LightningModule):

@@ -23,7 +23,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader
 
 from dse_tune.integrations.optuna import DSEDegradationPruner, TrialReporter
-from dse_tune.ssl.data import SyntheticScenes, ViewsDataset, build_probe_set
+from dse_tune.data import SyntheticScenes, build_probe_set
+from dse_tune.ssl.views import ViewsDataset
 from dse_tune.tracker import DSETracker
 
 HERE = Path(__file__).resolve().parent

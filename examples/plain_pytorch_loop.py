@@ -24,7 +24,8 @@ from torchvision import transforms
 from dse_tune.degradation import DegradationRule
 from dse_tune.runs import read_run
 from dse_tune.selection import select_best
-from dse_tune.ssl.data import IMAGENET_MEAN, IMAGENET_STD, SyntheticScenes, ViewsDataset, build_probe_set
+from dse_tune.data import IMAGENET_MEAN, IMAGENET_STD, SyntheticScenes, build_probe_set
+from dse_tune.ssl.views import ViewsDataset
 from dse_tune.tracker import DSETracker
 
 

@@ -25,7 +25,7 @@ from dse_tune.plotting import plot_selection
 from dse_tune.runs import load_sweep
 from dse_tune.search_space import parse_search_space
 from dse_tune.selection import select_best, write_selection
-from dse_tune.ssl.data import SyntheticScenes
+from dse_tune.data import SyntheticScenes
 
 SPACE = {
     "name": "ray_tune_sweep",

@@ -37,3 +37,14 @@ def beta_sweep(tmp_path) -> Path:
     # nested like a Ray Tune trial directory
     write_run(sweep / "ray" / "trial_2_beta=1", [0.2, 0.7, 0.9, 0.95, 0.93, 0.9], 1.0)
     return sweep
+
+
+CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camvid"
+
+
+@pytest.fixture
+def camvid_root() -> Path:
+    """The real CamVid frames of ../shared (never shipped with the package); skips where absent."""
+    if not (CAMVID / "train" / "images").is_dir():
+        pytest.skip(f"CamVid not found at {CAMVID.resolve()} (expected ../shared/data/camvid next to the repo)")
+    return CAMVID

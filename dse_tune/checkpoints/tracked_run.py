@@ -1,6 +1,6 @@
 """What a tracked run records in ``config.json``, and how to read its checkpoints again.
 
-A run written by ``dse-tune track`` (:mod:`dse_tune.tracking`) stores its probe set with
+A run written by ``dse-tune track`` (:mod:`dse_tune.checkpoint_tracking`) stores its probe set with
 the keys of a ``dse-tune pretrain`` run (:class:`ProbeSettings`: ``data``, ``splits``,
 ``probe_size``, ``image_size``, ``probe_seed``, ``synthetic_size``, ``seed``) and, under
 ``"tracked"``, how its checkpoint files are read (:class:`ReadSettings`, plus the format
@@ -70,9 +70,9 @@ class ProbeSettings:
         return cls(**values)
 
     def build(self, image_size: int) -> Any:
-        """The :class:`~dse_tune.ssl.data.ProbeSet` (as ``dse-tune pretrain`` builds it).
+        """The :class:`~dse_tune.data.ProbeSet` (as ``dse-tune pretrain`` builds it).
         Every probe image is read here: a broken one fails before any scoring."""
-        from dse_tune.ssl.data import build_probe_set, open_dataset
+        from dse_tune.data import build_probe_set, open_dataset
 
         dataset = open_dataset(self.data, splits=self.splits, synthetic_size=self.synthetic_size, seed=self.seed)
         return build_probe_set(dataset, size=self.probe_size, image_size=self.image_size or image_size)

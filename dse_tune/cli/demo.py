@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     # Tune warns about frequent experiment snapshots; tiny demo trials checkpoint every
     # few seconds by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    from dse_tune.ssl.data import SyntheticScenes
+    from dse_tune.data import SyntheticScenes
 
     held_out = SyntheticScenes(num_images=HELD_OUT_IMAGES, image_size=64, seed=HELD_OUT_SCENE_SEED)
     started = time.monotonic()

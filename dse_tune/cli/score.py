@@ -7,7 +7,7 @@ Examples::
     dse-tune score --timm vit_small_patch16_224 --weights vit_s16.pth --data photos/ --image-size 224
     dse-tune score --data synthetic            # a randomly initialised tiny ViT: a smoke test
 
-The probe images are the deterministic probe set of ``dse_tune.ssl.data`` (evenly
+The probe images are the deterministic probe set of ``dse_tune.data`` (evenly
 spread, resized, centre-cropped, no augmentation), so two models scored with the same
 ``--data``, ``--probe-size`` and ``--image-size`` see the same pixels. A checkpoint of a
 run folder (``RUN_DIR/checkpoints/...``, or any file with ``--run RUN_DIR``) is scored on

@@ -83,10 +83,10 @@ def add_probe_arguments(parser: argparse.ArgumentParser, defaults: bool = True) 
 
 
 def read_settings(args: argparse.Namespace):
-    """:class:`~dse_tune.tracking.ReadSettings` from the model options."""
+    """:class:`~dse_tune.checkpoint_tracking.ReadSettings` from the model options."""
     from dse_tune.checkpoints import ArchitectureError
     from dse_tune.checkpoints.arch import _parse_kwargs
-    from dse_tune.tracking import ReadSettings
+    from dse_tune.checkpoint_tracking import ReadSettings
 
     try:
         kwargs = _parse_kwargs(args.arch_kwargs)
@@ -102,8 +102,8 @@ def read_settings(args: argparse.Namespace):
 
 
 def probe_settings(args: argparse.Namespace, recorded: dict | None = None):
-    """:class:`~dse_tune.tracking.ProbeSettings`: ``recorded`` (a run's config), then the flags given."""
-    from dse_tune.tracking import ProbeSettings
+    """:class:`~dse_tune.checkpoint_tracking.ProbeSettings`: ``recorded`` (a run's config), then the flags given."""
+    from dse_tune.checkpoint_tracking import ProbeSettings
 
     if args.data is not None and args.data != "synthetic" and not Path(args.data).is_dir():
         fail(f"--data {args.data}: no such folder" if not Path(args.data).exists() else f"--data {args.data}: not a folder")
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dse_tune.degradation import DegradationRule
-    from dse_tune.tracking import track_checkpoints, watch_checkpoints
+    from dse_tune.checkpoint_tracking import track_checkpoints, watch_checkpoints
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {args.device}: CUDA is not available on this machine")

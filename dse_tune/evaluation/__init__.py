@@ -3,7 +3,7 @@
 Two words keep one meaning each across dse_tune:
 
 - the **probe set** is a run's fixed, unlabelled monitoring images, scored by DSE
-  during training (``probe_size``, :func:`dse_tune.ssl.data.build_probe_set`);
+  during training (``probe_size``, :func:`dse_tune.data.build_probe_set`);
 - the **linear probe** is the labelled classifier of validation: one linear layer on
   frozen dense tokens, scored by mIoU (:mod:`.linear_probe`);
 - the **held-out set** is the one set of images, outside every run's probe set, that

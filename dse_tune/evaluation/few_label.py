@@ -32,7 +32,7 @@ __all__ = ["FewLabelScores", "FewLabelSplit", "confirm_candidates", "few_label_m
 @dataclass(frozen=True)
 class FewLabelSplit:
     """The labelled images of a confirmation: ``fit`` and ``score`` are disjoint
-    :class:`dse_tune.ssl.data.ProbeSet` objects with masks."""
+    :class:`dse_tune.data.ProbeSet` objects with masks."""
 
     fit: Any
     score: Any
@@ -46,7 +46,7 @@ class FewLabelSplit:
 
 def _open_labelled(data: Any, splits: Sequence[str] | str | None) -> Any:
     from dse_tune.evaluation.labelled_data import SYNTHETIC_RENDER_SIZE, SYNTHETIC_VALIDATION_SEED
-    from dse_tune.ssl.data import DatasetError, SyntheticScenes, open_dataset
+    from dse_tune.data import DatasetError, SyntheticScenes, open_dataset
 
     if str(data) == "synthetic":
         return SyntheticScenes(num_images=256, image_size=SYNTHETIC_RENDER_SIZE, seed=SYNTHETIC_VALIDATION_SEED)
@@ -83,7 +83,7 @@ def load_few_label_split(
             an integer draws them at random (for benchmarks).
     """
     from dse_tune.evaluation.labelled_data import ImageSubset
-    from dse_tune.ssl.data import build_probe_set, probe_indices
+    from dse_tune.data import build_probe_set, probe_indices
 
     if isinstance(label_images, bool) or not isinstance(label_images, int) or label_images < 2:
         raise ValueError(f"label_images must be an integer >= 2 (one image to fit, one to score), got {label_images!r}")

@@ -1,14 +1,14 @@
 """The held-out set: the one set of images every candidate checkpoint of a sweep is rescored on.
 
 A run's DSE monitor scores its *probe set* (``probe_size`` images of its training data,
-:func:`dse_tune.ssl.data.build_probe_set`). Rescoring (:mod:`dse_tune.evaluation.rescore`)
+:func:`dse_tune.data.build_probe_set`). Rescoring (:mod:`dse_tune.evaluation.rescore`)
 needs images that no run's probe set holds, the same for every run, in the same order:
 the held-out set. It is built exactly like a probe set (resize, centre crop,
 normalisation), and every image of any run's probe set is excluded, by index and by
 content (:func:`image_fingerprint`), so a copy of the data under other indices is caught.
 
 Example:
-    >>> from dse_tune.ssl.data import SyntheticScenes
+    >>> from dse_tune.data import SyntheticScenes
     >>> scenes = SyntheticScenes(num_images=8, image_size=32)
     >>> held_out = build_held_out_set(scenes, size=4, image_size=32, exclude_indices=[0, 2])
     >>> held_out.indices, tuple(held_out.images.shape), held_out.fingerprint.startswith("sha256:")
@@ -50,7 +50,7 @@ class HeldOutSet:
 
     Attributes:
         images: (P, 3, S, S) ImageNet-normalised, exactly as a monitoring probe set is
-            built (:func:`dse_tune.ssl.data.build_probe_set`).
+            built (:func:`dse_tune.data.build_probe_set`).
         indices: Dataset indices of the images, in order.
         source: Description of the dataset.
         image_size: S.
@@ -120,7 +120,7 @@ def _choose_images(
     dataset: Any, size: int, exclude_fingerprints: set[str], skipped: set[int]
 ) -> tuple[list[int], int]:
     """Up to ``size`` indices outside the exclusions, evenly spread; and how many were excluded."""
-    from dse_tune.ssl.data import probe_indices
+    from dse_tune.data import probe_indices
 
     available = [i for i in range(len(dataset)) if i not in skipped]
     if not available:
@@ -176,7 +176,7 @@ def build_held_out_set(
             f"{type(dataset).__name__}"
         )
     from dse_tune.evaluation.labelled_data import ImageSubset
-    from dse_tune.ssl.data import build_probe_set
+    from dse_tune.data import build_probe_set
 
     skipped = {int(i) for i in exclude_indices}
     chosen, excluded = _choose_images(dataset, size, set(exclude_fingerprints), skipped)
@@ -231,7 +231,7 @@ def _data_spec(config: Mapping[str, Any]) -> tuple | None:
 
 
 def _open(spec: tuple) -> Any:
-    from dse_tune.ssl.data import open_dataset
+    from dse_tune.data import open_dataset
 
     data, splits, synthetic_size, seed = spec
     if data == "synthetic":
@@ -247,7 +247,7 @@ def monitoring_probe_fingerprints(config: Mapping[str, Any], dataset: Any | None
     reopening it. Raises ValueError when the config cannot tell (no data fields, or
     data that was a dataset object).
     """
-    from dse_tune.ssl.data import DatasetError, probe_indices
+    from dse_tune.data import DatasetError, probe_indices
 
     spec = _data_spec(config)
     if spec is None:
@@ -299,7 +299,7 @@ def _probe_set_exclusions(
 ) -> tuple[set[int], set[str], list[str], dict[str, str]]:
     """Indices (in ``dataset``) and fingerprints of every run's monitoring probe set; the
     runs checked, and the runs whose probe set could not be rebuilt (name -> why)."""
-    from dse_tune.ssl.data import probe_indices
+    from dse_tune.data import probe_indices
 
     exclude_indices: set[int] = set()
     fingerprints: set[str] = set()
@@ -339,7 +339,7 @@ def held_out_set_for(
     training (``from_training_data``). Runs on synthetic scenes of different seeds get
     a scene family of a seed none of them used. Better, pass images no run trained on: a folder
     (with ``splits``), ``"synthetic"``, or a dataset object with ``load_image`` (e.g.
-    :class:`dse_tune.ssl.data.SyntheticScenes` with an unused seed). Either way, images
+    :class:`dse_tune.data.SyntheticScenes` with an unused seed). Either way, images
     of any run's monitoring probe set are excluded by content.
     """
     if not runs:

@@ -2,7 +2,7 @@
 and an evaluation split (the linear probe and the label-free scores are computed on it).
 
 Images and masks are resized and centre-cropped to the models' input size exactly as a
-monitoring probe set is (:func:`dse_tune.ssl.data.build_probe_set`), so the scores see
+monitoring probe set is (:func:`dse_tune.data.build_probe_set`), so the scores see
 what the monitor saw. ``data="synthetic"`` draws both splits from a scene family no
 pretraining run uses by default (:data:`SYNTHETIC_VALIDATION_SEED`).
 
@@ -44,7 +44,7 @@ class LabelledSplits:
 
     Attributes:
         train, evaluation: image sets with ``images`` (B, 3, S, S) and ``masks``
-            (B, S, S) (:class:`dse_tune.ssl.data.ProbeSet` objects built from labelled data).
+            (B, S, S) (:class:`dse_tune.data.ProbeSet` objects built from labelled data).
         num_classes: classes of the linear probe.
         num_classes_inferred: True when read from the masks (max label + 1).
         description: JSON-ready description (sources, sizes, indices).
@@ -59,7 +59,7 @@ class LabelledSplits:
 
 class ImageSubset:
     """The images ``indices`` of ``dataset`` as a dataset, for
-    :func:`dse_tune.ssl.data.build_probe_set` over chosen images (the same resizing,
+    :func:`dse_tune.data.build_probe_set` over chosen images (the same resizing,
     cropping and normalisation as a monitoring probe set). With ``masks`` (and a dataset
     that has them) their masks come along; the held-out set of rescoring needs none."""
 
@@ -89,7 +89,7 @@ def _open_splits(
     data: str | os.PathLike, train_split: str, eval_split: str, images_per_split: int | None
 ) -> tuple[Any, Any, int | None]:
     """The train and evaluation datasets, and their class count when the data knows it."""
-    from dse_tune.ssl.data import DatasetError, SyntheticScenes, open_dataset
+    from dse_tune.data import DatasetError, SyntheticScenes, open_dataset
 
     if str(data) == "synthetic":
         count = DEFAULT_SYNTHETIC_IMAGES if images_per_split is None else images_per_split
@@ -156,7 +156,7 @@ def load_labelled_splits(
     num_classes: int | None = None,
 ) -> LabelledSplits:
     """Train and evaluation images with masks, resized and centre-cropped to ``image_size``
-    exactly as a monitoring probe set (:func:`dse_tune.ssl.data.build_probe_set`).
+    exactly as a monitoring probe set (:func:`dse_tune.data.build_probe_set`).
 
     Args:
         data: a folder with ``SPLIT/images`` + ``SPLIT/masks`` (255 = ignore), or
@@ -170,7 +170,7 @@ def load_labelled_splits(
             None takes every image.
         num_classes: None infers max label + 1 from the masks of both splits.
     """
-    from dse_tune.ssl.data import build_probe_set
+    from dse_tune.data import build_probe_set
 
     if images_per_split is not None and (
         isinstance(images_per_split, bool) or not isinstance(images_per_split, int) or images_per_split < 1

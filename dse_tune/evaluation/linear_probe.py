@@ -376,7 +376,7 @@ def linear_probe_model(
         model: anything :func:`dse_tune.features.dense_tokens` reads (a timm ViT or
             ConvNet, a :mod:`dse_tune.ssl` module, a callable ``images -> (B, N, d)``);
             used frozen, in eval mode when it is a module (its mode is restored).
-        train_set, test_set: labelled images, e.g. :func:`dse_tune.ssl.data.build_probe_set`
+        train_set, test_set: labelled images, e.g. :func:`dse_tune.data.build_probe_set`
             of a dataset with masks (any object with ``images`` (B, 3, H, W) and
             ``masks`` (B, H, W)).
         num_classes: number of classes.

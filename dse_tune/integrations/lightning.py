@@ -69,7 +69,7 @@ class DSEMonitor(pl.Callback):
 
     Args:
         probe_images: (P, 3, H, W) normalised images, the same for every evaluation
-            (see :func:`dse_tune.ssl.data.build_probe_set`).
+            (see :func:`dse_tune.data.build_probe_set`).
         run_dir: the run folder (:mod:`dse_tune.runs`); ``None`` keeps the history in
             memory only (no files).
         every_n_epochs: evaluate after every n-th training epoch.

@@ -158,7 +158,7 @@ class DenseSSLModule(pl.LightningModule):
     :meth:`ssl_step`, :attr:`scored_backbone` and, for EMA teachers,
     :meth:`momentum_pairs`.
 
-    The batch is ``(views, indices)`` from :class:`dse_tune.ssl.data.ViewsDataset`
+    The batch is ``(views, indices)`` from :class:`dse_tune.ssl.views.ViewsDataset`
     (views: a list of (B, 3, h, w) tensors). Logged each step: ``train/loss`` (the
     total), ``train/ssl_loss``, ``train/dse_reg`` (the regularizer term, ``-beta *
     DSE``), ``train/student_dse`` (the DSE the regularizer computed on the student's

@@ -130,7 +130,7 @@ def pretrain(
     from torch.utils.data import Dataset
 
     from dse_tune.runs import write_config
-    from dse_tune.ssl.data import build_probe_set
+    from dse_tune.data import build_probe_set
     from dse_tune.ssl.methods import build_module
 
     config = _resolve_config(config, None if isinstance(data, Dataset) else data)
@@ -229,7 +229,7 @@ def _resume_path(run_dir: Path, resume_from: str | Path | None) -> Path | None:
 def _open_training_data(config: "PretrainConfig", data: Any) -> Any:
     from torch.utils.data import Dataset
 
-    from dse_tune.ssl.data import open_dataset
+    from dse_tune.data import open_dataset
 
     dataset = open_dataset(
         data if isinstance(data, Dataset) else config.data,
@@ -284,7 +284,7 @@ def _build_monitor(
 def _training_loader(config: "PretrainConfig", dataset: Any, module: Any) -> Any:
     from torch.utils.data import DataLoader
 
-    from dse_tune.ssl.data import ViewsDataset
+    from dse_tune.ssl.views import ViewsDataset
 
     return DataLoader(
         ViewsDataset(dataset, module.build_transform()),

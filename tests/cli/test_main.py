@@ -13,7 +13,7 @@ import pytest
 from dse_tune.cli import main as cli_main
 from dse_tune.cli.common import CommandError, fail
 from dse_tune.cli.main import SUBCOMMANDS, build_parser, main
-from dse_tune.ssl.data import DatasetError
+from dse_tune.data import DatasetError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from dse_tune.evaluation.held_out import (
     monitoring_probe_fingerprints,
 )
 from dse_tune.runs import Evaluation, RunRecord, load_sweep
-from dse_tune.ssl.data import SyntheticScenes, build_probe_set, open_dataset
+from dse_tune.data import SyntheticScenes, build_probe_set, open_dataset
 from tests.evaluation.tiny_runs import HELD_OUT, SWEEP_CONFIG
 
 TINY = SWEEP_CONFIG

@@ -164,7 +164,7 @@ def test_linear_probe_on_camvid_with_a_random_vit():
         pytest.skip(f"CamVid not found at {CAMVID} (expected ../shared/data/camvid next to the repository)")
     import timm
 
-    from dse_tune.ssl.data import ImageFolderDataset, build_probe_set
+    from dse_tune.data import ImageFolderDataset, build_probe_set
 
     train = build_probe_set(ImageFolderDataset(CAMVID, splits="train"), size=32, image_size=32)
     test = build_probe_set(ImageFolderDataset(CAMVID, splits="test"), size=16, image_size=32)

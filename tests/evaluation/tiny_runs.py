@@ -60,7 +60,7 @@ def pretrain_validation_run(root: Path) -> Path:
 
 def write_labelled_folder(root: Path) -> None:
     """SPLIT/images + SPLIT/masks from synthetic scenes, with an ignored (255) border."""
-    from dse_tune.ssl.data import SyntheticScenes
+    from dse_tune.data import SyntheticScenes
 
     scenes = SyntheticScenes(num_images=24, image_size=40, seed=3)
     for split, indices in (("train", range(0, 16)), ("val", range(16, 24))):

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dse_tune.ssl.data import SyntheticScenes, ViewsDataset
+from dse_tune.data import SyntheticScenes
+from dse_tune.ssl.views import ViewsDataset
 from dse_tune.ssl.methods import METHOD_MODULES, build_module
 from dse_tune.ssl.module import BackboneMismatchError
 from tests.ssl.conftest import tiny_config

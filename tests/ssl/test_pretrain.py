@@ -12,7 +12,7 @@ import dse_tune.metrics.tolerant
 from dse_tune.degradation import DegradationRule, first_stop_index
 from dse_tune.runs import EVALUATION_KEYS, read_run
 from dse_tune.ssl.config import PretrainConfig
-from dse_tune.ssl.data import SyntheticScenes, build_probe_set
+from dse_tune.data import SyntheticScenes, build_probe_set
 from dse_tune.ssl.methods import load_checkpoint
 from dse_tune.ssl.pretrain import pretrain
 from tests.ssl.conftest import tiny_config

@@ -13,7 +13,7 @@ import dse_tune.tracker
 from dse_tune.checkpoints import build_architecture
 from dse_tune.metrics.tolerant import TokenScore
 from dse_tune.runs import read_run
-from dse_tune.tracking import ProbeSettings, ReadSettings, model_loader_for_run, track_checkpoints, watch_checkpoints
+from dse_tune.checkpoint_tracking import ProbeSettings, ReadSettings, model_loader_for_run, track_checkpoints, watch_checkpoints
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,7 +14,7 @@ Masks are never used by pretraining or by DSE; they exist for the labelled probe
 validates the label-free score.
 
 Every dataset here returns ``(PIL.Image, mask or None)`` from ``__getitem__``; wrap it
-in :class:`ViewsDataset` to apply an SSL transform (lightly's multi-view transforms).
+in :class:`dse_tune.ssl.views.ViewsDataset` to apply an SSL transform (lightly's multi-view transforms).
 """
 
 from __future__ import annotations
@@ -378,25 +378,6 @@ class SyntheticScenes(Dataset):
 
 
 # ------------------------------------------------------------------------- helpers
-
-
-class ViewsDataset(Dataset):
-    """Applies an SSL transform to the images of a dataset: ``(views, index)`` items.
-
-    ``transform`` is typically one of lightly's multi-view transforms (``DINOTransform``,
-    ``MAETransform``, ...), which returns a list of tensors; the default collate turns a
-    batch into a list of ``(B, 3, h, w)`` tensors, one per view.
-    """
-
-    def __init__(self, dataset: Dataset, transform: Callable) -> None:
-        self.dataset = dataset
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        return self.transform(self.dataset.load_image(index)), index
 
 
 def open_dataset(

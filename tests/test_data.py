@@ -7,16 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
-from dse_tune.ssl.data import (
+from dse_tune.data import (
     IMAGENET_MEAN,
     DatasetError,
     ImageFolderDataset,
     SyntheticScenes,
-    ViewsDataset,
     build_probe_set,
     open_dataset,
     probe_indices,
 )
+from dse_tune.ssl.views import ViewsDataset
 
 
 def _save_png(path, size=(20, 12), value=100, mode="RGB"):
