@@ -15,6 +15,14 @@ on average, in mIoU points (0-100):
   rule) minus the chosen run's: what the beta choice alone cost. Averaged over the
   comparisons with more than one beta.
 
+Noise: the reports' histories record no ``dse_noise`` (they predate it), so every
+evaluation of a run gets the run's own scatter as its standard error
+(:func:`dse_tune.decision.scatter_noise`: the robust spread of the second differences
+of its monitored DSE, which also counts real changes between checkpoints, so it errs
+towards keeping the latest). ``default`` is :func:`select_best` with its defaults on
+those records; ``default_no_noise`` the same rule comparing bare values; the paper's and
+older rules compare bare values (``use_noise=False``), as they did.
+
 Few-label rules need per-checkpoint mIoU from few labels; the reports hold only
 full-label mIoU, so they read a sidecar ``few_label_<NAME>.json`` next to
 ``validation_<NAME>.json`` (written by ``--compute-few-label``: random draws of N
@@ -39,6 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dse_tune.decision import scatter_noise  # noqa: E402
 from dse_tune.runs import Evaluation, RunRecord  # noqa: E402
 from dse_tune.selection import select_best  # noqa: E402
 from dse_tune.signals import run_signatures  # noqa: E402
@@ -74,13 +83,17 @@ def comparison_key(name):
 
 
 def record(name, run, first_untrained=False):
-    """A RunRecord of the monitored history; ``first_untrained`` marks the first
-    evaluation as epoch 0 (so ``skip_untrained`` drops it, whatever its real epoch)."""
+    """A RunRecord of the monitored history, each value with the run's scatter as its
+    noise; ``first_untrained`` marks the first evaluation as step 0 (so ``skip_untrained``
+    drops it, whatever its real step)."""
+    values = [math.nan if r["dse_monitored"] is None else r["dse_monitored"] for r in run["rows"]]
+    noise = scatter_noise(values)
     evaluations = tuple(
-        Evaluation(index=r["index"], dse=math.nan if r["dse_monitored"] is None else r["dse_monitored"],
-                   epoch=0 if first_untrained and r["index"] == 0 else r["epoch"], global_step=r["global_step"], checkpoint=f"{name}#{r['index']}",
+        Evaluation(index=r["index"], dse=value, epoch=r["epoch"],
+                   global_step=0 if first_untrained and r["index"] == 0 else r["global_step"],
+                   checkpoint=f"{name}#{r['index']}", noise=noise,
                    components={k: r[f"dse_monitored_{k}"] for k in COMPONENTS if r.get(f"dse_monitored_{k}") is not None})
-        for r in run["rows"]
+        for r, value in zip(run["rows"], values)
     )
     return RunRecord(name, evaluations, {"dse_beta": run["beta"]})
 
@@ -105,16 +118,22 @@ def lookup(runs, field, draw=None, budget=None):
 def rule_choices(runs, names):
     """Rule name -> list of (chosen run, chosen index, {run: its own choice index}) per draw."""
     records = [record(n, runs[n]) for n in names]
-    old = {"skip_untrained": False, "guard": False}
+    # The older rules judge no ranking reliability (dse_tune.reliability): no verdict for any run.
+    no_verdict = {n: (None, "") for n in names}
+    old = {"skip_untrained": False, "guard": False, "use_noise": False, "ranking": no_verdict}
+    bare = {"use_noise": False, "ranking": no_verdict}
     settings = {
         "paper_raw": dict(compare="raw", **old),
         "paper_standardized": dict(compare="raw", score="standardized", **old),
         "rescored": dict(compare="rescored", rescored=lookup(runs, "dse"), **old),
         "conservative": dict(compare="conservative", **old),
-        "conservative_skip_untrained": dict(compare="conservative", skip_untrained=True, guard=False),
-        "conservative_skip_first": dict(compare="conservative", skip_untrained=True, guard=False),
-        "guard": dict(compare="conservative", skip_untrained=True, guard=True),
-        "guard_standardized": dict(compare="conservative", score="standardized", skip_untrained=True, guard=True),
+        "conservative_skip_untrained": dict(compare="conservative", skip_untrained=True, guard=False, **bare),
+        "conservative_skip_first": dict(compare="conservative", skip_untrained=True, guard=False, **bare),
+        "guard": dict(compare="conservative", skip_untrained=True, guard=True, **bare),
+        "guard_standardized": dict(compare="conservative", score="standardized", skip_untrained=True, guard=True,
+                                   **bare),
+        "default_no_noise": dict(bare),
+        "default_no_verdict": dict(ranking=no_verdict),
         "default": {},
         # The label-rich oracle over the same shortlist: the few-label rule with every label.
         "shortlist_oracle": dict(confirmed=lookup(runs, "miou")),

@@ -65,9 +65,10 @@ __all__ = [
 
 TRACKING_FILE = "tracking.json"
 LAYERS_FILE = "layers.json"
-#: ``failure`` text of an evaluation whose file could not be read (not a DSE failure:
-#: the degradation rule skips it).
+#: ``failure`` texts of an evaluation whose file could not be read, or does not fit the
+#: architecture (not a DSE failure: the degradation rule skips it).
 UNREADABLE = "unreadable checkpoint"
+MISFIT = "does not fit the architecture"
 #: The paper's candidate rule (the selector's defaults).
 CANDIDATE_WINDOW, CANDIDATE_TOP = 2, 3
 
@@ -86,6 +87,11 @@ class TrackResult:
     layers: dict[str, Any] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
+    @property
+    def failed(self) -> list[Evaluation]:
+        """The files of this pass that could not be scored (unreadable, or not fitting)."""
+        return [e for e in self.scored if (e.failure or "").startswith((UNREADABLE, MISFIT))]
+
 
 class _SkipUnreadable:
     """A degradation rule that ignores evaluations of unreadable files (a broken file
@@ -94,10 +100,18 @@ class _SkipUnreadable:
     def __init__(self, rule: Any, unreadable: Callable[[], set[int]]) -> None:
         self.rule, self.unreadable = rule, unreadable
 
-    def decide(self, values: Sequence[float]) -> Any:
+    accepts_noise = True  # DSETracker passes noise= and first_untrained=
+
+    def decide(self, values: Sequence[float], *, noise: Sequence | None = None, first_untrained: bool = False) -> Any:
         skip = self.unreadable()
         kept = [i for i in range(len(values)) if i not in skip]
-        decision = self.rule.decide([values[i] for i in kept])
+        from dse_tune.degradation import DegradationRule
+
+        context = {}  # a rule of the user's own may take values only
+        if isinstance(self.rule, DegradationRule):
+            context = {"noise": None if noise is None else [noise[i] for i in kept],
+                       "first_untrained": first_untrained and 0 in kept}
+        decision = self.rule.decide([values[i] for i in kept], **context)
         index = None if decision.peak_index is None else kept[decision.peak_index]
         return dataclasses.replace(decision, peak_index=index, evaluations=len(values))
 
@@ -145,7 +159,9 @@ class CheckpointTracker:
         self.model = build_architecture(self.read.arch, self.read.arch_kwargs).to(device)
         if self.read.layer != "all":
             _check_layer(self.model, self.read.history_layer)
-        self.layer_count = num_layers(self.model) if self.read.layer == "all" else 0
+        # With the final norm, the last block's tokens are the "last+norm" column already.
+        last_is_normed = self.read.layer_norm and hasattr(self.model, "blocks")
+        self.layer_count = num_layers(self.model) - last_is_normed if self.read.layer == "all" else 0
         self.probe = dataclasses.replace(probe, image_size=probe.image_size or _input_size(self.model, self.read))
         self.probe_images = self.probe.build(self.probe.image_size).images
         self.config = {**self.probe.to_config(), TRACKED_KEY: {**self.read.to_config(), "checkpoints": checkpoints}}
@@ -187,20 +203,20 @@ class CheckpointTracker:
         return [item for item in order if item.path.resolve() not in done], skipped
 
     def score_file(self, item: Any) -> Evaluation:
-        """Load one ordered checkpoint and score it (an unreadable file is recorded as
-        failed, with a warning). Raises when the architecture does not fit the first
-        file, or a file needs ``trust``."""
-        from dse_tune.checkpoints import CheckpointMismatchError, CheckpointReadError, UntrustedCheckpointError
+        """Load one ordered checkpoint and score it. A file that cannot be read or does
+        not fit the architecture is recorded as failed, with a warning, and the others are
+        still scored. Raises when a file needs ``trust`` or holds several networks
+        without a default (every file of a run shares that)."""
+        from dse_tune.checkpoints import NOT_FITTING, CheckpointReadError, UntrustedCheckpointError
 
         checkpoint = _recorded_path(item.path, self.run_dir)
         try:
             report = self._load(item.path)
         except UntrustedCheckpointError:
             raise
-        except (CheckpointReadError, CheckpointMismatchError) as error:
-            if isinstance(error, CheckpointMismatchError) and self.format is None:
-                raise  # the first file: the architecture does not fit the run
-            failure = f"{UNREADABLE}: {getattr(error, 'cause', error)}"
+        except (CheckpointReadError, *NOT_FITTING) as error:
+            kind = UNREADABLE if isinstance(error, CheckpointReadError) else MISFIT
+            failure = f"{kind}: {getattr(error, 'cause', error)}"
             self.warn(f"skipped {item.path}: {failure}")
             evaluation = Evaluation(len(self.tracker.evaluations), math.nan, item.epoch, item.step, checkpoint, 0.0,
                                     failure=failure)
@@ -219,8 +235,10 @@ class CheckpointTracker:
 
         spec = self.format or self.read.format
         report = load_backbone(self.model, path, spec, allow_missing=self.read.allow_missing,
-                               prefix=self.read.prefix, trust=self.read.trust)
+                               allow_extra=self.read.allow_extra, prefix=self.read.prefix, trust=self.read.trust)
         if self.format is None:  # read every later file the way the first one matched
+            for line in report.warnings:
+                self.warn(line)
             self.format, self.load_summary = report.spec, report.summary()
             self.read = dataclasses.replace(self.read, prefix=report.prefix)
             self.config[TRACKED_KEY].update(prefix=report.prefix, format_found=report.spec)
@@ -232,7 +250,7 @@ class CheckpointTracker:
     def _tokens(self, model: Any, images: Any, layer: int) -> Any:
         from dse_tune.checkpoints import dense_tokens_at
 
-        return dense_tokens_at(model, images, layer)
+        return dense_tokens_at(model, images, layer, norm=self.read.layer_norm)
 
     def _score_layers(self, evaluation: Evaluation) -> None:
         from dse_tune.checkpoints import layer_name
@@ -245,7 +263,8 @@ class CheckpointTracker:
             finally:
                 self.tracker.tokens_fn = lambda model, images: self._tokens(model, images, -1)
         row["dse"].append(_finite(evaluation.dse))
-        names = [layer_name(self.model, i) for i in range(self.layer_count)] + [layer_name(self.model, -1)]
+        names = [layer_name(self.model, i, self.read.layer_norm) for i in range(self.layer_count)]
+        names.append(layer_name(self.model, -1))
         scores = [(value, i) for i, value in enumerate(row["dse"]) if value is not None]
         row["best_layer"] = names[max(scores)[1]] if scores else None
         self.layers = {"layers": names, "checkpoints": [*(self.layers or {}).get("checkpoints", []), row]}
@@ -253,7 +272,7 @@ class CheckpointTracker:
     def _unreadable_indices(self) -> set[int]:
         tracker = getattr(self, "tracker", None)  # None while the DSETracker is being built
         evaluations = () if tracker is None else tracker.evaluations
-        return {e.index for e in evaluations if (e.failure or "").startswith(UNREADABLE)}
+        return {e.index for e in evaluations if (e.failure or "").startswith((UNREADABLE, MISFIT))}
 
     def _on_evaluation(self, evaluation: Evaluation, decision: Any) -> None:
         if decision.stop and not self._alerted:
@@ -387,8 +406,10 @@ def _continue_settings(recorded: Mapping[str, Any], read: ReadSettings, probe: P
     if not isinstance(tracked, Mapping):
         raise ValueError(f"{run_dir} is a run folder not written by 'dse-tune track'; give another --out folder")
     before = ReadSettings.from_config(tracked)
-    mine = {"arch": read.arch, "arch_kwargs": dict(read.arch_kwargs), "layer": read.layer}
-    theirs = {"arch": before.arch, "arch_kwargs": dict(before.arch_kwargs), "layer": before.layer}
+    mine = {"arch": read.arch, "arch_kwargs": dict(read.arch_kwargs), "layer": read.layer,
+            "layer_norm": read.layer_norm if read.layer != -1 else None}  # -1 always has the norm
+    theirs = {"arch": before.arch, "arch_kwargs": dict(before.arch_kwargs), "layer": before.layer,
+              "layer_norm": before.layer_norm if before.layer != -1 else None}
     recorded_probe = ProbeSettings.from_config(recorded)
     if probe.image_size is None:
         probe = dataclasses.replace(probe, image_size=recorded_probe.image_size)

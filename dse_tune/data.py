@@ -5,10 +5,14 @@ Three pieces:
 - :class:`ImageFolderDataset`: any folder of images (``.png``, ``.jpg``, ``.jpeg``,
   searched recursively, sorted), or the paired layout ``SPLIT/images/NAME.png`` +
   ``SPLIT/masks/NAME.png`` (8-bit class index, 255 = ignore) used by CamVid.
-- :class:`SyntheticScenes`: procedurally generated dense scenes with exact per-pixel
-  masks, deterministic by ``(seed, index)``, generated on the fly (no download).
+- :class:`SyntheticScenes` (rendered in :mod:`dse_tune.synthetic`): procedurally
+  generated dense scenes with exact per-pixel masks, deterministic by ``(seed, index)``,
+  generated on the fly (no download).
 - :func:`build_probe_set`: the fixed probe images (same images, same order, no
-  augmentation) that every DSE evaluation of a run scores.
+  augmentation) that every DSE evaluation of a run scores, at ``N``, ``HxW`` or
+  ``native`` size; :func:`probe_set_for` rebuilds a run's probe set from its settings
+  (the one place that does); :func:`check_images` reads every image of a folder before
+  training starts.
 
 Masks are never used by pretraining or by DSE; they exist for the labelled probe that
 validates the label-free score.
@@ -21,19 +25,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+# Re-exported: the data owner's names, wherever they are implemented.
+from dse_tune.synthetic import SYNTHETIC_CLASSES, SyntheticScenes  # noqa: F401
+from dse_tune.typed_config import NATIVE, parse_image_size, recorded_image_size  # noqa: F401
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-SYNTHETIC_CLASSES = ("background", "disc", "box", "triangle", "ring", "cross")
 
 PathLike = Union[str, Path]
 
@@ -194,189 +200,6 @@ def _read_rgb(path: Path) -> Image.Image:
         raise DatasetError(f"cannot read image {path}: {error}") from error
 
 
-# -------------------------------------------------------------------- synthetic scenes
-
-# Why texture and not colour: when classes differ by colour, a randomly initialised
-# ViT already separates them (its patch embedding is a random linear map of the
-# pixels), so pretraining has nothing to add and the label check of a sweep measures
-# noise. Here every object and the background draw their colours from the same
-# distribution; a class is told apart by the spatial structure of its texture (kind and
-# period), which a linear read-out of random patch features cannot see because the
-# texture's phase and orientation are random.
-#
-# Per object class: texture kind and period (fraction of the image side; at the usual
-# 64 px rendering and 32 px model input a period of 0.1 is 3.2 input pixels).
-_CLASS_TEXTURES = {
-    1: ("stripes", 0.10),  # disc: fine stripes
-    2: ("checkerboard", 0.22),  # box: coarse checkerboard
-    3: ("dots", 0.15),  # triangle: dot lattice
-    4: ("stripes", 0.26),  # ring: coarse stripes
-    5: ("speckle", 0.07),  # cross: blocky speckle
-}
-
-
-#: Rendered scenes an instance keeps in memory (about 50 MB at 64 px).
-_SCENE_CACHE_LIMIT = 4096
-
-
-def _random_colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A dark and a light colour of one random hue: the two ends of a texture."""
-    base = rng.uniform(0.1, 0.9, 3)
-    dark = base * rng.uniform(0.25, 0.6)
-    light = base + (1.0 - base) * rng.uniform(0.3, 0.7)
-    return dark, light
-
-
-class SyntheticScenes(Dataset):
-    """Procedurally generated dense scenes with exact per-pixel masks.
-
-    Each scene is a smooth background (class 0) with 1-4 overlapping objects of the
-    classes in :data:`SYNTHETIC_CLASSES` (disc, box, triangle, ring, cross). Classes are
-    told apart by texture (fine stripes, coarse checkerboard, dot lattice, coarse
-    stripes, speckle) and shape, never by colour: every object and the background take
-    a random hue, brightness and contrast, and each texture a random orientation, phase
-    and +-15% period. Scene ``i`` depends only on ``(seed, i)``: it is regenerated
-    identically on any machine, in any order, in any worker process.
-
-    Args:
-        num_images: the dataset length.
-        image_size: side of the square images in pixels (textures are defined relative
-            to it; render at 64 px or more for the finest one to survive).
-        seed: selects the scene family; scene ``i`` of seed ``s`` never changes.
-
-    Example:
-        >>> scenes = SyntheticScenes(num_images=8, image_size=64, seed=0)
-        >>> image, mask = scenes[3]
-        >>> image.size, mask.shape, mask.dtype, scenes.num_classes
-        ((64, 64), (64, 64), dtype('uint8'), 6)
-    """
-
-    num_classes = len(SYNTHETIC_CLASSES)
-    class_names = SYNTHETIC_CLASSES
-    has_masks = True
-
-    def __init__(self, num_images: int = 512, image_size: int = 64, *, seed: int = 0) -> None:
-        if num_images < 1:
-            raise ValueError(f"num_images must be >= 1, got {num_images}")
-        if image_size < 8:
-            raise ValueError(f"image_size must be >= 8 pixels, got {image_size}")
-        self.num_images = int(num_images)
-        self.image_size = int(image_size)
-        self.seed = int(seed)
-        coords = (np.arange(self.image_size, dtype=np.float32) + 0.5) / self.image_size
-        self._yy, self._xx = np.meshgrid(coords, coords, indexing="ij")
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def __len__(self) -> int:
-        return self.num_images
-
-    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scene ``index`` as ``(image uint8 (H, W, 3), mask uint8 (H, W))`` (fresh arrays)."""
-        if not 0 <= index < self.num_images:
-            raise IndexError(f"scene index {index} out of range for {self.num_images} scenes")
-        scene = self._cache.get(index)
-        if scene is None:
-            scene = self._render(index)
-            # Rendering costs more than a small ViT's training step on a CPU: keep the
-            # scenes of the first epoch for the next ones (12 KB each at 64 px).
-            if len(self._cache) < _SCENE_CACHE_LIMIT:
-                self._cache[index] = scene
-        return scene[0].copy(), scene[1].copy()
-
-    def _render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([self.seed, index])
-        image = self._background(rng)
-        mask = np.zeros((self.image_size, self.image_size), dtype=np.uint8)
-        for _ in range(int(rng.integers(1, 5))):
-            class_index = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
-            inside, texture = self._object(class_index, rng)
-            dark, light = _random_colour_pair(rng)
-            painted = dark[None, None, :] * (1 - texture[..., None]) + light[None, None, :] * texture[..., None]
-            image = np.where(inside[..., None], painted, image)
-            mask[inside] = class_index
-        # Sensor noise and a soft illumination gradient: no pixel-exact shortcut.
-        angle = rng.uniform(0, 2 * np.pi)
-        light_field = 1.0 + 0.2 * ((self._xx - 0.5) * np.cos(angle) + (self._yy - 0.5) * np.sin(angle))
-        image = image * light_field[..., None] + rng.normal(0, 0.02, image.shape)
-        return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), mask
-
-    def _background(self, rng: np.random.Generator) -> np.ndarray:
-        """Smooth, low-frequency waves between two colours of a random hue."""
-        xx, yy = self._xx, self._yy
-        texture = np.zeros_like(xx)
-        for _ in range(2):
-            frequency = rng.uniform(0.5, 2.0)
-            angle = rng.uniform(0, np.pi)
-            texture += np.sin(2 * np.pi * frequency * (xx * np.cos(angle) + yy * np.sin(angle)) + rng.uniform(0, 2 * np.pi))
-        texture = texture / 4.0 + 0.5
-        dark, light = _random_colour_pair(rng)
-        return dark[None, None, :] * (1 - texture[..., None]) + light[None, None, :] * texture[..., None]
-
-    def _object(self, class_index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Boolean support and texture in [0, 1] of one object instance."""
-        if class_index not in _CLASS_TEXTURES:
-            raise ValueError(f"unknown synthetic class index {class_index}")
-        centre = rng.uniform(0.2, 0.8, 2)
-        radius = rng.uniform(0.18, 0.34)
-        angle = rng.uniform(0, 2 * np.pi)
-        dx, dy = self._xx - centre[0], self._yy - centre[1]
-        # Object-local coordinates (in radii) for the shape.
-        u = (dx * np.cos(angle) + dy * np.sin(angle)) / radius
-        v = (-dx * np.sin(angle) + dy * np.cos(angle)) / radius
-        r = np.sqrt(u**2 + v**2)
-        if class_index == 1:  # disc
-            inside = r <= 1.0
-        elif class_index == 2:  # box
-            inside = (np.abs(u) <= 1.0) & (np.abs(v) <= rng.uniform(0.6, 1.0))
-        elif class_index == 3:  # triangle
-            inside = (v >= -0.6) & (v <= 1.1 - np.sqrt(3.0) * np.abs(u))
-        elif class_index == 4:  # ring
-            inside = (r >= 0.45) & (r <= 1.0)
-        else:  # cross
-            arm = 0.4
-            inside = ((np.abs(u) <= 1.0) & (np.abs(v) <= arm)) | ((np.abs(u) <= arm) & (np.abs(v) <= 1.0))
-        return inside, self._texture(*_CLASS_TEXTURES[class_index], rng)
-
-    def _texture(self, kind: str, period: float, rng: np.random.Generator) -> np.ndarray:
-        """A texture in [0, 1] of ``kind`` with a jittered period, random orientation and phase."""
-        period *= rng.uniform(0.85, 1.15)
-        angle = rng.uniform(0, np.pi)
-        phase_u, phase_v = rng.uniform(0, 1, 2)
-        # Texture coordinates in periods, in the texture's own (rotated) frame.
-        a = (self._xx * np.cos(angle) + self._yy * np.sin(angle)) / period + phase_u
-        b = (-self._xx * np.sin(angle) + self._yy * np.cos(angle)) / period + phase_v
-        if kind == "stripes":
-            texture = 0.5 + 0.5 * np.sin(2 * np.pi * a)
-        elif kind == "checkerboard":
-            texture = ((np.floor(a) + np.floor(b)) % 2).astype(np.float32)
-        elif kind == "dots":
-            distance = np.hypot(a - np.round(a), b - np.round(b))
-            # Radius 0.4: half the area light, like every other texture (no brightness cue).
-            texture = (distance < 0.4).astype(np.float32)
-        elif kind == "speckle":
-            cells = int(np.ceil(2.0 / period)) + 2
-            values = rng.uniform(0, 1, (cells, cells))
-            ia = np.floor(a).astype(int) % cells
-            ib = np.floor(b).astype(int) % cells
-            texture = values[ia, ib]
-        else:
-            raise ValueError(f"unknown texture kind {kind!r}")
-        return texture.astype(np.float32)
-
-    def load_image(self, index: int) -> Image.Image:
-        return Image.fromarray(self.render(index)[0], mode="RGB")
-
-    def load_mask(self, index: int) -> np.ndarray:
-        return self.render(index)[1]
-
-    def __getitem__(self, index: int) -> tuple[Image.Image, np.ndarray]:
-        image, mask = self.render(index)
-        return Image.fromarray(image, mode="RGB"), mask
-
-    def describe(self) -> str:
-        return f"synthetic scenes (seed {self.seed}, {self.num_images} images of {self.image_size}px)"
-
-
 # ------------------------------------------------------------------------- helpers
 
 
@@ -405,13 +228,18 @@ def open_dataset(
     return ImageFolderDataset(data, splits=splits)
 
 
+#: A probe image size as given: ``N`` (a square), ``(H, W)``, ``"HxW"`` or ``"native"``
+#: (read by :func:`~dse_tune.typed_config.parse_image_size`).
+ImageSize = Union[int, str, Sequence[int]]
+
+
 @dataclass
 class ProbeSet:
     """The fixed images every DSE evaluation of a run scores.
 
     Attributes:
-        images: float tensor (P, 3, S, S), ImageNet-normalised.
-        masks: long tensor (P, S, S) with 255 = ignore, or None without masks.
+        images: float tensor (P, 3, H, W), ImageNet-normalised.
+        masks: long tensor (P, H, W) with 255 = ignore, or None without masks.
         indices: dataset indices of the P images, in order.
         source: a description of the dataset they come from.
     """
@@ -423,6 +251,11 @@ class ProbeSet:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the images (for ``"native"``: the size they were scored at)."""
+        return int(self.images.shape[-2]), int(self.images.shape[-1])
 
 
 def probe_indices(dataset_size: int, size: int) -> list[int]:
@@ -437,24 +270,65 @@ def probe_indices(dataset_size: int, size: int) -> list[int]:
     return [(i * dataset_size) // count for i in range(count)]
 
 
-def build_probe_set(dataset: Dataset, *, size: int = 64, image_size: int = 32) -> ProbeSet:
-    """Deterministic probe images: resized (short side) and centre-cropped to
-    ``image_size``, ImageNet-normalised, no augmentation; masks resized with nearest
-    neighbour the same way when the dataset has them.
+def _fit(image: Image.Image, size: tuple[int, int], interpolation: Any) -> Image.Image:
+    """``image`` resized to cover ``size`` (H, W) with its aspect kept, then centre-cropped."""
+    import torchvision.transforms.functional as TF
+
+    height, width = size
+    if (image.height, image.width) == (height, width):
+        return image
+    if height == width:  # the square path of every run folder so far, kept bit-identical
+        return TF.center_crop(TF.resize(image, height, interpolation), height)
+    scale = max(height / image.height, width / image.width)
+    covering = [max(height, round(image.height * scale)), max(width, round(image.width * scale))]
+    return TF.center_crop(TF.resize(image, covering, interpolation), [height, width])
+
+
+def _most_common_size(images: Sequence[Image.Image]) -> tuple[int, int]:
+    counts: dict[tuple[int, int], int] = {}
+    for image in images:
+        counts[(image.height, image.width)] = counts.get((image.height, image.width), 0) + 1
+    return max(counts, key=counts.get)  # ties: the size seen first (dicts keep order)
+
+
+def build_probe_set(dataset: Dataset, *, size: int = 64, image_size: ImageSize = 32) -> ProbeSet:
+    """The probe images: ``size`` images spread over ``dataset`` (:func:`probe_indices`),
+    ImageNet-normalised, no augmentation; masks follow with nearest neighbour.
+
+    ``image_size``:
+
+    - ``N`` or ``(N, N)``: resized (short side) and centre-cropped to N x N;
+    - ``(H, W)`` or ``"HxW"``: resized to cover H x W with the aspect kept, then
+      centre-cropped (never stretched);
+    - ``"native"``: each image at its own size. A probe set is one batch, so when the
+      images differ in size the rule is: the most common size among the probe images
+      wins (ties: the first image's) and the others are fitted to it as above.
+      Frames of one camera (CamVid) all share one size and are scored untouched.
+
+    A ViT scores any of these sizes (:func:`dse_tune.features.dense_tokens`).
+
+    Example:
+        >>> scenes = SyntheticScenes(num_images=4, image_size=64)
+        >>> build_probe_set(scenes, size=2, image_size="48x64").image_size
+        (48, 64)
+        >>> build_probe_set(scenes, size=2, image_size="native").image_size
+        (64, 64)
     """
     import torchvision.transforms.functional as TF
     from torchvision.transforms import InterpolationMode
 
+    target = parse_image_size(image_size)
     indices = probe_indices(len(dataset), size)
-    images, masks = [], []
+    pictures = [dataset.load_image(index) for index in indices]
+    if target == NATIVE:
+        target = _most_common_size(pictures)
     with_masks = bool(getattr(dataset, "has_masks", False))
-    for index in indices:
-        image = dataset.load_image(index)
-        image = TF.center_crop(TF.resize(image, image_size, InterpolationMode.BICUBIC), image_size)
-        images.append(TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD))
+    images, masks = [], []
+    for index, picture in zip(indices, pictures):
+        picture = _fit(picture, target, InterpolationMode.BICUBIC)
+        images.append(TF.normalize(TF.to_tensor(picture), IMAGENET_MEAN, IMAGENET_STD))
         if with_masks:
-            mask = Image.fromarray(dataset.load_mask(index))
-            mask = TF.center_crop(TF.resize(mask, image_size, InterpolationMode.NEAREST), image_size)
+            mask = _fit(Image.fromarray(dataset.load_mask(index)), target, InterpolationMode.NEAREST)
             masks.append(torch.from_numpy(np.asarray(mask, dtype=np.int64).copy()))
     describe = getattr(dataset, "describe", None)
     return ProbeSet(
@@ -463,3 +337,69 @@ def build_probe_set(dataset: Dataset, *, size: int = 64, image_size: int = 32) -
         indices=indices,
         source=describe() if callable(describe) else type(dataset).__name__,
     )
+
+
+# ---------------------------------------------------------------- from settings
+
+
+def _setting(config: Any, name: str, default: Any = None) -> Any:
+    value = config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
+    return default if value is None else value
+
+
+def dataset_for(config: Any, data: PathLike | Dataset | None = None) -> Dataset:
+    """The dataset a run's settings name: ``data``, ``splits``, ``synthetic_size``, ``seed``.
+
+    ``config`` is a :class:`~dse_tune.ssl.config.PretrainConfig`, a tracked run's
+    probe settings, or the mapping of a ``config.json``; ``data`` overrides its
+    ``data`` (a folder, ``"synthetic"`` or a dataset object).
+    """
+    return open_dataset(
+        _setting(config, "data", "synthetic") if data is None else data,
+        splits=_setting(config, "splits"),
+        synthetic_size=int(_setting(config, "synthetic_size", 512)),
+        seed=int(_setting(config, "seed", 0)),
+    )
+
+
+def probe_image_size(config: Any) -> tuple[int, int] | str:
+    """The probe images' size a run's settings give: ``probe_image_size``, else
+    ``image_size`` (a pretraining run's input size, or a tracked run's probe size)."""
+    value = _setting(config, "probe_image_size") or _setting(config, "image_size")
+    if value is None:
+        raise ValueError("the settings give neither probe_image_size nor image_size")
+    return parse_image_size(value)
+
+
+def probe_set_for(config: Any, *, dataset: Dataset | None = None, image_size: ImageSize | None = None) -> ProbeSet:
+    """THE probe set of a run's settings (see :func:`dataset_for` and :func:`probe_image_size`):
+    pretraining, tracking, ``score``, the held-out set's exclusions all rebuild it here.
+
+    ``dataset``: the already opened dataset of these settings; ``image_size``: overrides
+    the settings' size. Every probe image is read here, before any scoring: a corrupt one
+    is a :class:`DatasetError` naming the file (training checks all images first with
+    :func:`check_images`).
+
+    Example:
+        >>> probe = probe_set_for({"data": "synthetic", "synthetic_size": 8, "probe_size": 4, "image_size": 32})
+        >>> len(probe), probe.image_size
+        (4, (32, 32))
+    """
+    dataset = dataset_for(config) if dataset is None else dataset
+    size = probe_image_size(config) if image_size is None else parse_image_size(image_size)
+    return build_probe_set(dataset, size=int(_setting(config, "probe_size", 64)), image_size=size)
+
+
+def check_images(dataset: Dataset) -> None:
+    """Read every image of a folder dataset (and its mask) before any training or scoring:
+    a corrupt file fails now, as a :class:`DatasetError` naming it, not mid-epoch.
+    Other datasets (synthetic scenes, user objects) are left to themselves."""
+    if not isinstance(dataset, ImageFolderDataset):
+        return
+    for image_path in dataset.image_paths:
+        try:
+            with Image.open(image_path) as image:
+                image.draft("RGB", (64, 64))  # JPEG decodes at a reduced scale, still every byte
+                image.load()
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+            raise DatasetError(f"cannot read image {image_path}: {error}") from error

@@ -15,6 +15,8 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dse_tune.decision import NOISE_Z, RULE_MIN_DROP, RULE_PATIENCE, RULE_WARMUP, difference_noise
+
 __all__ = ["NAN_POLICIES", "DegradationDecision", "DegradationRule", "Peak", "finite_or_none", "first_stop_index", "peak"]
 
 #: ``"stop"``: a non-finite DSE stops the run at once (even during warm-up).
@@ -37,7 +39,9 @@ class DegradationDecision:
         relative_drop: ``(peak - current) / (max - min)`` over the (smoothed) finite
             history; ``0.0`` when the range is zero, ``None`` without finite values.
         degraded_evaluations: How many of the latest finite evaluations in a row sit at
-            least ``min_drop`` of the range below the peak.
+            least ``min_drop`` of the range, and beyond the noise, below the peak.
+        recovering: True when the latest evaluations rise again (a dip followed by a
+            steady rise): such a run is not stopped.
     """
 
     stop: bool
@@ -48,6 +52,7 @@ class DegradationDecision:
     current_value: float | None = None
     relative_drop: float | None = None
     degraded_evaluations: int = 0
+    recovering: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,18 @@ class DegradationRule:
     3. **relative, not absolute**: ``min_drop`` is a fraction of the run's own DSE range,
        because DSE scales differ between models, feature dimensions and probe sets. A
        drop is also required to be strictly positive, so a constant history never stops.
+    4. **beyond the noise**: given ``noise`` (one standard error per value, the run
+       folder's ``dse_noise``), a drop counts only when it exceeds
+       :data:`~dse_tune.decision.NOISE_Z` standard errors of the difference.
+    5. **not recovering**: when the run climbed out of its lowest point after the peak by
+       at least half of that dip (and more than the drop threshold and the noise), only
+       the evaluations after that climb's high count as degraded; a run at that high, or
+       whose latest ``max(patience + 1, 3)`` evaluations after the peak rise steadily, is
+       recovering and goes on. So a dip followed by a steady rise never stops.
+
+    An untrained first evaluation (``first_untrained=True``: ``global_step == 0``, see
+    :func:`dse_tune.decision.is_untrained`) is never the peak while a later value is
+    finite: the selector never keeps it either.
 
     With ``smoothing=k`` the rule reads a trailing moving average over the last ``k``
     finite values (fewer at the start) instead of the raw values; ``peak_value`` and
@@ -103,9 +120,9 @@ class DegradationRule:
         'non-finite DSE (nan) at evaluation 2'
     """
 
-    warmup: int = 5
-    patience: int = 3
-    min_drop: float = 0.1
+    warmup: int = RULE_WARMUP
+    patience: int = RULE_PATIENCE
+    min_drop: float = RULE_MIN_DROP
     smoothing: int | None = None
     nan_policy: str = "stop"
 
@@ -126,17 +143,31 @@ class DegradationRule:
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
 
-    def decide(self, values: Sequence[float]) -> DegradationDecision:
-        """Decide from the full DSE history (evaluation order) whether to stop now."""
+    def decide(
+        self,
+        values: Sequence[float],
+        *,
+        noise: Sequence[float | None] | None = None,
+        first_untrained: bool = False,
+    ) -> DegradationDecision:
+        """Decide from the full DSE history (evaluation order) whether to stop now.
+
+        ``noise``: the standard error of each value (None, or None entries: unknown);
+        ``first_untrained``: the first evaluation scored the model before any optimizer
+        step (it is then never the peak while a later value is finite).
+        """
         history = _as_floats(values)
         evaluations = len(history)
+        if noise is not None and len(noise) != evaluations:
+            raise ValueError(f"noise has {len(noise)} entries but values has {evaluations}")
+        context = {"noise": noise, "first_untrained": first_untrained}
 
         positions = [i for i, v in enumerate(history) if math.isfinite(v)]
         first_bad = next((i for i, v in enumerate(history) if not math.isfinite(v)), None)
         if first_bad is not None and self.nan_policy == "stop":
             # Report the peak reached before the divergence: that checkpoint is kept.
             finite_before = positions[: sum(1 for p in positions if p < first_bad)]
-            peak = self._summarize(history, finite_before)
+            peak = self._summarize(history, finite_before, **context)
             return DegradationDecision(
                 stop=True,
                 reason=f"non-finite DSE ({history[first_bad]!r}) at evaluation {first_bad}",
@@ -148,16 +179,23 @@ class DegradationRule:
             reason = "no evaluations yet" if evaluations == 0 else "no finite DSE yet"
             return DegradationDecision(False, reason, None, None, evaluations)
 
-        summary = self._summarize(history, positions)
+        summary = self._summarize(history, positions, **context)
         counted = len(positions)
         degraded = summary["degraded_evaluations"]
         if counted < self.warmup:
             reason = f"warm-up: {counted} of {self.warmup} evaluations"
             return DegradationDecision(False, reason, evaluations=evaluations, **summary)
+        if summary["recovering"]:
+            reason = (
+                f"recovering: DSE {summary['current_value']:.6g} is rising again towards the peak "
+                f"{summary['peak_value']:.6g} (evaluation {summary['peak_index']})"
+            )
+            return DegradationDecision(False, reason, evaluations=evaluations, **summary)
         if degraded < self.patience:
             reason = (
                 f"{degraded} of {self.patience} evaluations at least {self.min_drop:.0%} of the "
-                f"DSE range below the peak {summary['peak_value']:.6g} "
+                f"DSE range{' and beyond the noise' if noise is not None else ''} below the peak "
+                f"{summary['peak_value']:.6g} "
                 f"(evaluation {summary['peak_index']})"
             )
             return DegradationDecision(False, reason, evaluations=evaluations, **summary)
@@ -166,32 +204,55 @@ class DegradationRule:
             f"{summary['relative_drop']:.0%} of its range below the peak "
             f"{summary['peak_value']:.6g} (evaluation {summary['peak_index']}), "
             f"{degraded} evaluations in a row at least {self.min_drop:.0%} below"
+            f"{' and beyond the noise' if noise is not None else ''}"
         )
         return DegradationDecision(True, reason, evaluations=evaluations, **summary)
 
-    def _summarize(self, history: list[float], positions: list[int]) -> dict:
-        """Peak, current value, relative drop and degraded run length over ``positions``."""
+    def _summarize(
+        self, history: list[float], positions: list[int], *, noise: Sequence | None, first_untrained: bool
+    ) -> dict:
+        """Peak, current value, relative drop, degraded run length and recovery over ``positions``."""
         if not positions:
             return {"peak_index": None, "peak_value": None}
         series = _trailing_mean([history[i] for i in positions], self.smoothing or 1)
+        # An untrained first evaluation is a transient: never the peak while a later one exists.
+        eligible = range(1, len(series)) if first_untrained and positions[0] == 0 and len(series) > 1 else range(len(series))
         # First occurrence of the maximum: on a plateau the earliest checkpoint is the peak.
-        peak_pos = max(range(len(series)), key=lambda i: (series[i], -i))
-        peak, low, current = series[peak_pos], min(series), series[-1]
-        spread = max(series) - low
+        peak_pos = max(eligible, key=lambda i: (series[i], -i))
+        peak, current = series[peak_pos], series[-1]
+        spread = peak - min(series[i] for i in eligible)
         threshold = self.min_drop * spread
+
+        def below(i: int) -> bool:  # clearly below the peak: by min_drop of the range and beyond the noise
+            drop = peak - series[i]
+            bar = NOISE_Z * difference_noise(noise, positions[peak_pos], positions[i])
+            return drop > 0.0 and drop >= threshold and drop > bar
+
+        # A dip, then a climb out of it (beyond the threshold and the noise), restarts the
+        # count at the climb's high; a run at that high, or rising steadily, is recovering.
+        start, recovering = peak_pos + 1, False
+        if start < len(series):
+            trough = min(range(start, len(series)), key=lambda i: (series[i], i))
+            high = max(range(trough, len(series)), key=lambda i: (series[i], -i))
+            bar = NOISE_Z * difference_noise(noise, positions[high], positions[trough])
+            # A climb is a recovery when it regains at least half of the dip (and beats the
+            # threshold and the noise); the bounces of a zig-zag decline are not.
+            if series[high] - series[trough] > max(threshold, bar, (peak - series[trough]) / 2):
+                start, recovering = high + 1, high == len(series) - 1
+            tail = series[peak_pos + 1 :][-max(self.patience + 1, 3) :]  # two rises in a row at least
+            recovering = recovering or (len(tail) > 1 and all(b > a for a, b in zip(tail, tail[1:])))
         degraded = 0
-        for value in reversed(series[peak_pos + 1 :]):
-            drop = peak - value
-            if drop > 0.0 and drop >= threshold:
-                degraded += 1
-            else:
+        for i in reversed(range(start, len(series))):
+            if not below(i):
                 break
+            degraded += 1
         return {
             "peak_index": positions[peak_pos],
             "peak_value": peak,
             "current_value": current,
             "relative_drop": (peak - current) / spread if spread > 0.0 else 0.0,
             "degraded_evaluations": degraded,
+            "recovering": recovering,
         }
 
 
@@ -260,7 +321,13 @@ def finite_or_none(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def first_stop_index(values: Sequence[float], rule: DegradationRule | None = None) -> int | None:
+def first_stop_index(
+    values: Sequence[float],
+    rule: DegradationRule | None = None,
+    *,
+    noise: Sequence[float | None] | None = None,
+    first_untrained: bool = False,
+) -> int | None:
     """Index at which ``rule`` first stops when fed ``values`` one at a time, else None.
 
     This is what every adapter does during training: after evaluation ``i`` it asks
@@ -275,7 +342,8 @@ def first_stop_index(values: Sequence[float], rule: DegradationRule | None = Non
     rule = DegradationRule() if rule is None else rule
     history = _as_floats(values)
     for end in range(1, len(history) + 1):
-        if rule.decide(history[:end]).stop:
+        window_noise = None if noise is None else list(noise)[:end]
+        if rule.decide(history[:end], noise=window_noise, first_untrained=first_untrained).stop:
             return end - 1
     return None
 

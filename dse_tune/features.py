@@ -5,7 +5,11 @@ The model type decides how tokens are read, never the shape of a tensor:
 - ``"vit"``: a timm Vision Transformer (anything with ``forward_features`` and
   ``num_prefix_tokens``, e.g. ``VisionTransformer``, DeiT, EVA). ``forward_features``
   applies the final norm; the first ``num_prefix_tokens`` tokens (CLS and register
-  tokens) are dropped, leaving the patch tokens in raster order.
+  tokens) are dropped, leaving the patch tokens in raster order. A ViT built for one
+  size scores images of any other (a ``96x128`` or ``native`` probe set): for that call
+  it runs in timm's own ``dynamic_img_size`` mode, which resamples the position
+  embedding to the new token grid (:func:`any_input_size`); images whose sides are not
+  a multiple of the patch size are centre-cropped to the largest multiple first.
 - ``"convnet"``: a timm ConvNet; ``forward_features`` gives the last stage
   (B, C, H, W), returned as (B, H*W, C) (channels-last models that declare
   ``output_fmt == "NHWC"``, such as Swin, are read as (B, H, W, C)).
@@ -19,7 +23,8 @@ regularizer needs gradients).
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Union
+from contextlib import contextmanager
+from typing import Callable, Iterator, Literal, Union
 
 import torch
 from torch import Tensor, nn
@@ -77,7 +82,9 @@ def dense_tokens(model: TokenSource, images: Tensor, kind: Kind = "auto") -> Ten
                 f"kind='vit' needs a timm ViT with forward_features and num_prefix_tokens; "
                 f"{type(model).__name__} has neither"
             )
-        tokens = model.forward_features(images)
+        images = crop_to_patches(model, images)
+        with any_input_size(model, tuple(images.shape[-2:])):
+            tokens = model.forward_features(images)
         _check_rank(tokens, 3, f"{type(model).__name__}.forward_features (ViT)")
         tokens = tokens[:, int(num_prefix) :]
     elif resolved == "convnet":
@@ -101,6 +108,60 @@ def dense_tokens(model: TokenSource, images: Tensor, kind: Kind = "auto") -> Ten
     if tokens.shape[0] != images.shape[0]:
         raise ValueError(f"dense tokens have batch size {tokens.shape[0]} but images have {images.shape[0]}")
     return tokens
+
+
+@contextmanager
+def any_input_size(model: nn.Module, size: tuple[int, int]) -> Iterator[nn.Module]:
+    """A timm ViT that takes ``size`` (H, W) images for the duration of the block.
+
+    Nothing changes for a model already built with ``dynamic_img_size=True`` (every
+    :mod:`dse_tune.ssl` backbone) or for images of its own size. Otherwise the model
+    runs in timm's ``dynamic_img_size`` mode (the patch embedding keeps its grid, the
+    position embedding is resampled to the new one on every forward, as timm does for
+    models built that way) and is restored afterwards: no parameter is replaced, so an
+    optimizer holding them is unaffected (``set_input_size`` would replace them).
+
+    Example:
+        >>> import timm
+        >>> vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=0)
+        >>> with any_input_size(vit, (48, 64)):
+        ...     vit.forward_features(torch.randn(1, 3, 48, 64)).shape  # 6 x 8 patches + CLS
+        torch.Size([1, 49, 192])
+        >>> vit.dynamic_img_size
+        False
+    """
+    embed = getattr(model, "patch_embed", None)
+    own = getattr(embed, "img_size", None)
+    adaptable = hasattr(model, "dynamic_img_size") and hasattr(embed, "strict_img_size")
+    if not adaptable or model.dynamic_img_size or own is None or tuple(own) == tuple(size):
+        yield model
+        return
+    from timm.layers import Format
+
+    saved = (model.dynamic_img_size, embed.strict_img_size, embed.flatten, embed.output_fmt)
+    try:
+        model.dynamic_img_size, embed.strict_img_size, embed.flatten, embed.output_fmt = True, False, False, Format.NHWC
+        yield model
+    finally:
+        model.dynamic_img_size, embed.strict_img_size, embed.flatten, embed.output_fmt = saved
+
+
+def crop_to_patches(model: nn.Module, images: Tensor) -> Tensor:
+    """``images`` centre-cropped so that both sides are multiples of the ViT's patch size
+    (timm refuses other sides unless the model pads them)."""
+    embed = getattr(model, "patch_embed", None)
+    patch = getattr(embed, "patch_size", None)
+    if patch is None or getattr(embed, "dynamic_img_pad", False):
+        return images
+    patch_h, patch_w = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    height, width = images.shape[-2:]
+    crop_h, crop_w = height - height % patch_h, width - width % patch_w
+    if (crop_h, crop_w) == (height, width):
+        return images
+    if crop_h < 1 or crop_w < 1:
+        raise ValueError(f"images of {height}x{width} pixels are smaller than one {patch_h}x{patch_w} patch")
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return images[..., top : top + crop_h, left : left + crop_w]
 
 
 def _check_rank(tensor: Tensor, rank: int, source: str) -> None:

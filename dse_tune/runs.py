@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from dse_tune.atomic import atomic_write_text
+from dse_tune.decision import is_untrained, ranking_verdict_of, run_choice
 from dse_tune.degradation import Peak, peak
 
 __all__ = [
@@ -89,7 +90,7 @@ TUNER_STATE_FILE = "tuner.pkl"
 SWEEP_RUNS_DIR = "runs"
 
 COMPONENTS = ("inter", "intra_image", "intra_batch", "dim")
-EVALUATION_KEYS = ("index", "epoch", "global_step", "dse", *COMPONENTS, "checkpoint", "seconds", "failure")
+EVALUATION_KEYS = ("index", "epoch", "global_step", "dse", "dse_noise", *COMPONENTS, "checkpoint", "seconds", "failure")
 
 
 class RunFormatError(ValueError):
@@ -114,6 +115,8 @@ class Evaluation:
         components: raw components ``inter``, ``intra_image``, ``intra_batch``, ``dim``.
         failure: why ``dse`` is NaN (diverged or collapsed features, an unreadable
             checkpoint), else None.
+        noise: the standard error of ``dse`` (``dse_noise`` in the file: probe images and
+            k-means seed), None when not measured.
     """
 
     index: int
@@ -124,6 +127,7 @@ class Evaluation:
     seconds: float | None = None
     components: Mapping[str, float] = field(default_factory=dict)
     failure: str | None = None
+    noise: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON row (every key of :data:`EVALUATION_KEYS`; absent components are null)."""
@@ -132,6 +136,7 @@ class Evaluation:
             "epoch": self.epoch,
             "global_step": self.global_step,
             "dse": self.dse,
+            "dse_noise": self.noise,
             **{name: self.components.get(name) for name in COMPONENTS},
             "checkpoint": self.checkpoint,
             "seconds": self.seconds,
@@ -165,6 +170,9 @@ class Evaluation:
 
         dse = number("dse")
         index = number("index", int)
+        noise = number("dse_noise")
+        if noise is not None and not (math.isfinite(noise) and noise >= 0):
+            raise RunFormatError(f"{where}: 'dse_noise' must be a finite number >= 0 or null, got {noise!r}")
         return cls(
             index=position if index is None else index,
             dse=math.nan if dse is None else dse,
@@ -174,6 +182,7 @@ class Evaluation:
             seconds=number("seconds"),
             components={key: number(key) for key in COMPONENTS if row.get(key) is not None},
             failure=text("failure"),
+            noise=noise,
         )
 
 
@@ -182,7 +191,9 @@ class RunRecord:
     """A run's DSE history, wherever it came from (a file, an Optuna study, a Ray result).
 
     ``problem`` says why a run has no usable evaluations (an unreadable file, ...); such
-    runs are reported, never selected.
+    runs are reported, never selected. ``ranking_reliable`` / ``ranking_reason``: the
+    per-run verdict of :mod:`dse_tune.reliability` on whether DSE ranks this run's
+    checkpoints (None: not judged); False makes the choice keep the latest checkpoint.
     """
 
     name: str
@@ -192,6 +203,8 @@ class RunRecord:
     stopped_early: bool = False
     stop_reason: str | None = None
     problem: str | None = None
+    ranking_reliable: bool | None = None
+    ranking_reason: str | None = None
 
     @property
     def beta(self) -> float | None:
@@ -212,10 +225,28 @@ class RunRecord:
         return peak(self.dse)
 
     @property
+    def dse_noise(self) -> list[float | None] | None:
+        """The standard error of each DSE value, or None when no evaluation records one."""
+        noise = [evaluation.noise for evaluation in self.evaluations]
+        return None if all(n is None for n in noise) else noise
+
+    first_untrained = property(
+        lambda self: bool(self.evaluations) and is_untrained(self.evaluations[0]),
+        doc="Whether the first evaluation scored the model before any optimizer step.",
+    )
+
+    @property
     def best(self) -> Evaluation | None:
-        """The evaluation at the peak, or None when no DSE is finite."""
+        """The evaluation at the peak (the highest finite DSE), or None when none is finite."""
         found = self.peak
         return None if found.index is None else self.evaluations[found.index]
+
+    @property
+    def chosen(self) -> Evaluation | None:
+        """The evaluation the run's decision keeps (:func:`dse_tune.decision.run_choice`
+        with the default candidate rule: what ``dse-tune select`` keeps), or None."""
+        position = run_choice(self).chosen
+        return None if position is None else self.evaluations[position]
 
     def checkpoint_path(self, evaluation: Evaluation) -> Path | None:
         """Where ``evaluation``'s checkpoint lives (relative paths resolved on ``path``)."""
@@ -227,8 +258,13 @@ class RunRecord:
         return self.path / checkpoint
 
     def with_evaluation(self, evaluation: Evaluation) -> RunRecord:
-        """A copy with ``evaluation`` appended."""
-        return dataclasses.replace(self, evaluations=(*self.evaluations, evaluation))
+        """A copy with ``evaluation`` appended and the ranking verdict judged again on the
+        longer history (:func:`dse_tune.decision.ranking_verdict_of`)."""
+        evaluations = (*self.evaluations, evaluation)
+        verdict = ranking_verdict_of(evaluations)
+        return dataclasses.replace(
+            self, evaluations=evaluations, ranking_reliable=verdict.reliable, ranking_reason=verdict.reason
+        )
 
     def stopped(self, reason: str | None) -> RunRecord:
         """A copy marked as stopped early for ``reason`` (None: not stopped)."""
@@ -242,6 +278,8 @@ class RunRecord:
             "evaluations": [evaluation.to_dict() for evaluation in self.evaluations],
             "stopped_early": self.stopped_early,
             "stop_reason": self.stop_reason,
+            **({"ranking_reliable": self.ranking_reliable, "ranking_reason": self.ranking_reason}
+               if self.ranking_reliable is not None else {}),
         }
 
     @classmethod
@@ -265,6 +303,9 @@ class RunRecord:
         evaluations = [Evaluation.from_dict(row, i, f"{source}: evaluations[{i}]") for i, row in enumerate(rows)]
         evaluations.sort(key=lambda e: e.index)  # stable: equal indices keep file order
         stop_reason = data.get("stop_reason")
+        reliable, ranking_reason = data.get("ranking_reliable"), data.get("ranking_reason")
+        if reliable is not None and not isinstance(reliable, bool):
+            raise RunFormatError(f"{source}: 'ranking_reliable' must be true, false or null, got {reliable!r}")
         return cls(
             name=name,
             evaluations=tuple(evaluations),
@@ -272,6 +313,8 @@ class RunRecord:
             path=path,
             stopped_early=bool(data.get("stopped_early", False)),
             stop_reason=None if stop_reason is None else str(stop_reason),
+            ranking_reliable=reliable,
+            ranking_reason=None if ranking_reason is None else str(ranking_reason),
         )
 
     @classmethod
@@ -283,23 +326,27 @@ class RunRecord:
         beta: float | None = None,
         epochs: Sequence[int] | None = None,
         checkpoints: Sequence[str | os.PathLike | None] | None = None,
+        noise: Sequence[float | None] | None = None,
+        global_steps: Sequence[int | None] | None = None,
         stopped_early: bool = False,
         **kwargs: Any,
     ) -> RunRecord:
         """A record from a bare DSE sequence (epochs default to the evaluation index).
 
         ``checkpoints`` gives each evaluation's checkpoint path (relative to ``path=``
-        when that is given), so that selection can hand back a file.
+        when that is given), so that selection can hand back a file; ``noise`` the
+        standard error of each value; ``global_steps`` the optimizer steps (0: untrained).
         """
         series = [math.nan if v is None else float(v) for v in values]
-        epochs = list(range(len(series))) if epochs is None else list(epochs)
-        checkpoints = [None] * len(series) if checkpoints is None else list(checkpoints)
-        for label, column in (("epochs", epochs), ("checkpoints", checkpoints)):
+        columns = {"epochs": range(len(series)) if epochs is None else epochs, "checkpoints": checkpoints,
+                   "noise": noise, "global_steps": global_steps}
+        columns = {k: [None] * len(series) if c is None else list(c) for k, c in columns.items()}
+        for label, column in columns.items():
             if len(column) != len(series):
                 raise ValueError(f"{label} has {len(column)} entries but values has {len(series)}")
         evaluations = tuple(
-            Evaluation(index=i, dse=v, epoch=e, checkpoint=None if c is None else os.fspath(c))
-            for i, (v, e, c) in enumerate(zip(series, epochs, checkpoints, strict=True))
+            Evaluation(i, v, epoch=e, checkpoint=None if c is None else os.fspath(c), noise=n, global_step=g)
+            for i, (v, e, c, n, g) in enumerate(zip(series, *columns.values(), strict=True))
         )
         config = dict(kwargs.pop("config", {}))
         if beta is not None:

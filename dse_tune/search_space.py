@@ -1,7 +1,7 @@
 """YAML search spaces for label-free sweeps: plain data, no Ray, no Optuna.
 
 A search space file names the pretraining settings (any
-:class:`~dse_tune.ssl.config.PretrainConfig` field, fixed or searched), the pruner, the
+:class:`~dse_tune.pretrain_config.PretrainConfig` field, fixed or searched), the pruner, the
 resources of a trial and where the sweep is stored. The schema is documented in
 ``docs/search_spaces.md``; in short::
 
@@ -18,7 +18,7 @@ resources of a trial and where the sweep is stored. The schema is documented in
     resources: {cpu: 8, gpu: 1}        # per trial; gpu may be fractional (0.5)
     # or, a trial over several workers (Ray Train, one DDP process each):
     # resources: {workers: 4, gpus_per_worker: 1, cpus_per_worker: 8}
-    storage: {path: runs/sweeps, checkpoints_to_keep: 3, max_failures: 2}
+    storage: {path: runs/sweeps, max_failures: 2}
     selection: {window: 2, top: 3}     # + confirm_with: LABELLED_DIR, label_images: 32
 
 :func:`load_search_space` refuses unknown keys (unknown PretrainConfig fields and pruner
@@ -48,19 +48,33 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.resources
 import math
-import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dse_tune.degradation import DegradationRule
-from dse_tune.ssl.config import PretrainConfig
+from dse_tune import search_space_parse as sections
+from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
+from dse_tune.pretrain_config import PretrainConfig
+from dse_tune.search_space_schema import (
+    ALGORITHMS,
+    DEFAULT_STORAGE_PATH,
+    DOMAIN_KINDS,
+    PRUNER_OPTIONS,
+    PRUNER_TYPES,
+    UNNAMED_SOURCE,
+    Dimension,
+    PrunerSpec,
+    Resources,
+    SearchSpaceError,
+    check_pruner_options,
+    plain,
+)
+from dse_tune.typed_config import read_yaml
 
 __all__ = [
     "ALGORITHMS",
@@ -75,245 +89,10 @@ __all__ = [
     "check_pruner_options",
     "load_search_space",
     "parse_search_space",
+    "plain",
     "resolve_search_space",
     "shipped_search_spaces",
 ]
-
-DOMAIN_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
-#: ``optuna``: Ray's OptunaSearch (TPE by default); ``random``: Ray's variant generator
-#: (random draws; the only one that expands ``grid`` dimensions).
-ALGORITHMS = ("optuna", "random")
-DEFAULT_STORAGE_PATH = "runs/sweeps"
-#: Where the search space came from when the caller did not say.
-UNNAMED_SOURCE = "<search space>"
-
-#: Pruner type -> (module, class) of the Optuna pruner it builds; ``none`` disables
-#: pruning. Only names: nothing is imported here (:data:`PRUNER_OPTIONS` says which
-#: options each type takes).
-PRUNER_TYPES: dict[str, tuple[str, str] | None] = {
-    "dse_degradation": ("dse_tune.integrations.optuna", "DSEDegradationPruner"),
-    "median": ("optuna.pruners", "MedianPruner"),
-    "percentile": ("optuna.pruners", "PercentilePruner"),
-    "patient": ("optuna.pruners", "PatientPruner"),
-    "successive_halving": ("optuna.pruners", "SuccessiveHalvingPruner"),
-    "hyperband": ("optuna.pruners", "HyperbandPruner"),
-    "threshold": ("optuna.pruners", "ThresholdPruner"),
-    "none": None,
-}
-#: PatientPruner wraps another pruner: its spec sits under this key.
-WRAPPED_KEY = "wrapped"
-
-
-# --------------------------------------------------------------------------- pruner options
-
-#: An option check: ``value -> None`` when fine, else the reason it is refused.
-OptionCheck = Callable[[Any], "str | None"]
-
-
-def _integer_at_least(minimum: int) -> OptionCheck:
-    def check(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-            return f"must be an integer >= {minimum}, got {value!r}"
-        return None
-
-    return check
-
-
-def _number_in(low: float, high: float = math.inf) -> OptionCheck:
-    def check(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
-            upper = "" if high == math.inf else f" and <= {high:g}"
-            return f"must be a number >= {low:g}{upper}, got {value!r}"
-        return None
-
-    return check
-
-
-def _auto_or_integer_at_least(minimum: int) -> OptionCheck:
-    integer = _integer_at_least(minimum)
-
-    def check(value: Any) -> str | None:
-        if value == "auto" or integer(value) is None:
-            return None
-        return f"must be 'auto' or an integer >= {minimum}, got {value!r}"
-
-    return check
-
-
-def _number_or_null(value: Any) -> str | None:
-    if value is None or (not isinstance(value, bool) and isinstance(value, numbers.Real) and not math.isnan(value)):
-        return None
-    return f"must be a number or null, got {value!r}"
-
-
-_PERCENTILE_STEPS = {
-    "n_startup_trials": _integer_at_least(0),
-    "n_warmup_steps": _integer_at_least(0),
-    "interval_steps": _integer_at_least(1),
-    "n_min_trials": _integer_at_least(1),
-}
-
-#: Options of each pruner type -> their check. For Optuna's pruners these are the
-#: constructors' keyword arguments and checks, written out so that parsing needs no
-#: Optuna (a test keeps the table in step with Optuna's signatures).
-PRUNER_OPTIONS: dict[str, dict[str, OptionCheck]] = {
-    "median": dict(_PERCENTILE_STEPS),
-    "percentile": {"percentile": _number_in(0.0, 100.0), **_PERCENTILE_STEPS},
-    "patient": {"patience": _integer_at_least(0), "min_delta": _number_in(0.0)},
-    "successive_halving": {
-        "min_resource": _auto_or_integer_at_least(1),
-        "reduction_factor": _integer_at_least(2),
-        "min_early_stopping_rate": _integer_at_least(0),
-        "bootstrap_count": _integer_at_least(0),
-    },
-    "hyperband": {
-        "min_resource": _integer_at_least(1),
-        "max_resource": _auto_or_integer_at_least(1),
-        "reduction_factor": _integer_at_least(2),
-        "bootstrap_count": _integer_at_least(0),
-    },
-    "threshold": {
-        "lower": _number_or_null,
-        "upper": _number_or_null,
-        "n_warmup_steps": _integer_at_least(0),
-        "interval_steps": _integer_at_least(1),
-    },
-    # DegradationRule checks its own values (see check_pruner_options).
-    "dse_degradation": {f.name: lambda value: None for f in dataclasses.fields(DegradationRule)},
-    "none": {},
-}
-_REQUIRED_OPTIONS = {"percentile": ("percentile",), "patient": ("patience",)}
-
-
-def check_pruner_options(kind: str, options: Mapping[str, Any]) -> str | None:
-    """Why the ``kind`` pruner would refuse ``options`` (known keys), or None.
-
-    Example:
-        >>> check_pruner_options("threshold", {"n_warmup_steps": 2})
-        'lower or upper must be given'
-        >>> check_pruner_options("dse_degradation", {"patience": 2}) is None
-        True
-    """
-    if kind == "dse_degradation":
-        try:
-            DegradationRule(**options)
-        except (TypeError, ValueError) as error:
-            return str(error)
-        return None
-    for name in _REQUIRED_OPTIONS.get(kind, ()):
-        if name not in options:
-            return f"{name} is required"
-    for name, value in options.items():
-        reason = PRUNER_OPTIONS[kind][name](value)
-        if reason:
-            return f"{name} {reason}"
-    if kind == "threshold":
-        lower, upper = options.get("lower"), options.get("upper")
-        if lower is None and upper is None:
-            return "lower or upper must be given"
-        if lower is not None and upper is not None and lower > upper:
-            return f"lower must be <= upper, got {lower!r} > {upper!r}"
-    resource = {"successive_halving": "min_resource", "hyperband": "max_resource"}.get(kind)
-    if resource and options.get("bootstrap_count", 0) > 0 and options.get(resource, "auto") == "auto":
-        return f"bootstrap_count > 0 needs an integer {resource}, not 'auto'"
-    return None
-
-
-class SearchSpaceError(ValueError):
-    """A search space cannot be used; the message names the file, the key and why."""
-
-
-# --------------------------------------------------------------------------- dimensions
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One searched PretrainConfig field.
-
-    ``kind`` is one of :data:`DOMAIN_KINDS`; ``values`` holds the options of ``choice``
-    and ``grid``; ``low``/``high`` the bounds of the ranges (``randint``: ``high``
-    excluded, as in Ray and numpy).
-
-    Example:
-        >>> Dimension("warmup_epochs", "randint", low=1, high=4).corner_values()
-        [1, 3]
-    """
-
-    name: str
-    kind: str
-    values: tuple[Any, ...] = ()
-    low: float | int | None = None
-    high: float | int | None = None
-
-    def to_dict(self) -> dict[str, list[Any]]:
-        """The YAML form: ``{kind: options}`` or ``{kind: [low, high]}``."""
-        if self.kind in ("choice", "grid"):
-            return {self.kind: [plain(v) for v in self.values]}
-        return {self.kind: [self.low, self.high]}
-
-    def corner_values(self) -> list[Any]:
-        """Values that bound the dimension: every option, or both ends of the range."""
-        if self.kind in ("choice", "grid"):
-            return list(self.values)
-        if self.kind == "randint":
-            return [self.low, self.high - 1]
-        return [self.low, self.high]
-
-
-# --------------------------------------------------------------------------- pruner, resources
-
-
-@dataclass(frozen=True)
-class PrunerSpec:
-    """A pruner by type (a key of :data:`PRUNER_TYPES`) and its keyword arguments.
-
-    :func:`dse_tune.integrations.optuna.space.build_pruner` builds the Optuna pruner.
-    """
-
-    type: str = "dse_degradation"
-    options: Mapping[str, Any] = field(default_factory=dict)
-    wrapped: PrunerSpec | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type, **self.options}
-        if self.type == "patient":
-            out[WRAPPED_KEY] = None if self.wrapped is None else self.wrapped.to_dict()
-        return out
-
-
-@dataclass(frozen=True)
-class Resources:
-    """Resources of one trial: its workers, and the CPUs and GPUs of each.
-
-    One worker (the default) runs the trial in one process, Tune's function trainable;
-    ``gpu`` may be a fraction (0.5: two small trials share a device). Several workers
-    (``workers: 4, gpus_per_worker: 1, cpus_per_worker: 8``) run it as a Ray Train
-    ``TorchTrainer`` inside the Tuner, one DDP process per worker.
-    """
-
-    #: CPUs of each worker (the trial's CPUs with one worker).
-    cpu: float = 1.0
-    #: GPUs of each worker: a fraction (one worker only) or a whole number.
-    gpu: float = 0.0
-    #: Training processes of one trial.
-    workers: int = 1
-
-    @property
-    def accelerator(self) -> str:
-        """The Lightning accelerator a trial with these resources uses."""
-        return "gpu" if self.gpu > 0 else "cpu"
-
-    @property
-    def distributed(self) -> bool:
-        """Whether a trial spans several workers (Ray Train) rather than one process."""
-        return self.workers > 1
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``resources`` section: ``{cpu, gpu}`` for one worker, else per worker."""
-        if not self.distributed:
-            return {"cpu": self.cpu, "gpu": self.gpu}
-        return {"workers": self.workers, "cpus_per_worker": self.cpu, "gpus_per_worker": self.gpu}
-
 
 # --------------------------------------------------------------------------- the spec
 
@@ -332,10 +111,9 @@ class SweepSpec:
     pruner: PrunerSpec | None = field(default_factory=PrunerSpec)
     resources: Resources = field(default_factory=Resources)
     storage_path: str = DEFAULT_STORAGE_PATH
-    checkpoints_to_keep: int = 3
     max_failures: int = 1
-    window: int = 2
-    top: int = 3
+    window: int = CANDIDATE_WINDOW
+    top: int = CANDIDATE_TOP
     #: Labelled folder for few-label confirmation of the choice (None: label-free).
     confirm_with: str | None = None
     label_images: int = 32
@@ -372,7 +150,6 @@ class SweepSpec:
             "resources": self.resources.to_dict(),
             "storage": {
                 "path": self.storage_path,
-                "checkpoints_to_keep": self.checkpoints_to_keep,
                 "max_failures": self.max_failures,
             },
             "selection": {"window": self.window, "top": self.top, "confirm_with": self.confirm_with,
@@ -418,20 +195,15 @@ def load_search_space(path: str | Path) -> SweepSpec:
 
     ``path`` may also name a shipped example (:func:`resolve_search_space`).
     """
-    from dse_tune.search_space_parse import read_yaml
-
     path = resolve_search_space(path)
     if not path.exists():
         shipped = ", ".join(sorted(shipped_search_spaces()))
         raise SearchSpaceError(f"{path}: cannot read the search space: no such file (shipped examples: {shipped})")
-    return parse_search_space(read_yaml(path), source=path)
+    return parse_search_space(read_yaml(path, SearchSpaceError), source=path)
 
 
 def parse_search_space(data: Any, source: str | Path = UNNAMED_SOURCE) -> SweepSpec:
     """Check a search space given as a mapping (what the YAML file holds)."""
-    # The section checks build this module's classes, so they are imported here.
-    from dse_tune import search_space_parse as sections
-
     where = str(source)
     data = sections.top_level(where, data)
     fixed, dimensions = sections.pretrain(where, data)
@@ -449,7 +221,6 @@ def parse_search_space(data: Any, source: str | Path = UNNAMED_SOURCE) -> SweepS
         pruner=sections.pruner(where, "pruner", data.get("pruner", {"type": "dse_degradation"})),
         resources=sections.resources(where, data),
         storage_path=storage["path"],
-        checkpoints_to_keep=storage["checkpoints_to_keep"],
         max_failures=storage["max_failures"],
         window=selection["window"],
         top=selection["top"],
@@ -457,17 +228,3 @@ def parse_search_space(data: Any, source: str | Path = UNNAMED_SOURCE) -> SweepS
         label_images=selection["label_images"],
         source=None if where == UNNAMED_SOURCE else Path(where),
     )
-
-
-def plain(value: Any) -> Any:
-    """Tuples to lists, recursively (YAML's safe dumper knows no tuples).
-
-    Example:
-        >>> plain({"scale": (0.3, 1.0)})
-        {'scale': [0.3, 1.0]}
-    """
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: plain(v) for k, v in value.items()}
-    return value

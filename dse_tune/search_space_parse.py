@@ -1,11 +1,12 @@
 """How each section of a search space file is read and checked.
 
 :func:`dse_tune.search_space.parse_search_space` calls one function per section; each
-returns plain values (or :mod:`dse_tune.search_space` classes) and raises
-:class:`~dse_tune.search_space.SearchSpaceError` naming the file, the key and the
+returns plain values (or :mod:`dse_tune.search_space_schema` classes) and raises
+:class:`~dse_tune.search_space_schema.SearchSpaceError` naming the file, the key and the
 reason. Nothing here imports Ray or Optuna: pruner options are checked against the plain
-table :data:`dse_tune.search_space.PRUNER_OPTIONS`, so a bad option fails when the file
-is read, before any worker starts.
+table :data:`dse_tune.search_space_schema.PRUNER_OPTIONS`, so a bad option fails when
+the file is read, before any worker starts. ``pretrain`` values are typed by the one
+typed config reader (:mod:`dse_tune.typed_config`), as ``--config`` and ``--set`` are.
 
 Example:
     >>> resources("space.yaml", {"resources": {"cpu": 2, "gpu": 0.5}})
@@ -18,8 +19,8 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
+import warnings
+
 import math
 import numbers
 import re
@@ -29,9 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dse_tune.search_space import (
+from dse_tune.pretrain_config import PretrainConfig
+from dse_tune.search_space_schema import (
     ALGORITHMS,
     DEFAULT_STORAGE_PATH,
     DOMAIN_KINDS,
@@ -44,13 +44,13 @@ from dse_tune.search_space import (
     Resources,
     SearchSpaceError,
     check_pruner_options,
+    plain,
 )
-from dse_tune.ssl.config import PretrainConfig
+from dse_tune.typed_config import ConfigValueError, describe_type, field_types, suggest, typed_value
 
 __all__ = [
     "pretrain",
     "pruner",
-    "read_yaml",
     "resources",
     "search",
     "selection",
@@ -92,36 +92,6 @@ def pruner(where: str, label: str, value: Any) -> PrunerSpec | None:
 
 
 # --------------------------------------------------------------------------- sections
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def read_yaml(path: Path) -> Any:
-    """The YAML content of ``path``; errors name the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise SearchSpaceError(f"{path}: cannot read the search space: {error.strerror or error}") from None
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as error:
-        raise SearchSpaceError(f"{path}: not valid YAML: {error}") from None
 
 
 def top_level(where: str, data: Any) -> Mapping[str, Any]:
@@ -216,7 +186,8 @@ def _per_worker(where: str, section: Mapping[str, Any], short: str, long: str, d
 
 
 def storage(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
-    """``storage``: path, checkpoints_to_keep, max_failures."""
+    """``storage``: path, max_failures (``checkpoints_to_keep`` is read and ignored, with a
+    warning: the run folder keeps every checkpoint and Tune keeps none)."""
     section = _section(where, data, "storage")
     _refuse_unknown(where, "storage.", section, STORAGE_KEYS)
     path = section.get("path", DEFAULT_STORAGE_PATH)
@@ -227,11 +198,15 @@ def storage(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
             f"{where}: storage.path: must be a local or shared (NFS) folder, got the URI {path!r}; "
             "the selector reads every trial's run folder from it"
         )
+    if "checkpoints_to_keep" in section:
+        warnings.warn(
+            f"{where}: storage.checkpoints_to_keep is ignored and will be refused in the next release: "
+            "Tune keeps no checkpoints; the run folder keeps every one",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     return {
         "path": path,
-        "checkpoints_to_keep": _integer(
-            where, "storage.checkpoints_to_keep", section.get("checkpoints_to_keep", 3), minimum=1
-        ),
         "max_failures": _integer(where, "storage.max_failures", section.get("max_failures", 1), minimum=0),
     }
 
@@ -254,24 +229,22 @@ def selection(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
 
 def pretrain(where: str, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Dimension]]:
     """``pretrain``: the fixed PretrainConfig fields and the searched ones."""
-    hints = _field_hints()
+    declared = field_types(PretrainConfig)
     fixed: dict[str, Any] = {}
     dimensions: dict[str, Dimension] = {}
     for key, value in _section(where, data, "pretrain").items():
         label = f"pretrain.{key}"
-        if key not in hints:
-            raise SearchSpaceError(f"{where}: {label}: not a PretrainConfig field{_suggest(str(key), hints)}")
-        hint = hints[key]
+        if key not in declared:
+            raise SearchSpaceError(f"{where}: {label}: not a PretrainConfig field{suggest(str(key), declared)}")
         if _is_domain(value):
-            dimensions[key] = _dimension(where, label, key, value, hint)
+            dimensions[key] = _dimension(where, label, key, value, declared[key])
             continue
-        if isinstance(value, Mapping) and not _accepts_mapping(hint):
+        if isinstance(value, Mapping) and "a mapping" not in describe_type(declared[key][0]):
             raise SearchSpaceError(
                 f"{where}: {label}: a search domain is a mapping with one key out of "
                 f"{DOMAIN_KINDS}, got {dict(value)!r}"
             )
-        _check_type(where, label, value, hint)
-        fixed[key] = value
+        fixed[key] = _typed(where, label, key, value, declared[key])
 
     # Every option (or range end) of every dimension must give a usable PretrainConfig,
     # so that a bad value fails here and not hours into the sweep: the fixed values
@@ -285,13 +258,23 @@ def pretrain(where: str, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
     return fixed, dimensions
 
 
-def _dimension(where: str, label: str, name: str, spec: Mapping[str, Any], hint: Any) -> Dimension:
+def _typed(where: str, label: str, name: str, value: Any, declared: tuple[Any, Any]) -> Any:
+    """``value`` typed by the one typed config reader (lists stay lists, as in YAML; a
+    field with its own parser, such as a probe image size, keeps the spelling given)."""
+    try:
+        typed = typed_value(name, value, *declared)
+    except ConfigValueError as error:
+        raise SearchSpaceError(f"{where}: {label}: {str(error).removeprefix(f'{name}: ')}") from None
+    return value if declared[1] is not None else plain(typed)
+
+
+def _dimension(where: str, label: str, name: str, spec: Mapping[str, Any], declared: tuple[Any, Any]) -> Dimension:
     ((kind, arguments),) = spec.items()
+    hint = declared[0]
     if kind in ("choice", "grid"):
         if not isinstance(arguments, (list, tuple)) or not arguments:
             raise SearchSpaceError(f"{where}: {label}: {kind} needs a non-empty list of options, got {arguments!r}")
-        for option in arguments:
-            _check_type(where, f"{label} ({kind} option)", option, hint)
+        arguments = [_typed(where, f"{label} ({kind} option)", name, option, declared) for option in arguments]
         if len({repr(option) for option in arguments}) != len(arguments):
             raise SearchSpaceError(f"{where}: {label}: {kind} lists an option twice: {list(arguments)!r}")
         return Dimension(name, kind, values=tuple(arguments))
@@ -306,10 +289,10 @@ def _dimension(where: str, label: str, name: str, spec: Mapping[str, Any], hint:
         if not all(isinstance(b, numbers.Integral) for b in (low, high)):
             raise SearchSpaceError(f"{where}: {label}: randint needs integer bounds, got {list(arguments)!r}")
         if not _accepts(hint, int):
-            raise SearchSpaceError(f"{where}: {label}: randint draws integers but {name} is {_hint_name(hint)}")
+            raise SearchSpaceError(f"{where}: {label}: randint draws integers but {name} is {describe_type(hint)}")
     elif not _accepts(hint, float):
         raise SearchSpaceError(
-            f"{where}: {label}: {kind} draws floats but {name} is {_hint_name(hint)}; "
+            f"{where}: {label}: {kind} draws floats but {name} is {describe_type(hint)}; "
             "use randint or choice for integer fields"
         )
     if not low < high:
@@ -322,67 +305,14 @@ def _dimension(where: str, label: str, name: str, spec: Mapping[str, Any], hint:
 # --------------------------------------------------------------------------- type checks
 
 
-def _field_hints() -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(PretrainConfig)}
-    hints = typing.get_type_hints(PretrainConfig)
-    return {name: hints[name] for name in names}
-
-
 def _is_domain(value: Any) -> bool:
     return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in DOMAIN_KINDS
 
 
-def _accepts_mapping(hint: Any) -> bool:
-    return any(typing.get_origin(option) is dict or option is dict for option in _options(hint))
-
-
-def _options(hint: Any) -> tuple[Any, ...]:
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is types.UnionType:
-        return typing.get_args(hint)
-    return (hint,)
-
-
 def _accepts(hint: Any, kind: type) -> bool:
-    return any(option is kind or (kind is int and option is float) for option in _options(hint))
-
-
-def _conforms_scalar(value: Any, option: Any) -> bool:
-    if option is Any or (option is type(None) and value is None):
-        return True
-    if option is bool:
-        return isinstance(value, bool)
-    if option in (int, float) and isinstance(value, bool):
-        return False
-    if option is int:
-        return isinstance(value, numbers.Integral)
-    if option is float:
-        return isinstance(value, numbers.Real)
-    return option is str and isinstance(value, str)
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    for option in _options(hint):
-        origin = typing.get_origin(option)
-        if _conforms_scalar(value, option):
-            return True
-        if (origin is dict or option is dict) and isinstance(value, Mapping):
-            return all(isinstance(k, str) for k in value)
-        if origin is tuple and isinstance(value, (list, tuple)):
-            arguments = typing.get_args(option)
-            if len(arguments) == 2 and arguments[1] is Ellipsis:
-                if all(_conforms(item, arguments[0]) for item in value):
-                    return True
-            elif len(arguments) == len(value) and all(
-                _conforms(item, item_hint) for item, item_hint in zip(value, arguments, strict=True)
-            ):
-                return True
-    return False
-
-
-def _check_type(where: str, label: str, value: Any, hint: Any) -> None:
-    if not _conforms(value, hint):
-        raise SearchSpaceError(f"{where}: {label}: expected {_hint_name(hint)}, got {value!r} ({_kind(value)})")
+    """Whether a field declared ``hint`` takes the numbers a range of ``kind`` draws."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return any(option is kind or (kind is int and option is float) for option in options)
 
 
 def _check_config(where: str, label: str, values: Mapping[str, Any]) -> None:
@@ -390,21 +320,6 @@ def _check_config(where: str, label: str, values: Mapping[str, Any]) -> None:
         PretrainConfig.from_dict(values).validate()
     except (TypeError, ValueError) as error:
         raise SearchSpaceError(f"{where}: {label}: not a valid pretraining setting: {error}") from None
-
-
-def _hint_name(hint: Any) -> str:
-    names = []
-    for option in _options(hint):
-        if option is type(None):
-            names.append("null")
-        elif typing.get_origin(option) is tuple:
-            names.append("a list " + str(option).replace("typing.", ""))
-        elif typing.get_origin(option) is dict or option is dict:
-            names.append("a mapping")
-        else:
-            names.append(getattr(option, "__name__", str(option)))
-    text = " or ".join(names)
-    return {"int": "an integer", "float": "a number", "str": "a string", "bool": "true/false"}.get(text, text)
 
 
 def _section(where: str, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -420,13 +335,8 @@ def _refuse_unknown(where: str, prefix: str, section: Mapping[str, Any], known: 
     for key in section:
         if key not in known:
             raise SearchSpaceError(
-                f"{where}: {prefix}{key}: unknown key{_suggest(str(key), known)}; known keys: {', '.join(known)}"
+                f"{where}: {prefix}{key}: unknown key{suggest(str(key), known)}; known keys: {', '.join(known)}"
             )
-
-
-def _suggest(key: str, known: Any) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _integer(where: str, label: str, value: Any, *, minimum: int) -> int:

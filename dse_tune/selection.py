@@ -9,8 +9,11 @@ and the printed decision are :mod:`dse_tune.selection_output`.
 Within a run (the paper's protocol): the candidates are the local maxima of the run's
 DSE curve (``score="raw"``, or the run-standardised DSE, ``score="standardized"``)
 within +-``window`` evaluations, the ``top`` highest of them; the run's first
-evaluation, when it is at epoch 0 or step 0 (a nearly untrained model), is not a
-candidate when a later one exists (``skip_untrained``). The chosen checkpoint is the best candidate.
+evaluation, when it is at step 0 (before any optimizer step), is not a candidate when a
+later one exists (``skip_untrained``). The chosen checkpoint is the best candidate,
+unless it beats the latest evaluation only within the recorded noise, or the run's
+ranking is judged not reliable: then the latest, and the choice says so
+(:func:`dse_tune.decision.run_choice`, the one decision every tool makes).
 
 Across runs, DSE is not a fair judge when the runs differ in ``beta`` (``beta > 0``
 optimizes DSE itself; on CamVid held-out rescored DSE was raised just as much), so
@@ -38,16 +41,22 @@ Example:
 from __future__ import annotations
 
 import math
-import numbers
 import os
-import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dse_tune.decision import (
+    CANDIDATE_TOP,
+    CANDIDATE_WINDOW,
+    Choice,
+    candidate_indices,
+    run_choice,
+    standardized_series,
+)
 from dse_tune.degradation import finite_or_none
-from dse_tune.runs import Evaluation, RunRecord
+from dse_tune.runs import COMPONENTS, Evaluation, RunRecord, load_sweep
 from dse_tune.signals import FailureSignature, run_signatures
 
 __all__ = [
@@ -62,6 +71,7 @@ __all__ = [
     "describe_rule",
     "run_scores",
     "select_best",
+    "select_folder",
     "select_run",
     "selection_to_dict",
     "standardized_dse",
@@ -78,41 +88,9 @@ BASES = ("label_free_dse", "conservative", "few_label")
 # --------------------------------------------------------------------------- candidates
 
 
-def candidate_indices(values: Sequence[float], window: int = 2, top: int | None = 3) -> list[int]:
-    """Indices of the local maxima of ``values``, best first: the paper's candidate set.
-
-    ``i`` is a candidate when ``values[i]`` is the maximum of
-    ``values[i - window : i + window + 1]`` (the window clipped at both ends; equal values
-    all count as maxima). Candidates are sorted by value, highest first, ties by earlier
-    index, and the first ``top`` are returned (all of them when ``top`` is None).
-    Non-finite values (NaN, +-inf, None) are never candidates and are ignored as
-    neighbours.
-
-    Example:
-        >>> candidate_indices([1.0, 3.0, 2.0, 2.5, 2.0, 1.0, 3.0], window=1, top=None)
-        [1, 6, 3]
-        >>> candidate_indices([float("nan"), 1.0, 1.0], window=2)
-        [1, 2]
-    """
-    _check_int("window", window, minimum=0)
-    if top is not None:
-        _check_int("top", top, minimum=1, extra="or None")
-    series = _as_floats(values, "values")
-    found = []
-    for i, value in enumerate(series):
-        if not math.isfinite(value):
-            continue
-        neighbours = series[max(0, i - window) : i + window + 1]
-        if all(not math.isfinite(other) or other <= value for other in neighbours):
-            found.append(i)
-    found.sort(key=lambda i: (-series[i], i))
-    return found if top is None else found[:top]
-
-
 def standardized_dse(run: RunRecord, lam: float = 1.0) -> list[float]:
-    """The run-standardised DSE of every evaluation (the paper's README; the formula of
-    :func:`dse_tune.metrics.standardize.standardize_dse` in pure Python, deviations over
-    the evaluations with finite components); NaN where a component is missing.
+    """The run-standardised DSE of every evaluation (:func:`dse_tune.decision.standardized_series`
+    of its class relevance and M_dim); NaN where a component is missing.
 
     Example:
         >>> run = RunRecord.from_values("r", [0.0, 0.0])
@@ -123,20 +101,16 @@ def standardized_dse(run: RunRecord, lam: float = 1.0) -> list[float]:
     """
     relevance, dim = [], []
     for evaluation in run.evaluations:
-        parts = [finite_or_none(evaluation.components.get(k)) for k in ("inter", "intra_image", "intra_batch", "dim")]
+        parts = [finite_or_none(evaluation.components.get(k)) for k in COMPONENTS]
         ok = all(p is not None for p in parts)
         relevance.append(parts[0] - (parts[1] + parts[2]) / 2 if ok else math.nan)
         dim.append(parts[3] if ok else math.nan)
-    finite = [i for i, r in enumerate(relevance) if math.isfinite(r)]
-    if run.evaluations and not finite:
+    if run.evaluations and not any(math.isfinite(r) for r in relevance):
         raise ValueError(
             f'run {run.name}: score="standardized" needs the DSE components (inter, intra_image, '
             "intra_batch, dim) of its evaluations; none has them"
         )
-    # A zero deviation (one evaluation, a constant series) leaves its term unscaled.
-    scale_r = (statistics.pstdev([relevance[i] for i in finite]) if finite else 0.0) or 1.0
-    scale_d = (statistics.pstdev([dim[i] for i in finite]) if finite else 0.0) or 1.0
-    return [r / scale_r + lam * d / scale_d for r, d in zip(relevance, dim, strict=True)]
+    return standardized_series(relevance, dim, lam)
 
 
 def run_scores(run: RunRecord, score: str = "raw") -> list[float]:
@@ -163,7 +137,8 @@ class RunSelection:
     ``candidates`` and ``chosen`` are positions in ``run.evaluations``; ``scores`` the
     series they were ranked by; ``rescored`` / ``confirmed`` map candidate positions to
     their held-out DSE / few-label mIoU, for those that have one; ``signatures`` the
-    run's failure signatures (:mod:`dse_tune.signals`).
+    run's failure signatures (:mod:`dse_tune.signals`); ``choice`` the label-free
+    decision (:func:`dse_tune.decision.run_choice`: its verdict says how reliable it is).
     """
 
     run: RunRecord
@@ -173,11 +148,34 @@ class RunSelection:
     scores: tuple[float, ...] = ()
     confirmed: Mapping[int, float] = field(default_factory=dict)
     signatures: tuple[FailureSignature, ...] = ()
+    choice: Choice | None = None
 
     name = property(lambda self: self.run.name, doc="The run's name.")
     beta = property(lambda self: self.run.beta, doc="The run's beta (None when not recorded).")
     evaluations = property(lambda self: len(self.run.evaluations), doc="Number of evaluations.")
     stopped_early = property(lambda self: self.run.stopped_early, doc="Whether the run was stopped.")
+
+    @property
+    def verdict(self) -> str:
+        """How reliable the choice is: a :data:`dse_tune.decision.VERDICTS` entry, or
+        ``"few_label"`` / ``"rescored"`` when those values decided."""
+        if self.confirmed:
+            return "few_label"
+        if self.rescored and self._rescored_decided:
+            return "rescored"
+        return "none" if self.choice is None else self.choice.verdict
+
+    @property
+    def reliability(self) -> str:
+        """One line: what the choice rests on and how reliable it is."""
+        if self.confirmed or (self.rescored and self._rescored_decided):
+            return f"chosen by {'few-label mIoU' if self.confirmed else 'held-out rescored DSE'} among the candidates"
+        return "no finite DSE" if self.choice is None else self.choice.reason
+
+    @property
+    def _rescored_decided(self) -> bool:
+        # rescored values choose only when the label-free choice is reliable (select_run)
+        return self.choice is not None and self.choice.verdict == "reliable"
 
     @property
     def chosen_evaluation(self) -> Evaluation | None:
@@ -234,8 +232,8 @@ class SelectionResult:
     best: RunSelection | None
     compare: str
     rule: str
-    window: int = 2
-    top: int | None = 3
+    window: int = CANDIDATE_WINDOW
+    top: int | None = CANDIDATE_TOP
     warnings: tuple[str, ...] = ()
     score: str = "raw"
     basis: str = "label_free_dse"
@@ -260,20 +258,6 @@ class SelectionResult:
 # --------------------------------------------------------------------------- selection
 
 
-def _untrained(evaluation: Evaluation) -> bool:  # at most one epoch of training
-    return evaluation.epoch == 0 or evaluation.global_step == 0 or (evaluation.epoch is None and evaluation.global_step is None)
-
-
-def _candidates(run: RunRecord, values: list[float], window: int, top: int | None, skip_untrained: bool) -> list[int]:
-    # A first evaluation within the first epoch is (nearly) the untrained model; its DSE
-    # is often a transient, so it competes only when nothing later qualifies.
-    if skip_untrained and len(values) > 1 and _untrained(run.evaluations[0]):
-        later = candidate_indices([math.nan] + values[1:], window=window, top=top)
-        if later:
-            return later
-    return candidate_indices(values, window=window, top=top)
-
-
 def _values_for(run: RunRecord, positions: Iterable[int], scores: Rescored | None) -> dict[int, float]:
     lookup = _rescore_lookup(scores)
     found: dict[int, float] = {}
@@ -287,33 +271,42 @@ def _values_for(run: RunRecord, positions: Iterable[int], scores: Rescored | Non
 
 def select_run(
     run: RunRecord,
-    window: int = 2,
-    top: int | None = 3,
+    window: int = CANDIDATE_WINDOW,
+    top: int | None = CANDIDATE_TOP,
     rescored: Rescored | None = None,
     *,
     score: str = "raw",
     skip_untrained: bool = True,
     confirmed: Rescored | None = None,
+    ranking: tuple[bool | None, str] | None = None,
+    use_noise: bool = True,
 ) -> RunSelection:
     """Candidates of one run and its chosen checkpoint.
 
-    The candidates come from the run's own ``score`` curve (:func:`candidate_indices`;
-    with ``skip_untrained`` an untrained first evaluation only when no later one qualifies). The
-    chosen one is the candidate with the highest ``confirmed`` (few-label) value when
-    any has one, else the highest ``rescored`` value, else the highest score.
+    The label-free choice is :func:`dse_tune.decision.run_choice` over the run's
+    ``score`` curve: the candidates (with ``skip_untrained``, a first evaluation at step
+    0 only when no later one qualifies), then the best candidate, unless it beats the
+    latest evaluation only within the noise (``use_noise``) or the ranking verdict
+    (``ranking`` = ``(reliable, reason)``, default the run's own) says DSE does not rank
+    this run: then the latest. Labels win over that: the candidate with the highest
+    ``confirmed`` (few-label) value when any has one. Held-out ``rescored`` values choose
+    among the candidates only when that choice is reliable (verdict ``reliable``).
     """
     scores = run_scores(run, score)
-    candidates = tuple(_candidates(run, scores, window, top, skip_untrained))
+    # dse_noise is in raw DSE units: a standardised series is compared without it.
+    choice = run_choice(run, window, top, scores=scores, ranking=ranking, skip_untrained=skip_untrained,
+                        use_noise=use_noise and score == "raw")
+    candidates = choice.candidates
     rescored_values = _values_for(run, candidates, rescored)
     confirmed_values = _values_for(run, candidates, confirmed)
-    decisive = confirmed_values or rescored_values
-    if decisive:
-        # max() keeps the first of equal values: ties go to the higher score.
-        chosen = max(candidates, key=lambda p: decisive.get(p, -math.inf))
-    else:
-        chosen = candidates[0] if candidates else None
+    # Labels decide among the candidates. Held-out rescored DSE does only while the run's own
+    # choice is reliable: it re-ranks DSE's candidates, it cannot tell a drop within the noise
+    # (or a ranking DSE cannot make) from a real one, since the latest checkpoint is never rescored.
+    decisive = confirmed_values or (rescored_values if choice.verdict == "reliable" else {})
+    # max() keeps the first of equal values: ties go to the higher score.
+    chosen = max(candidates, key=lambda p: decisive.get(p, -math.inf)) if decisive else choice.chosen
     return RunSelection(
-        run, candidates, chosen, rescored_values, tuple(scores), confirmed_values, tuple(run_signatures(run))
+        run, candidates, chosen, rescored_values, tuple(scores), confirmed_values, tuple(run_signatures(run)), choice
     )
 
 
@@ -371,8 +364,8 @@ def _compare(compare: str, eligible: list, warnings: list[str], all_betas: set[f
 def select_best(
     runs: Iterable[RunRecord],
     *,
-    window: int = 2,
-    top: int | None = 3,
+    window: int = CANDIDATE_WINDOW,
+    top: int | None = CANDIDATE_TOP,
     rescored: Rescored | None = None,
     compare: str = "auto",
     score: str = "raw",
@@ -380,6 +373,8 @@ def select_best(
     guard: bool = True,
     confirmed: Rescored | None = None,
     parameters: Mapping[str, Any] | None = None,
+    ranking: Mapping[str, tuple[bool | None, str]] | None = None,
+    use_noise: bool = True,
 ) -> SelectionResult:
     """Select every run's checkpoint, then the best run (and so the best beta).
 
@@ -392,13 +387,19 @@ def select_best(
         compare: ``"conservative"``, ``"few_label"``, ``"rescored"``, ``"raw"``, or
             ``"auto"`` (``"few_label"`` when ``confirmed`` is given, else ``"conservative"``).
         score: rank candidates by ``"raw"`` DSE or the run-``"standardized"`` DSE.
-        skip_untrained: a first evaluation at epoch 0 or step 0 (at most one epoch of
-            training) is a candidate only when no later one is.
+        skip_untrained: a first evaluation at step 0 (before any optimizer step) is a
+            candidate only when no later one is.
         guard: (conservative) leave out trials whose chosen checkpoint follows a failure
             signature (:mod:`dse_tune.signals`) while a trial without one remains.
         confirmed: few-label probe mIoU of candidates (same forms as ``rescored``),
             e.g. :func:`dse_tune.evaluation.few_label.confirm_candidates`.
         parameters: extra settings recorded with the decision (e.g. ``label_images``).
+        ranking: per run name, ``(reliable, reason)``: the ranking verdict of
+            :mod:`dse_tune.reliability` (default: each run's recorded one). A run judged
+            not reliable keeps its latest checkpoint.
+        use_noise: an earlier checkpoint beats the latest only beyond the recorded noise
+            (``dse_noise``, raw DSE units: used with ``score="raw"`` only); False compares
+            the bare values.
     """
     if compare not in COMPARE_MODES:
         raise ValueError(f"compare must be one of {COMPARE_MODES}, got {compare!r}")
@@ -411,8 +412,10 @@ def select_best(
     if compare == "few_label" and confirmed is None:
         raise ValueError('compare="few_label" needs few-label scores (argument confirmed)')
 
-    options = {"score": score, "skip_untrained": skip_untrained, "confirmed": confirmed}
-    trials = tuple(select_run(run, window, top, rescored, **options) for run in runs)
+    options = {"score": score, "skip_untrained": skip_untrained, "confirmed": confirmed, "use_noise": use_noise}
+    trials = tuple(
+        select_run(run, window, top, rescored, ranking=(ranking or {}).get(run.name), **options) for run in runs
+    )
     warnings = [
         f"trial {t.name}: {t.run.problem or 'no finite DSE evaluations'}; not selectable"
         for t in trials
@@ -441,6 +444,13 @@ def select_best(
         trials, best, compare, rule, window, top, tuple(warnings), score, basis, reason, skip_untrained, guard,
         dict(parameters or {}),
     )
+
+
+def select_folder(root: str | os.PathLike, **options: Any) -> SelectionResult:
+    """:func:`select_best` of every run at or below ``root`` (:func:`dse_tune.runs.load_sweep`):
+    the decision ``dse-tune select ROOT`` makes, for callers that only have a folder (the
+    demo's label check)."""
+    return select_best(load_sweep(root), **options)
 
 
 from dse_tune.selection_output import (  # noqa: E402  (re-exported; they need the types above)
@@ -480,21 +490,3 @@ def _normalize(path: str | os.PathLike) -> str:
 def _beta_or_zero(t: RunSelection) -> float:
     # A run that records no beta was not regularized.
     return 0.0 if t.beta is None else t.beta
-
-
-def _as_floats(values: Sequence[float], name: str) -> list[float]:
-    if isinstance(values, (str, bytes)):
-        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
-    out = []
-    for i, value in enumerate(values):
-        try:
-            out.append(math.nan if value is None else float(value))
-        except (TypeError, ValueError):
-            raise TypeError(f"{name}[{i}] must be a number, got {value!r}") from None
-    return out
-
-
-def _check_int(name: str, value: object, *, minimum: int, extra: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        suffix = f" {extra}" if extra else ""
-        raise ValueError(f"{name} must be an integer >= {minimum}{suffix}, got {value!r}")

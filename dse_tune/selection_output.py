@@ -8,10 +8,11 @@ Example:
     >>> from dse_tune.selection import select_best
     >>> runs = [RunRecord.from_values("b0", [0.1, 0.4, 0.6, 0.5], beta=0.0),
     ...         RunRecord.from_values("b1", [0.2, 0.7, 0.9, 0.8], beta=1.0)]
-    >>> for line in describe_decision(select_best(runs))[:2]:
+    >>> for line in describe_decision(select_best(runs))[:3]:
     ...     print(line)
     chosen: trial b0, beta 0, epoch 2 (basis: conservative)
     reason: highest DSE among the trials of the smallest beta (0); larger betas not credited
+    reliability: degraded: evaluation 2 beats the latest (3) by 0.1 (no noise recorded)
     >>> selection_to_dict(select_best(runs))["basis"]
     'conservative'
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dse_tune.atomic import atomic_write_text
+from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW, NOISE_Z
 from dse_tune.degradation import finite_or_none
 from dse_tune.runs import SELECTION_FILE
 
@@ -33,16 +35,18 @@ if TYPE_CHECKING:
 __all__ = ["describe_decision", "describe_rule", "selection_to_dict", "write_selection"]
 
 
-def describe_rule(compare: str, window: int = 2, top: int | None = 3, *, score: str = "raw",
-                  skip_untrained: bool = True) -> str:
+def describe_rule(compare: str, window: int = CANDIDATE_WINDOW, top: int | None = CANDIDATE_TOP, *,
+                  score: str = "raw", skip_untrained: bool = True) -> str:
     """The selection rule in words, as written to ``selection.json``."""
     kept = "all of them" if top is None else f"the top {top}"
     series = "run-standardised DSE" if score == "standardized" else "DSE"
     text = (
         f"Candidates: local maxima of each trial's {series} within +-{window} evaluations, {kept} "
         "(non-finite DSE never a candidate"
-        + ("; an epoch-0 first evaluation only when no later one qualifies" if skip_untrained else "")
-        + "). "
+        + ("; a first evaluation at step 0 (untrained) only when no later one qualifies" if skip_untrained else "")
+        + f"). Without labels the latest evaluation is kept unless the best candidate beats it by more than "
+        f"{NOISE_Z:g} standard errors of the difference (dse_noise), and whenever the run's ranking verdict "
+        "says DSE does not rank its checkpoints. "
     )
     if compare == "few_label":
         return text + (
@@ -80,6 +84,7 @@ def describe_decision(result: SelectionResult, *, checkpoint: bool = True) -> li
         lines = [
             f"chosen: trial {best.name}, beta {beta}, epoch {best.chosen_epoch} (basis: {result.basis})",
             f"reason: {result.reason}",
+            f"reliability: {best.reliability}",
         ]
         if best.chosen_confirmed is not None:
             lines.append(f"few-label mIoU of the chosen checkpoint: {best.chosen_confirmed:.4f}")
@@ -102,6 +107,8 @@ def selection_to_dict(result: SelectionResult) -> dict[str, Any]:
         "best_rescored": None if best is None else best.chosen_rescored,
         "best_few_label": None if best is None else best.chosen_confirmed,
         "basis": result.basis,
+        "reliability": None if best is None else best.verdict,
+        "reliability_reason": None if best is None else best.reliability,
         "reason": result.reason,
         "compare": result.compare,
         "score": result.score,
@@ -138,6 +145,9 @@ def _trial_to_dict(t: RunSelection, is_best: bool) -> dict[str, Any]:
         "candidate_rescored": [t.rescored.get(p) for p in t.candidates],
         "candidate_few_label": [t.confirmed.get(p) for p in t.candidates],
         "chosen_epoch": t.chosen_epoch,
+        "reliability": t.verdict,
+        "reliability_reason": t.reliability,
+        "ranking_reliable": t.run.ranking_reliable,
         "chosen_index": t.chosen_index,
         "checkpoint": _path_or_none(t.chosen_checkpoint),
         "dse": finite_or_none(t.chosen_dse),

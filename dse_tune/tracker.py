@@ -9,9 +9,9 @@ thin wrapper around it; a plain PyTorch loop uses it directly::
 
     tracker = DSETracker(probe_images, run_dir="runs/a", every_n=5, rule=DegradationRule())
     for epoch in range(epochs):
-        train_one_epoch(model)
+        steps += train_one_epoch(model)  # optimizer steps taken so far
         decision = tracker.step(
-            model, step=epoch, checkpoint=f"checkpoints/epoch={epoch:04d}.pt",
+            model, step=epoch, global_step=steps, checkpoint=f"checkpoints/epoch={epoch:04d}.pt",
             save=lambda path: torch.save(model.state_dict(), path),
         )
         if decision.stop:
@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dse_tune.degradation import DegradationDecision, Peak
+from dse_tune.degradation import DegradationDecision, DegradationRule, Peak
 from dse_tune.features import Kind, dense_tokens
 from dse_tune.metrics.tolerant import TokenScore, score_tokens
 from dse_tune.runs import CURVE_PLOT, Evaluation, RunRecord, write_run
@@ -146,8 +146,10 @@ class DSETracker:
 
     @property
     def best(self) -> Evaluation | None:
-        """The evaluation at the peak (NaN-safe, first of ties), or None."""
-        return self.run.best
+        """The evaluation the run's decision keeps (:func:`dse_tune.decision.run_choice`:
+        the checkpoint ``dse-tune select`` chooses from this history), or None. The
+        highest value is :attr:`peak`."""
+        return self.run.chosen
 
     @property
     def stopped(self) -> bool:
@@ -177,13 +179,20 @@ class DSETracker:
         *,
         step: int,
         epoch: int | None = None,
+        global_step: int | None = None,
         checkpoint: str | None = None,
         save: Callable[[Path], None] | None = None,
     ) -> DegradationDecision:
-        """Evaluate when ``step`` is due (see ``every_n``); return the current decision."""
+        """Evaluate when ``step`` is due (see ``every_n``); return the current decision.
+
+        ``step`` is the loop's counter, recorded as the epoch unless ``epoch`` is given.
+        ``global_step`` is the number of optimizer steps taken so far, recorded as such:
+        0 marks the evaluation as untrained (see :func:`dse_tune.decision.is_untrained`);
+        not given, it is recorded as unknown (never untrained).
+        """
         if not self.due(step):
             return self.last_decision
-        return self.evaluate(model_or_tokens, epoch=step if epoch is None else epoch, global_step=step,
+        return self.evaluate(model_or_tokens, epoch=step if epoch is None else epoch, global_step=global_step,
                              checkpoint=checkpoint, save=save)
 
     def evaluate(
@@ -238,6 +247,7 @@ class DSETracker:
             seconds=float(seconds),
             components={name: getattr(scored, name) for name in ("inter", "intra_image", "intra_batch", "dim")},
             failure=scored.failure,
+            noise=scored.noise,
         )
 
     def record(self, evaluation: Evaluation, *, save: Callable[[Path], None] | None = None) -> DegradationDecision:
@@ -260,10 +270,11 @@ class DSETracker:
         return decision
 
     def score(self, tokens: Tensor) -> TokenScore:
-        """The tolerant score of ``tokens`` with this tracker's settings."""
+        """The tolerant score of ``tokens`` with this tracker's settings, with its noise
+        (standard error over the probe images) when the scorer is :func:`dse_tune.dse`."""
         if self.scorer is not None:
             return score_tokens(tokens, scorer=self.scorer)
-        return score_tokens(tokens, seed=self.seed, **self.dse_kwargs)
+        return score_tokens(tokens, seed=self.seed, **{"noise": True, **self.dse_kwargs})
 
     def compute_tokens(self, model: nn.Module, images: Tensor | None = None) -> Tensor:
         """Dense tokens (float32) of the probe set (or of ``images``, e.g. one process's
@@ -336,6 +347,8 @@ class DSETracker:
 
     def _decide(self) -> DegradationDecision:
         values = self.run.dse
+        if isinstance(self.rule, DegradationRule) or getattr(self.rule, "accepts_noise", False):
+            return self.rule.decide(values, noise=self.run.dse_noise, first_untrained=self.run.first_untrained)
         if self.rule is not None:
             return self.rule.decide(values)
         found = self.run.peak

@@ -3,9 +3,12 @@
 A tiny timm ViT learns a toy self-supervised objective (two augmented views of a scene
 should agree, InfoNCE) on dse_tune's embedded synthetic scenes. After every epoch the
 tracker scores the patch tokens of a fixed probe set (tolerantly: NaN, never an
-exception), appends the evaluation to ``RUN_DIR/dse_history.json``, saves the checkpoint
-through ``torch.save`` and applies the degradation rule; the loop stops when the rule
-says so. Then the run folder is handed to the selector, as any run would be.
+exception), with its noise (the standard error over the probe images), appends the
+evaluation to ``RUN_DIR/dse_history.json`` with the optimizer steps taken so far, saves
+the checkpoint through ``torch.save`` and applies the degradation rule; the loop stops
+when the rule says so. Then the run folder is handed to the selector, as any run would
+be: the rule and the selector make one decision (the same peak, the same noise), so a
+run stopped "degraded from the peak at epoch E" selects epoch E.
 
     python examples/plain_pytorch_loop.py --out runs/plain --epochs 8
 """
@@ -49,6 +52,7 @@ def main(out_dir: str | Path = "runs/plain", epochs: int = 8, num_images: int = 
     loader = DataLoader(ViewsDataset(scenes, two_views()), batch_size=16, shuffle=True, drop_last=True)
     tracker = DSETracker(probe.images, run_dir=out_dir, rule=DegradationRule(warmup=3, patience=2), plot=True)
 
+    steps = 0  # optimizer steps so far: the run folder's global_step (0 would mean untrained)
     for epoch in range(epochs):
         model.train()
         for (view_a, view_b), _ in loader:
@@ -58,19 +62,25 @@ def main(out_dir: str | Path = "runs/plain", epochs: int = 8, num_images: int = 
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            steps += 1
         # Score, record, save the checkpoint, decide: one call (the model's mode is restored).
         decision = tracker.step(
-            model, step=epoch, checkpoint=f"checkpoints/epoch={epoch:04d}.pt",
+            model, step=epoch, global_step=steps, checkpoint=f"checkpoints/epoch={epoch:04d}.pt",
             save=lambda path: torch.save(model.state_dict(), path),
         )
-        print(f"epoch {epoch}: loss {loss.item():.3f}  DSE {tracker.values[-1]:.4f}  {decision.reason}")
+        latest = tracker.evaluations[-1]
+        noise = "" if latest.noise is None else f" +- {latest.noise:.4f}"
+        print(f"epoch {epoch}: loss {loss.item():.3f}  DSE {latest.dse:.4f}{noise}  {decision.reason}")
         if decision.stop:
             break
     tracker.write_plot()
 
     selection = select_best([read_run(out_dir)])
     print(f"selected: epoch {selection.best_epoch}, checkpoint {selection.best_checkpoint}")
-    return {"history": tracker.run.to_dict(), "best_checkpoint": selection.best_checkpoint}
+    print(f"reliability: {selection.best.reliability}")
+    return {"history": tracker.run.to_dict(), "best_checkpoint": selection.best_checkpoint,
+            "stopped_early": tracker.stopped, "stop_peak_index": tracker.last_decision.peak_index,
+            "chosen_index": selection.best.chosen_index, "tracker_best_index": tracker.best.index}
 
 
 if __name__ == "__main__":

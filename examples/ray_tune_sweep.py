@@ -19,13 +19,10 @@ from pathlib import Path
 
 from ray import tune
 
-from dse_tune.evaluation.rescore import rescore_sweep
-from dse_tune.integrations.ray import connect, run_sweep
-from dse_tune.plotting import plot_selection
-from dse_tune.runs import load_sweep
-from dse_tune.search_space import parse_search_space
-from dse_tune.selection import select_best, write_selection
 from dse_tune.data import SyntheticScenes
+from dse_tune.evaluation.sweep_selection import select_sweep
+from dse_tune.integrations.ray import connect, run_sweep
+from dse_tune.search_space import parse_search_space
 
 SPACE = {
     "name": "ray_tune_sweep",
@@ -64,13 +61,10 @@ def main() -> None:
     )
     print(summary.describe())
 
-    # beta > 0 optimized DSE on its own images: compare every trial's candidates on
-    # held-out scenes of a family no trial trained on.
+    # beta > 0 optimized DSE on its own images: rescore every trial's candidates on
+    # held-out scenes of a family no trial trained on (what `dse-tune sweep` runs last).
     held_out = SyntheticScenes(num_images=64, image_size=64, seed=1000)
-    rescored = rescore_sweep(args.out, held_out, held_out_size=64, window=spec.window, top=spec.top, progress=False)
-    result = select_best(load_sweep(args.out), window=spec.window, top=spec.top, rescored=rescored)
-    write_selection(result, args.out)
-    plot_selection(result, args.out / "selection.png")
+    result = select_sweep(args.out, spec, rescore_data=held_out, rescore_size=64).result
     print(f"chosen checkpoint: {result.best_checkpoint} (beta {result.best_beta}, epoch {result.best_epoch})")
     print(f"wrote {args.out / 'selection.json'} and {args.out / 'selection.png'}")
 

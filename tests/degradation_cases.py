@@ -117,6 +117,41 @@ DEGRADATION_CASES: tuple[DegradationCase, ...] = (
         why="the initial dip ends before warm-up; 0.6 at 3 is a new peak",
     ),
     DegradationCase(
+        "ray_trial_dip_then_rise",
+        (0.4592, 0.3196, 0.3505, 0.4049, 0.4378),
+        None,
+        why="a real Ray trial: the dip after evaluation 0 is followed by a steady rise; it "
+        "was stopped at evaluation 4 while rising (issue 17)",
+    ),
+    DegradationCase(
+        "dip_then_long_rise",
+        (0.4592, 0.3196, 0.3505, 0.4049, 0.4378, 0.45, 0.458, 0.459, 0.47, 0.48),
+        None,
+        why="the same dip, then a rise that passes the first value: a new peak at 8",
+    ),
+    DegradationCase(
+        "deep_dip_then_steady_rise_short_warmup",
+        (1.0, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55),
+        None,
+        rule=DegradationRule(warmup=2),
+        why="every evaluation after the dip is higher than the one before: a steady rise, "
+        "though each step is below the 10% threshold and all stay far below the peak",
+    ),
+    DegradationCase(
+        "dip_rise_then_fall",
+        (1.0, 0.2, 0.4, 0.6, 0.8, 0.7, 0.6, 0.5),
+        7,
+        why="the rise ends at 4; 0.7, 0.6, 0.5 fall: from 0.5 the last climb is gone and "
+        "the last three are all >= 10% below the peak",
+    ),
+    DegradationCase(
+        "zigzag_decline",
+        (0.0, 0.5, 1.0, 0.9, 0.95, 0.8, 0.85, 0.7, 0.75, 0.6, 0.65),
+        7,
+        why="bounces of 0.05 regain far less than half of the dip: not a recovery; 0.8, 0.85, 0.7 "
+        "are 3 evaluations >= 10% of the range below the peak 1.0",
+    ),
+    DegradationCase(
         "nan_stops_even_in_warmup",
         (0.0, 0.5, 1.0, NAN, 1.1),
         3,
@@ -151,5 +186,58 @@ DEGRADATION_CASES: tuple[DegradationCase, ...] = (
 )
 
 
-def case_ids(case: DegradationCase) -> str:
+#: A flat DINO-like tail: a total DSE range of 1% of its level (issue 17's DINO run stopped on 0.6%): noise.
+FLAT_DINO = (0.3523, 0.3541, 0.3530, 0.3512, 0.3535, 0.3520, 0.3509, 0.3503, 0.3511, 0.3506)
+
+
+@dataclass(frozen=True)
+class NoisyCase:
+    """A history with the standard error of each value (``dse_noise``)."""
+
+    name: str
+    values: tuple[float, ...]
+    noise: tuple[float, ...]
+    stop_index: int | None
+    rule: DegradationRule = DegradationRule()
+    first_untrained: bool = False
+    why: str = ""
+
+
+NOISY_CASES: tuple[NoisyCase, ...] = (
+    NoisyCase(
+        "flat_dino_within_noise",
+        FLAT_DINO,
+        (0.002,) * len(FLAT_DINO),
+        None,
+        why="without noise it stops at 6 (0.3512, 0.3535, 0.3520 are >= 10% of a 0.0038 range below 0.3541); "
+        "every drop is below 2 standard errors (0.0057)",
+    ),
+    NoisyCase(
+        "rise_peak_fall_beyond_noise",
+        RISE_PEAK_FALL,
+        (0.01,) * len(RISE_PEAK_FALL),
+        9,
+        why="drops of 0.15, 0.25, 0.35 are far beyond 2 standard errors (0.028)",
+    ),
+    NoisyCase(
+        "rise_peak_fall_noise_hides_first_drop",
+        RISE_PEAK_FALL,
+        (0.06,) * len(RISE_PEAK_FALL),
+        10,
+        why="the bar is 2 * sqrt(2) * 0.06 = 0.17: 0.85 (drop 0.15) is within the noise, "
+        "0.75, 0.65, 0.55 are beyond it",
+    ),
+    NoisyCase(
+        "untrained_first_is_not_the_peak",
+        (0.9, 0.5, 0.6, 0.55, 0.5, 0.45, 0.4),
+        (0.0,) * 7,
+        5,
+        first_untrained=True,
+        why="step 0 (0.9) is not a peak: the peak is 0.6 at 2 (range 0.6 - 0.45 without step 0); "
+        "0.55, 0.5, 0.45 are >= 10% of it below the peak (with the untrained peak it would stop at 4)",
+    ),
+)
+
+
+def case_ids(case: DegradationCase | NoisyCase) -> str:
     return case.name

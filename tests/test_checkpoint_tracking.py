@@ -73,10 +73,14 @@ def test_layer_all_writes_a_table_and_validate_can_reload_the_run(tmp_path):
     folder.mkdir()
     for epoch in (0, 1):
         torch.save(_weights(epoch), folder / f"checkpoint-{epoch}.pth")
-    read = ReadSettings("vit_tiny_patch16_224", KWARGS, layer="all")
+    raw = track_checkpoints(folder, tmp_path / "raw", ReadSettings("vit_tiny_patch16_224", KWARGS, layer="all",
+                                                                   layer_norm=False), PROBE, progress=False)
+    assert raw.layers["layers"] == ["block 0", "block 1", "last+norm"]
+    read = ReadSettings("vit_tiny_patch16_224", KWARGS, layer="all")  # the paper's: final norm on every block
     result = track_checkpoints(folder, tmp_path / "run", read, PROBE, progress=False)
-    assert result.layers["layers"] == ["block 0", "block 1", "last+norm"]
-    assert [len(row["dse"]) for row in result.layers["checkpoints"]] == [3, 3]
+    assert result.layers["layers"] == ["block 0+norm", "last+norm"]
+    assert [len(row["dse"]) for row in result.layers["checkpoints"]] == [2, 2]
+    assert result.layers["checkpoints"][0]["dse"][0] != raw.layers["checkpoints"][0]["dse"][0]
     assert (tmp_path / "run" / "layers.json").is_file()
     load = model_loader_for_run(tmp_path / "run")
     model = load(folder / "checkpoint-1.pth", map_location="cpu")

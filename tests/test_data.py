@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -13,8 +11,12 @@ from dse_tune.data import (
     ImageFolderDataset,
     SyntheticScenes,
     build_probe_set,
+    check_images,
     open_dataset,
+    parse_image_size,
     probe_indices,
+    probe_set_for,
+    recorded_image_size,
 )
 from dse_tune.ssl.views import ViewsDataset
 
@@ -25,82 +27,6 @@ def _save_png(path, size=(20, 12), value=100, mode="RGB"):
     array = np.full((size[1], size[0], channels) if channels == 3 else (size[1], size[0]), value, dtype=np.uint8)
     Image.fromarray(array, mode=mode).save(path)
     return path
-
-
-# ------------------------------------------------------------------ synthetic scenes
-
-
-def test_synthetic_scenes_depend_only_on_seed_and_index():
-    scenes = SyntheticScenes(num_images=10, image_size=48, seed=3)
-    image, mask = scenes.render(5)
-    scenes.render(7)  # rendering other scenes first must not change scene 5
-    again_image, again_mask = SyntheticScenes(num_images=10, image_size=48, seed=3).render(5)
-    assert np.array_equal(image, again_image) and np.array_equal(mask, again_mask)
-    assert not np.array_equal(image, scenes.render(6)[0])
-    assert not np.array_equal(image, SyntheticScenes(num_images=10, image_size=48, seed=4).render(5)[0])
-    assert image.shape == (48, 48, 3) and image.dtype == np.uint8
-    assert mask.shape == (48, 48) and mask.dtype == np.uint8
-
-
-def _class_statistics(scenes):
-    """Per class: mean colour and mean absolute pixel gradient (texture fineness) of its
-    pixels over all scenes, measured inside the mask only."""
-    colour_sums = {c: np.zeros(3) for c in range(scenes.num_classes)}
-    gradient_sums = dict.fromkeys(range(scenes.num_classes), 0.0)
-    counts = dict.fromkeys(range(scenes.num_classes), 0)
-    for index in range(len(scenes)):
-        image, mask = scenes.render(index)
-        assert set(np.unique(mask)) <= set(range(scenes.num_classes))
-        assert len(np.unique(mask)) >= 2, "every scene shows background and at least one object"
-        gray = image.astype(float).mean(axis=2)
-        gradient = np.abs(np.diff(gray, axis=0))[:, :-1] + np.abs(np.diff(gray, axis=1))[:-1, :]
-        # Gradients only where both neighbours carry the same label: texture, not object edges.
-        same = (mask[1:, :-1] == mask[:-1, :-1]) & (mask[:-1, 1:] == mask[:-1, :-1])
-        for c in np.unique(mask):
-            colour_sums[c] += image[mask == c].astype(float).sum(axis=0)
-            counts[c] += int((mask == c).sum())
-            gradient_sums[c] += gradient[same & (mask[:-1, :-1] == c)].sum()
-    assert all(counts[c] > 0 for c in range(scenes.num_classes)), counts
-    return {c: colour_sums[c] / counts[c] for c in counts}, {c: gradient_sums[c] / counts[c] for c in counts}
-
-
-def test_synthetic_classes_differ_in_texture_not_in_colour():
-    scenes = SyntheticScenes(num_images=60, image_size=64, seed=0)
-    colour, fineness = _class_statistics(scenes)
-    # Colour says nothing about the class: every class's mean colour is mid-grey-ish and
-    # the class means lie close together (random hue and brightness per object).
-    means = np.stack([colour[c] for c in range(scenes.num_classes)])
-    assert np.ptp(means, axis=0).max() < 40, means
-    # Texture does, and the masks sit on what is painted: fine stripes (disc) and
-    # speckle (cross) change faster than coarse stripes (ring); the background is smooth.
-    assert fineness[1] > 1.5 * fineness[4] and fineness[5] > fineness[4], fineness
-    assert fineness[0] < 0.5 * min(fineness[c] for c in range(1, scenes.num_classes)), fineness
-
-
-def test_synthetic_render_returns_fresh_arrays():
-    scenes = SyntheticScenes(num_images=4, image_size=32, seed=0)
-    image, mask = scenes.render(1)
-    image[:] = 0
-    mask[:] = 9
-    again_image, again_mask = scenes.render(1)
-    assert again_image.any() and not (again_mask == 9).any()
-    assert np.array_equal(again_image, SyntheticScenes(num_images=4, image_size=32, seed=0).render(1)[0])
-
-
-def test_synthetic_scenes_are_generated_fast():
-    scenes = SyntheticScenes(num_images=64, image_size=64, seed=1)
-    started = time.perf_counter()
-    for index in range(64):
-        scenes[index]
-    # Vectorised numpy: about 2 ms a scene; the bound leaves room for a busy machine.
-    assert time.perf_counter() - started < 3.0
-
-
-def test_synthetic_arguments_are_checked():
-    with pytest.raises(ValueError, match="num_images"):
-        SyntheticScenes(num_images=0)
-    with pytest.raises(IndexError, match="out of range"):
-        SyntheticScenes(num_images=2).render(2)
 
 
 # ---------------------------------------------------------------------- folders
@@ -205,6 +131,81 @@ def test_views_dataset_applies_the_transform_and_open_dataset_dispatches(tmp_pat
     assert index == 3 and item[0].shape == (3, 32, 32)
     _save_png(tmp_path / "a.png")
     assert isinstance(open_dataset(tmp_path), ImageFolderDataset)
+
+
+def test_image_sizes_parse_from_every_spelling_and_bad_ones_are_named():
+    assert parse_image_size(32) == parse_image_size("32") == parse_image_size([32, 32]) == (32, 32)
+    assert parse_image_size("96x128") == parse_image_size("96X128") == parse_image_size((96, 128)) == (96, 128)
+    assert parse_image_size(" Native ") == "native"
+    assert recorded_image_size(48) == [48, 48] and recorded_image_size("native") == "native"
+    for bad in ("96x", "x", "0x8", "big", 1.5, True, [1, 2, 3], "-8"):
+        with pytest.raises(ValueError, match="image size"):
+            parse_image_size(bad)
+
+
+def _folder_of_sizes(root, sizes):
+    """PNG images of the given (width, height) sizes, each with a mask of its size."""
+    for number, (width, height) in enumerate(sizes):
+        gradient = np.tile(np.linspace(0, 255, width, dtype=np.uint8), (height, 1))
+        Image.fromarray(np.stack([gradient] * 3, axis=-1)).save(_path(root / "images" / f"{number}.png"))
+        mask = np.zeros((height, width), dtype=np.uint8)
+        mask[:, width // 2 :] = 1  # left half class 0, right half class 1
+        Image.fromarray(mask, mode="L").save(_path(root / "masks" / f"{number}.png"))
+    return ImageFolderDataset(root)
+
+
+def _path(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_rectangular_probe_keeps_the_aspect_and_crops_the_centre(tmp_path):
+    dataset = _folder_of_sizes(tmp_path, [(160, 120)] * 3)
+    probe = build_probe_set(dataset, size=3, image_size="48x64")
+    assert probe.images.shape == (3, 3, 48, 64) and probe.masks.shape == (3, 48, 64) and probe.image_size == (48, 64)
+    # 160x120 -> 64x48 is a pure downscale: the mask's class boundary stays in the middle.
+    assert probe.masks[0, :, :32].eq(0).all() and probe.masks[0, :, 32:].eq(1).all()
+    # A square probe of a landscape image crops the sides (aspect kept, never stretched):
+    # the left half of the 48x48 crop is the class-0 half of the centre.
+    square = build_probe_set(dataset, size=1, image_size=48)
+    assert square.masks.shape == (1, 48, 48) and square.masks[0, :, :24].eq(0).all()
+    assert square.masks[0, :, 24:].eq(1).all()
+
+
+def test_native_probe_keeps_each_size_and_fits_the_odd_one_to_the_most_common(tmp_path):
+    same = build_probe_set(_folder_of_sizes(tmp_path / "same", [(40, 24)] * 3), size=3, image_size="native")
+    assert same.image_size == (24, 40)
+    # Untouched: the normalised pixels are exactly the file's (no resampling).
+    row = same.images[0, 0, 0] * 0.229 + IMAGENET_MEAN[0]
+    assert torch.allclose(row, torch.linspace(0, 255, 40).to(torch.uint8).float() / 255, atol=1e-6)
+    mixed = _folder_of_sizes(tmp_path / "mixed", [(40, 24), (80, 48), (40, 24)])
+    probe = build_probe_set(mixed, size=3, image_size="native")
+    assert probe.image_size == (24, 40) and probe.masks.shape == (3, 24, 40)
+    assert probe.masks[1, :, :20].eq(0).all() and probe.masks[1, :, 20:].eq(1).all()
+
+
+def test_probe_set_for_rebuilds_the_probe_of_recorded_settings():
+    pretrain_run = {"data": "synthetic", "synthetic_size": 12, "seed": 3, "probe_size": 5, "image_size": 32}
+    probe = probe_set_for(pretrain_run)
+    expected = build_probe_set(SyntheticScenes(num_images=12, image_size=64, seed=3), size=5, image_size=32)
+    assert torch.equal(probe.images, expected.images) and probe.indices == expected.indices
+    # probe_image_size wins over the training size; an old int reads as a square.
+    assert probe_set_for({**pretrain_run, "probe_image_size": [32, 48]}).image_size == (32, 48)
+    assert probe_set_for({**pretrain_run, "probe_image_size": 40}).image_size == (40, 40)
+    assert probe_set_for(pretrain_run, image_size="native").image_size == (64, 64)
+
+
+def test_a_corrupt_image_is_found_before_use_and_named(tmp_path):
+    _save_png(tmp_path / "a.png")
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "whole.png")
+    (tmp_path / "b.png").write_bytes((tmp_path / "whole.png").read_bytes()[:2000])  # a truncated PNG
+    (tmp_path / "whole.png").unlink()
+    dataset = ImageFolderDataset(tmp_path)
+    with pytest.raises(DatasetError, match="b.png"):
+        check_images(dataset)
+    with pytest.raises(DatasetError, match="b.png"):
+        probe_set_for({"data": str(tmp_path), "probe_size": 2, "image_size": 8})  # a.png, b.png
 
 
 # ----------------------------------------------------------------------- CamVid

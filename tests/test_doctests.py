@@ -1,4 +1,5 @@
-"""Every ``>>>`` example in the package runs, and so does the README's Python snippet.
+"""Every ``>>>`` example in the package runs: the one doctest runner (no other test file
+re-runs a module's examples; the ```python blocks of README.md and docs/ are tests/test_docs.py's).
 
 Examples are documentation people copy; one that no test runs drifts silently. Modules are
 collected from the source tree, so a new module's examples are run without registering it.
@@ -9,14 +10,12 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
-import re
 from pathlib import Path
 
 import pytest
 
 import dse_tune
 
-REPO = Path(__file__).resolve().parents[1]
 MODULES = sorted(
     info.name
     for info in pkgutil.walk_packages(dse_tune.__path__, prefix="dse_tune.")
@@ -50,16 +49,3 @@ def test_docstring_examples_run(module_name, tmp_path, monkeypatch):
 
 def test_every_module_with_examples_is_collected():
     assert len([name for name in MODULES if _has_examples(name)]) >= 10
-
-
-def _readme_python_blocks() -> list[str]:
-    text = (REPO / "README.md").read_text()
-    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-
-
-def test_readme_python_snippets_run(capsys, one_torch_thread):
-    blocks = _readme_python_blocks()
-    assert blocks, "README.md has no ```python block"
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
-    assert capsys.readouterr().out.strip()  # the snippet prints its result

@@ -96,3 +96,34 @@ def test_batched_extraction_matches_one_pass_and_needs_no_grad():
     assert not batched.requires_grad
     with torch.no_grad():
         assert torch.allclose(batched, dense_tokens(vit, images), atol=1e-6)
+
+
+def _tiny_vit(**kwargs):
+    return VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2, num_classes=0, **kwargs).eval()
+
+
+def test_a_vit_scores_other_sizes_with_timms_resampled_position_embedding():
+    vit = _tiny_vit()
+    pos_embed = vit.pos_embed
+    images = torch.randn(2, 3, 48, 64)
+    tokens = dense_tokens(vit, images)
+    assert tokens.shape == (2, 6 * 8, 16)
+    # The model is as it was: strict size again, the same parameter object (an optimizer keeps it).
+    assert vit.pos_embed is pos_embed and not vit.dynamic_img_size
+    with pytest.raises(AssertionError):
+        vit.forward_features(images)
+    # What timm's dynamic mode computes: the same patches plus the resampled position embedding.
+    reference = _tiny_vit(dynamic_img_size=True)
+    reference.load_state_dict(vit.state_dict())
+    assert torch.allclose(tokens, reference.forward_features(images)[:, 1:], atol=1e-6)
+    # Its own size still runs in the strict mode, with the same result as before.
+    same = torch.randn(1, 3, 32, 32)
+    assert torch.equal(dense_tokens(vit, same), vit.forward_features(same)[:, 1:])
+
+
+def test_sides_that_are_not_patch_multiples_are_centre_cropped():
+    vit = _tiny_vit(dynamic_img_size=True)
+    images = torch.randn(1, 3, 44, 61)  # 44 -> 40 (crop 2 at the top), 61 -> 56 (crop 2 at the left)
+    assert torch.equal(dense_tokens(vit, images), dense_tokens(vit, images[..., 2:42, 2:58]))
+    with pytest.raises(ValueError, match="smaller than one 8x8 patch"):
+        dense_tokens(vit, torch.randn(1, 3, 5, 40))

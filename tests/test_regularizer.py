@@ -138,6 +138,7 @@ def _global_batch_rank(rank: int, world: int, init_file: str, out_dir: str) -> N
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_global_batch_on_two_gloo_processes_is_the_dse_of_the_whole_batch_with_its_gradient(tmp_path):
     import torch.multiprocessing as mp
 

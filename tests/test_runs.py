@@ -146,3 +146,36 @@ def test_mark_stopped_keeps_the_first_reason(tmp_path):
     assert mark_stopped(tmp_path, "pruned").stop_reason == "pruned"
     assert mark_stopped(tmp_path, "later").stop_reason == "pruned"
     assert read_run(tmp_path).stopped_early is True
+
+
+def test_dse_noise_round_trips_and_old_folders_without_it_still_read(tmp_path):
+    run = RunRecord.from_values("n", [0.1, 0.4, 0.3], noise=[0.01, None, 0.02], global_steps=[0, 10, 20])
+    write_record(tmp_path / "n", run)
+    again = read_run(tmp_path / "n")
+    assert [e.noise for e in again.evaluations] == [0.01, None, 0.02] and again.dse_noise == [0.01, None, 0.02]
+    assert again.first_untrained
+    assert "dse_noise" in (tmp_path / "n" / "dse_history.csv").read_text().splitlines()[0]
+    # a version-1 folder written before the field existed
+    old = {"format_version": 1, "evaluations": [{"index": 0, "epoch": 0, "dse": 0.2}, {"index": 1, "dse": 0.3}]}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "dse_history.json").write_text(json.dumps(old))
+    legacy = read_run(tmp_path / "old")
+    assert legacy.dse_noise is None and not legacy.first_untrained and legacy.chosen.index == 1
+
+
+@pytest.mark.parametrize("value", ["-0.1", "\"big\"", "NaN"])
+def test_a_bad_dse_noise_is_named(tmp_path, value):
+    (tmp_path / "dse_history.json").write_text('{"evaluations": [{"index": 0, "dse": 0.1, "dse_noise": %s}]}' % value)
+    with pytest.raises(ValueError, match=r"evaluations\[0\].*'dse_noise'"):
+        read_run(tmp_path)
+
+
+def test_the_ranking_verdict_round_trips_and_is_checked(tmp_path):
+    run = RunRecord.from_values("v", [0.1, 0.5, 0.2], ranking_reliable=False, ranking_reason="flips with probe size")
+    write_record(tmp_path, run)
+    again = read_run(tmp_path)
+    assert (again.ranking_reliable, again.ranking_reason) == (False, "flips with probe size")
+    assert (again.chosen.index, again.best.index) == (2, 1)  # not reliable: the latest; the peak stays
+    (tmp_path / "dse_history.json").write_text('{"evaluations": [], "ranking_reliable": "yes"}')
+    with pytest.raises(ValueError, match="'ranking_reliable' must be true, false or null"):
+        read_run(tmp_path)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import doctest
 import importlib
 import inspect
 import math
@@ -11,8 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import dse_tune.search_space as search_space_module
-import dse_tune.search_space_parse as search_space_parse_module
 from dse_tune.integrations.optuna import DSEDegradationPruner
 from dse_tune.integrations.optuna.space import build_pruner
 from dse_tune.integrations.ray.space import tune_resources
@@ -38,12 +35,6 @@ def write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
 
 
 # --------------------------------------------------------------------------- valid spaces
-
-
-@pytest.mark.parametrize("module", [search_space_module, search_space_parse_module], ids=lambda m: m.__name__)
-def test_docstring_examples(module):
-    failures, attempted = doctest.testmod(module)
-    assert attempted > 0 and failures == 0
 
 
 def test_parsing_imports_neither_ray_nor_optuna():
@@ -95,7 +86,7 @@ pretrain:
   dse_beta: {grid: [0.0, 0.1]}
 search: {algorithm: random, num_samples: 3, max_concurrent_trials: 2, seed: 7}
 resources: {cpu: 2, gpu: 0.5}
-storage: {path: somewhere, checkpoints_to_keep: 4, max_failures: 3}
+storage: {path: somewhere, max_failures: 3}
 selection: {window: 1, top: 2}
 """,
     )
@@ -118,7 +109,7 @@ selection: {window: 1, top: 2}
     assert (spec.num_samples, spec.max_concurrent_trials, spec.sampler_seed) == (3, 2, 7)
     assert spec.total_trials == 6  # 2 grid values x 3 samples
     assert tune_resources(spec.resources) == {"cpu": 2.0, "gpu": 0.5} and spec.resources.accelerator == "gpu"
-    assert (spec.storage_path, spec.checkpoints_to_keep, spec.max_failures) == ("somewhere", 4, 3)
+    assert (spec.storage_path, spec.max_failures) == ("somewhere", 3)
     assert (spec.window, spec.top) == (1, 2)
     config = spec.trial_config({"lr": 3e-4, "dse_beta": 0.1})
     assert (config.lr, config.dse_beta, config.epochs, config.global_crop_scale) == (3e-4, 0.1, 4, (0.3, 1.0))
@@ -132,7 +123,7 @@ def test_defaults():
     assert isinstance(build_pruner(spec.pruner), DSEDegradationPruner)
     assert build_pruner(spec.pruner).rule.warmup == 5
     assert tune_resources(spec.resources) == {"cpu": 1.0, "gpu": 0.0} and spec.resources.accelerator == "cpu"
-    assert spec.storage_path == "runs/sweeps" and spec.checkpoints_to_keep == 3 and spec.max_failures == 1
+    assert spec.storage_path == "runs/sweeps" and spec.max_failures == 1
     grid = parse_search_space({"pretrain": {"dse_beta": {"grid": [0.0, 0.1]}}})
     assert grid.algorithm == "random"  # a grid needs Ray's variant generator
 
@@ -254,7 +245,6 @@ ERRORS = [
     ("resources: {cpu: 2, cpus_per_worker: 2}\n", "resources: give cpu or cpus_per_worker, not both"),
     ("storage: {path: 's3://bucket/sweeps'}\n", "storage.path: must be a local or shared (NFS) folder"),
     ("storage: {path: ''}\n", "storage.path: must be a folder path"),
-    ("storage: {checkpoints_to_keep: 0}\n", "storage.checkpoints_to_keep: must be an integer >= 1"),
     ("storage: {max_failures: -1}\n", "storage.max_failures: must be an integer >= 0"),
     ("storage: {keep: 2}\n", "storage.keep: unknown key"),
     ("selection: {window: -1}\n", "selection.window: must be an integer >= 0"),
@@ -336,3 +326,10 @@ def test_the_multi_gpu_dino_space_spans_four_ddp_workers():
     shared = {k: v for k, v in single.fixed.items() if k not in ("batch_size", "strategy", "precision", "num_workers")}
     assert {k: spec.fixed.get(k) for k in shared} == shared
     assert set(spec.dimensions) == set(single.dimensions)
+
+
+def test_checkpoints_to_keep_is_ignored_with_a_warning():
+    """Tune keeps no checkpoints now (the run folder keeps every one): old spaces still load."""
+    with pytest.warns(DeprecationWarning, match="storage.checkpoints_to_keep is ignored"):
+        spec = parse_search_space({"pretrain": {"lr": 1e-3}, "storage": {"checkpoints_to_keep": 2}})
+    assert "checkpoints_to_keep" not in spec.to_dict()["storage"]

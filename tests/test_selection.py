@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import doctest
+import dataclasses
 import json
 import math
 
@@ -289,11 +289,6 @@ def test_plot_selection_writes_a_png(beta_sweep, tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["selection.png"]
 
 
-def test_docstring_examples_run():
-    result = doctest.testmod(selection)
-    assert result.attempted >= 10 and result.failed == 0
-
-
 # --------------------------------------------------------------------- the safe default (issue 11)
 
 
@@ -329,17 +324,23 @@ def test_default_picks_the_smaller_beta_when_a_larger_beta_inflates_dse():
     assert "smallest beta (0)" in result.reason
 
 
+def _untrained_first(run):
+    """``run`` with its first evaluation at step 0 (scored before any optimizer step)."""
+    first = dataclasses.replace(run.evaluations[0], global_step=0)
+    return dataclasses.replace(run, evaluations=(first, *run.evaluations[1:]))
+
+
 def test_an_untrained_first_evaluation_is_a_candidate_only_when_nothing_later_is():
-    # The demo's trap: DSE falls from the (nearly) untrained model onwards.
-    falling = _run("falling", [0.9, 0.5, 0.6, 0.4, 0.3], 0.0)
+    # The demo's trap: DSE falls from the untrained model (step 0) onwards.
+    falling = _untrained_first(_run("falling", [0.9, 0.5, 0.6, 0.4, 0.3], 0.0))
     chosen = select_run(falling)
     assert (chosen.candidates, chosen.chosen_epoch) == ((2,), 6)
     assert select_run(falling, skip_untrained=False).chosen_epoch == 0
-    # A first evaluation after real training (epoch 2, as in the CamVid runs) competes.
-    trained = _run("trained", [0.9, 0.5, 0.6, 0.4, 0.3], 0.0, first_epoch=2)
-    assert select_run(trained).chosen_epoch == 2
+    # Epoch 0 after a full epoch of training (DINO's checkpoint0000.pth) is trained: it competes.
+    trained = _run("trained", [0.9, 0.5, 0.6, 0.4, 0.3], 0.0)
+    assert (trained.evaluations[0].epoch, select_run(trained).chosen_epoch) == (0, 0)
     # Nothing later: the first evaluation is kept rather than selecting nothing.
-    only = _run("only", [0.9, math.nan], 0.0)
+    only = _untrained_first(_run("only", [0.9, math.nan], 0.0))
     assert select_run(only).chosen_epoch == 0
 
 
@@ -408,3 +409,25 @@ def test_the_guard_lets_a_larger_beta_win_only_when_every_smaller_beta_run_faile
     assert (result.best.name, result.basis) == ("beta=0.1", "conservative")
     assert result.reason == ("highest DSE among the trials of the smallest beta without a failure signature (0.1); "
                              "larger betas not credited")
+
+
+def test_rescored_values_do_not_override_a_drop_within_the_noise():
+    """The demo's wrong decision: held-out values re-ranked DSE's candidates although the
+    run's own drop after its peak was within the noise (the latest is never rescored)."""
+    from dse_tune.runs import Evaluation
+
+    values = [0.40, 0.45, 0.52, 0.50, 0.49, 0.50]
+    evaluations = tuple(
+        Evaluation(index=i, dse=v, epoch=i, global_step=10 * (i + 1), noise=0.02,
+                   components={"inter": 1.0, "intra_image": 0.5, "intra_batch": 0.5, "dim": 0.3 + i / 10})
+        for i, v in enumerate(values)
+    )
+    run = RunRecord("within_noise", evaluations)
+    rescored = lambda run, evaluation: {2: 0.9, 1: 0.1}.get(evaluation.index)  # noqa: E731
+    kept = select_run(run, rescored=rescored)
+    assert kept.choice.verdict == "within_noise" and kept.chosen == 5  # the latest, not rescored candidate 2
+    # beyond the noise, the rescored values choose among DSE's candidates as before
+    sharp = RunRecord("beyond_noise", tuple(dataclasses.replace(e, noise=0.001) for e in evaluations))
+    assert select_run(sharp, rescored=rescored).chosen == 2
+    assert kept.verdict == "within_noise" and kept.reliability.startswith("no reliable degradation")
+    assert select_run(sharp, rescored=rescored).verdict == "rescored"

@@ -168,3 +168,36 @@ def test_tokens_of_a_subset_of_the_probe_set():
     tracker = DSETracker(torch.randn(6, 3, 16, 16), tokens_fn=lambda m, x: m(x).flatten(2).transpose(1, 2))
     everything = tracker.compute_tokens(model)
     torch.testing.assert_close(tracker.compute_tokens(model, tracker.probe_images[2:4]), everything[2:4])
+
+
+def test_each_evaluation_records_its_noise_and_its_optimizer_step(tmp_path):
+    tracker = DSETracker(run_dir=tmp_path)
+    tracker.step(torch.randn(32, 16, 8, generator=torch.Generator().manual_seed(1)), step=0, global_step=25)
+    tracker.step(torch.randn(32, 16, 8, generator=torch.Generator().manual_seed(2)), step=1)
+    first, second = read_run(tmp_path).evaluations
+    assert first.noise is not None and 0 < first.noise < 0.5 and second.noise is not None
+    assert (first.epoch, first.global_step, second.epoch, second.global_step) == (0, 25, 1, None)
+
+
+def test_a_drop_within_the_recorded_noise_does_not_stop_and_best_is_the_selectors(tmp_path):
+    from dse_tune.runs import Evaluation
+    from dse_tune.selection import select_best
+
+    rule = DegradationRule(warmup=2, patience=2)
+    values = [0.50, 0.52, 0.51, 0.505, 0.50, 0.498]
+    quiet, noisy = DSETracker(rule=rule), DSETracker(rule=rule)
+    for i, value in enumerate(values):
+        quiet.record(Evaluation(i, value, epoch=i, global_step=10 * (i + 1)))
+        noisy.record(Evaluation(i, value, epoch=i, global_step=10 * (i + 1), noise=0.01))
+    assert quiet.stopped and not noisy.stopped
+    assert quiet.best.index == 1 and noisy.best.index == 5  # within the noise: the latest
+    assert noisy.best.index == select_best([noisy.run]).best.chosen_index
+
+
+def test_an_untrained_first_evaluation_is_not_the_peak():
+    from dse_tune.runs import Evaluation
+
+    tracker = DSETracker(rule=DegradationRule(warmup=2, patience=2))
+    for i, value in enumerate([0.9, 0.3, 0.5, 0.45, 0.4]):
+        tracker.record(Evaluation(i, value, epoch=i, global_step=10 * i))  # the first at step 0
+    assert tracker.last_decision.peak_index == 2 and tracker.best.index == 2

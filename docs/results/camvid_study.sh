@@ -50,3 +50,23 @@ for run in camvid_mae150_b0_seed1 camvid_dino_b0_seed1; do
   dse-tune validate "$RUNS/$run" --data "$CAMVID" --out "$RUNS/validate_$run" --threads 1 --no-progress &
 done
 wait
+
+# Third session (issue 17, the probe regime; docs/validation.md "Probe regime"). The
+# checkpoints above were not kept, so new runs: 36 epochs, evaluated (and checkpointed)
+# every 2 epochs. Then the linear probe of every checkpoint at the training size
+# (train -> test), and DSE of every checkpoint on the run's own 64 monitoring images at
+# 64x64 (training size), 96x96 (1.5x), 128x128 (2x), native 120x160 and 48x64, on all of
+# them, on two halves and on every 4th image (docs/results/probe_regime/scores_*.json).
+# The 2-core machine was shared by seven sessions: the DINO run was stopped at epoch 27
+# of 36 (14 checkpoints, all scored; `--resume` continues it), MAE finished (18).
+dse-tune pretrain --method dino --teacher-momentum 0.99 --epochs 36 "${COMMON[@]}" --eval-every 2 --out "$RUNS/dino_s0" &
+dse-tune pretrain --method mae --epochs 36 "${COMMON[@]}" --eval-every 2 --out "$RUNS/mae_s0" &
+wait
+for run in dino_s0 mae_s0; do
+  dse-tune validate "$RUNS/$run" --data "$CAMVID" --out "$RUNS/$run/validation" --threads 1 --no-progress --no-plot
+done
+# `score` reads RUN/validation/validation.json for the mIoU (else it fits the same linear
+# probe itself) and can be rerun: it keeps what an earlier, partial pass wrote.
+python benchmarks/probe_regime.py score "$RUNS/dino_s0" "$RUNS/mae_s0" --out docs/results/probe_regime
+python benchmarks/probe_regime.py analyse docs/results/probe_regime --json \
+    --committed docs/results/validation_camvid_*.json

@@ -9,10 +9,13 @@ The pieces a tracker strings together, one module each:
   file names, :func:`stored_position` / :func:`epoch_from_checkpoint` from stored fields;
 - :mod:`~dse_tune.checkpoints.read`: :func:`read_checkpoint` (weights-only unpickling,
   :class:`CheckpointReadError` for broken files);
-- :mod:`~dse_tune.checkpoints.arch`: :func:`build_architecture` (timm, torchvision,
-  ``module:function``);
+- :mod:`~dse_tune.checkpoints.arch`: :func:`build_architecture` (presets, timm, torchvision,
+  ``module:function``); :mod:`~dse_tune.checkpoints.presets`: the official models (:data:`PRESETS`);
 - :mod:`~dse_tune.checkpoints.formats`: where each method keeps its backbone (:data:`FORMATS`);
-- :mod:`~dse_tune.checkpoints.load`: :func:`load_backbone`, strict, returning a :class:`LoadReport`;
+  :mod:`~dse_tune.checkpoints.branches`: which network of a file is read (the paper's, or a refusal);
+- :mod:`~dse_tune.checkpoints.load`: :func:`load_backbone`, strict both ways, returning a
+  :class:`LoadReport`; :mod:`~dse_tune.checkpoints.fit` (what a file's shapes fit) and
+  :mod:`~dse_tune.checkpoints.fingerprints` (what a file says it is) make its errors actionable;
 - :mod:`~dse_tune.checkpoints.layers`: :func:`dense_tokens_at` a chosen block or stage.
 
 Example:
@@ -29,8 +32,8 @@ Example:
     >>> for item in order_checkpoints(collect_checkpoints(run)):
     ...     report = load_backbone(model, item.path)
     ...     print(item.epoch, report.summary())
-    0 dino:teacher: 30/30 weights from 'teacher' (prefix 'backbone.'), 0 checkpoint keys ignored
-    20 dino:teacher: 30/30 weights from 'teacher' (prefix 'backbone.'), 0 checkpoint keys ignored
+    0 dino:teacher: 30/30 weights from 'teacher' (prefix 'backbone.'); nothing ignored
+    20 dino:teacher: 30/30 weights from 'teacher' (prefix 'backbone.'); nothing ignored
     >>> dense_tokens_at(model, torch.randn(2, 3, 32, 32), layer=-1).shape
     torch.Size([2, 16, 32])
 """
@@ -50,7 +53,10 @@ from dse_tune.checkpoints.files import (
 )
 from dse_tune.checkpoints.formats import FORMAT_NAMES, FORMATS, CheckpointFormat, Layout
 from dse_tune.checkpoints.layers import dense_tokens_at, layer_name, num_layers
-from dse_tune.checkpoints.load import CheckpointMismatchError, LoadReport, load_backbone, match_formats
+from dse_tune.checkpoints.branches import AmbiguousCheckpointError
+from dse_tune.checkpoints.fingerprints import FingerprintMismatchError
+from dse_tune.checkpoints.load import NOT_FITTING, CheckpointMismatchError, LoadReport, load_backbone, match_formats
+from dse_tune.checkpoints.presets import PRESETS, Preset, preset_table
 from dse_tune.checkpoints.read import (
     CHECKPOINT_SUFFIXES,
     CheckpointReadError,
@@ -60,6 +66,7 @@ from dse_tune.checkpoints.read import (
 )
 
 __all__ = [
+    "AmbiguousCheckpointError",
     "ArchitectureError",
     "CHECKPOINT_SUFFIXES",
     "CheckpointFile",
@@ -71,6 +78,10 @@ __all__ = [
     "DuplicateEpochError",
     "FORMATS",
     "FORMAT_NAMES",
+    "FingerprintMismatchError",
+    "NOT_FITTING",
+    "PRESETS",
+    "Preset",
     "Layout",
     "LoadReport",
     "NoCheckpointsError",
@@ -89,6 +100,7 @@ __all__ = [
     "order_checkpoints",
     "parse_epoch",
     "parse_position",
+    "preset_table",
     "read_checkpoint",
     "stored_position",
 ]

@@ -2,6 +2,9 @@
 
 ``arch`` is one of:
 
+- a preset of an official model (``"dino_vits16"``, ``"mocov3_vits16"``, ``"ijepa_vith14"``,
+  ...: :data:`~dse_tune.checkpoints.presets.PRESETS`), a timm model with the kwargs
+  that make it the official network (``arch_kwargs`` add to them, e.g. ``img_size``);
 - a timm model name (``"vit_small_patch16_224"``, ``"resnet50"``), created with
   ``pretrained=False`` (no download: the weights come from the checkpoint) and
   ``num_classes=0`` (no classifier head), plus ``arch_kwargs`` for non-standard shapes
@@ -41,6 +44,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dse_tune.checkpoints.presets import PRESETS, resolve_preset
+
 _RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
@@ -68,7 +73,10 @@ def build_architecture(arch: str, arch_kwargs: Mapping[str, Any] | str | None = 
         )
     kwargs.pop("pretrained", None)
     library, _, name = arch.partition(":")
-    if name and library == "timm":
+    preset = resolve_preset(arch, kwargs)
+    if preset is not None:
+        model = _build_timm(*preset)
+    elif name and library == "timm":
         model = _build_timm(name, kwargs)
     elif name and library == "torchvision":
         model = _build_torchvision(name, kwargs)
@@ -114,7 +122,7 @@ def _torchvision_names() -> list[str]:
 def _close_matches(name: str) -> str:
     import timm
 
-    pool = sorted(set(timm.list_models()) | set(_torchvision_names()))
+    pool = sorted(set(timm.list_models()) | set(_torchvision_names()) | set(PRESETS))
     close = difflib.get_close_matches(name, pool, n=5, cutoff=0.6)
     containing = timm.list_models(f"*{name}*")[:5] if name else []
     found = list(dict.fromkeys(close + containing))[:8]

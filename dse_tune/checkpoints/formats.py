@@ -8,9 +8,11 @@ model saved with or without those wrappers. ``prefix=None`` means "find it" (the
 Lightning format, where the prefix is the LightningModule's attribute name).
 
 A layout's ``branch`` names which network it reads when a checkpoint holds several
-(``teacher``/``student``, ``momentum_encoder``/``base_encoder``, ...). A format name
-alone tries all its layouts (the first listed wins ties, so EMA/teacher branches come
-first); ``"dino:student"`` keeps one branch.
+(``teacher``/``student``, ``momentum_encoder``/``base_encoder``, ...). The first
+layout's branch is the format's default: the network the DSE paper's code scores
+(``EldercatSAM/SSL-Degradation`` ``models/__init__.py::get_models``: DINO's and iBOT's
+teacher, MoCo v3's momentum encoder, I-JEPA's ``encoder``, ReSA's ``encoder``);
+``"dino:student"`` keeps another branch.
 
 ``markers`` tell methods with the same layout apart (iBOT and DINO both keep
 ``teacher``/``backbone.``; iBOT also stores ``ibot_loss``): a top-level key, or
@@ -138,7 +140,7 @@ _FORMAT_LIST = (
     CheckpointFormat(
         name="ijepa",
         method="I-JEPA",
-        layouts=(*_layouts("target_encoder", ("target_encoder",), ""), *_layouts("encoder", ("encoder",), "")),
+        layouts=(*_layouts("encoder", ("encoder",), ""), *_layouts("target_encoder", ("target_encoder",), "")),
         markers=("target_encoder", "predictor"),
         file_names="{tag}-ep{epoch}.pth.tar, {tag}-latest.pth.tar",
         source="facebookresearch/ijepa src/train.py (save_checkpoint)",
@@ -162,6 +164,17 @@ _FORMAT_LIST = (
         markers=("key:predictor.*",),
         file_names="checkpoint_{epoch:04d}.pth.tar",
         source="facebookresearch/simsiam main_simsiam.py (save_checkpoint), simsiam/builder.py",
+    ),
+    CheckpointFormat(
+        name="resa",
+        method="ReSA / MEC (encoder beside a momentum encoder)",
+        layouts=(
+            *_layouts("encoder", ("state_dict",), "encoder."),
+            *_layouts("momentum_encoder", ("state_dict",), "momentum_encoder."),
+        ),
+        markers=("key:encoder.*", "key:momentum_encoder.*"),
+        file_names="checkpoint_{epoch:04d}.pth.tar",
+        source="EldercatSAM/SSL-Degradation models/__init__.py (get_models: 'mec', 'resa' read module.encoder.)",
     ),
     CheckpointFormat(
         name="swav",
@@ -315,13 +328,20 @@ def find_prefix(state: Mapping[str, Any], model_shapes: Mapping[str, tuple[int, 
     model's shapes (``""`` when none fits).
 
     Ties go to a prefix naming a teacher / momentum / target / EMA network, then to
-    the shorter one.
+    the shorter one (:func:`find_prefixes` lists every tied prefix).
 
     >>> import torch
     >>> state = {"student_backbone.w": torch.ones(2), "teacher_backbone.w": torch.ones(2)}
     >>> find_prefix(state, {"w": (2,)})
     'teacher_backbone.'
     """
+    found = find_prefixes(state, model_shapes)
+    return found[0] if found else ""
+
+
+def find_prefixes(state: Mapping[str, Any], model_shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Every prefix holding the largest number of the model's keys with their shapes,
+    best ranked first (see :func:`find_prefix`)."""
     counts: Counter[str] = Counter()
     for key, value in state.items():
         if not isinstance(value, Tensor):
@@ -331,13 +351,14 @@ def find_prefix(state: Mapping[str, Any], model_shapes: Mapping[str, tuple[int, 
             if model_shapes.get(suffix) == tuple(value.shape):
                 counts[key[:cut]] += 1
     if not counts:
-        return ""
+        return []
 
     def rank(prefix: str) -> tuple[int, bool, int]:
         preferred = any(word in prefix.lower() for word in PREFERRED_PREFIX_WORDS)
         return counts[prefix], preferred, -len(prefix)
 
-    return max(counts, key=rank)
+    top = max(counts.values())
+    return sorted((prefix for prefix, count in counts.items() if count == top), key=rank, reverse=True)
 
 
 def marker_score(fmt: CheckpointFormat, checkpoint: Mapping[str, Any], extraction: Extraction) -> float:

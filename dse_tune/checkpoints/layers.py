@@ -5,9 +5,12 @@
 - ``-1`` (default): the last block with the final norm, exactly
   :func:`dse_tune.features.dense_tokens` (what the paper's code scores);
 - ``i`` in ``0 .. num_layers(model) - 1``: the output of block ``i`` of a ViT
-  (``model.blocks[i]``, before any final norm, prefix tokens dropped), or of stage
-  ``i`` of a ConvNet as timm lists its ``feature_info`` (a ResNet: 0 the stem,
-  1-4 ``layer1``-``layer4``). The last index is the last block *without* the final norm;
+  (``model.blocks[i]``, prefix tokens dropped) with the model's final norm applied, as
+  the DSE paper's per-layer code does (``get_embeddings`` in EldercatSAM/SSL-Degradation
+  applies ``self.norm`` after every block); ``norm=False`` gives the raw block output.
+  For a ConvNet, stage ``i`` as timm lists its ``feature_info`` (a ResNet: 0 the stem,
+  1-4 ``layer1``-``layer4``; ``norm`` does not apply). With the norm, the last index
+  equals ``-1``;
 - ``-k`` for ``k >= 2``: index ``num_layers(model) - k`` (``-2`` is the block before the last).
 
 timm models are read through ``forward_intermediates`` (timm >= 1.0); ViTs without it
@@ -21,10 +24,14 @@ Example:
     >>> num_layers(vit)
     3
     >>> images = torch.randn(2, 3, 32, 32)
-    >>> dense_tokens_at(vit, images, 0).shape  # block 0, CLS token dropped
+    >>> dense_tokens_at(vit, images, 0).shape  # block 0 + final norm, CLS token dropped
     torch.Size([2, 16, 32])
     >>> torch.equal(dense_tokens_at(vit, images, -1), vit.forward_features(images)[:, 1:])
     True
+    >>> torch.allclose(dense_tokens_at(vit, images, 2), dense_tokens_at(vit, images, -1), atol=1e-6)
+    True
+    >>> torch.allclose(dense_tokens_at(vit, images, 2, norm=False), dense_tokens_at(vit, images, -1))
+    False
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from dse_tune.features import TokenSource, dense_tokens, model_kind
+from dse_tune.features import TokenSource, crop_to_patches, any_input_size, dense_tokens, model_kind
 
 
 def num_layers(model: TokenSource) -> int:
@@ -70,8 +77,9 @@ def resolve_layer(model: TokenSource, layer: int) -> int:
     return index
 
 
-def dense_tokens_at(model: TokenSource, images: Tensor, layer: int = -1) -> Tensor:
-    """Dense tokens (B, N, d) of ``images`` at ``layer`` (see the module docstring).
+def dense_tokens_at(model: TokenSource, images: Tensor, layer: int = -1, norm: bool = True) -> Tensor:
+    """Dense tokens (B, N, d) of ``images`` at ``layer`` (see the module docstring);
+    ``norm``: a ViT block's output with the final norm (the paper's), or raw.
 
     Raises:
         ValueError: ``layer`` out of range.
@@ -81,18 +89,20 @@ def dense_tokens_at(model: TokenSource, images: Tensor, layer: int = -1) -> Tens
     if index == -1:
         return dense_tokens(model, images)
     if hasattr(model, "num_prefix_tokens") and hasattr(model, "blocks"):
-        return _vit_block_tokens(model, images, index)
+        images = crop_to_patches(model, images)  # the same probe regime as the last layer's tokens
+        with any_input_size(model, tuple(images.shape[-2:])):
+            return _vit_block_tokens(model, images, index, norm)
     feature_map = model.forward_intermediates(images, indices=[index], intermediates_only=True)[0]
     if str(getattr(model, "output_fmt", "NCHW")) == "NHWC":
         return feature_map.flatten(1, 2)
     return feature_map.flatten(2).transpose(1, 2)
 
 
-def _vit_block_tokens(model: Any, images: Tensor, index: int) -> Tensor:
+def _vit_block_tokens(model: Any, images: Tensor, index: int, norm: bool) -> Tensor:
     prefix = int(model.num_prefix_tokens)
     if hasattr(model, "forward_intermediates"):
         outputs = model.forward_intermediates(
-            images, indices=[index], norm=False, output_fmt="NLC", intermediates_only=True
+            images, indices=[index], norm=norm, output_fmt="NLC", intermediates_only=True
         )
         return outputs[0]
     outputs: list[Tensor] = []
@@ -101,11 +111,13 @@ def _vit_block_tokens(model: Any, images: Tensor, index: int) -> Tensor:
         model.forward_features(images)
     finally:
         handle.remove()
-    return outputs[0][:, prefix:]
+    tokens = outputs[0]
+    return (model.norm(tokens) if norm and hasattr(model, "norm") else tokens)[:, prefix:]
 
 
-def layer_name(model: TokenSource, layer: int) -> str:
-    """A short label for reports: ``"last+norm"``, ``"block 3"``, ``"stage 2 (layer2)"``.
+def layer_name(model: TokenSource, layer: int, norm: bool = True) -> str:
+    """A short label for reports: ``"last+norm"``, ``"block 3+norm"``, ``"block 3"`` (raw),
+    ``"stage 2 (layer2)"``.
 
     >>> import timm
     >>> layer_name(timm.create_model("resnet18", num_classes=0), 2)
@@ -115,7 +127,7 @@ def layer_name(model: TokenSource, layer: int) -> str:
     if index == -1:
         return "last+norm" if model_kind(model) == "vit" else "last"
     if hasattr(model, "num_prefix_tokens") and hasattr(model, "blocks"):
-        return f"block {index}"
+        return f"block {index}+norm" if norm else f"block {index}"
     info = model.feature_info[index]
     module = info.get("module") if isinstance(info, dict) else None
     return f"stage {index} ({module})" if module else f"stage {index}"

@@ -47,7 +47,7 @@ class ProbeSettings:
     data: str = "synthetic"
     splits: tuple[str, ...] | None = None
     probe_size: int = 64
-    image_size: int | None = None
+    image_size: int | tuple[int, int] | str | None = None  # N, (H, W) or "native"
     probe_seed: int = 0
     synthetic_size: int = 512
     seed: int = 0
@@ -63,19 +63,23 @@ class ProbeSettings:
         are not None win."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {key: config[key] for key in names if config.get(key) is not None}
+        if config.get("probe_image_size") is not None:  # a pretraining run: its probe size, not its input size
+            values["image_size"] = config["probe_image_size"]
         values.update({key: value for key, value in overrides.items() if value is not None})
         if values.get("splits") is not None:
             values["splits"] = tuple(values["splits"])
+        if isinstance(values.get("image_size"), list):  # [H, W] in JSON
+            values["image_size"] = tuple(values["image_size"])
         values["data"] = str(values.get("data", "synthetic"))
         return cls(**values)
 
-    def build(self, image_size: int) -> Any:
-        """The :class:`~dse_tune.data.ProbeSet` (as ``dse-tune pretrain`` builds it).
-        Every probe image is read here: a broken one fails before any scoring."""
-        from dse_tune.data import build_probe_set, open_dataset
+    def build(self, image_size: Any) -> Any:
+        """The :class:`~dse_tune.data.ProbeSet` (:func:`dse_tune.data.probe_set_for`, as
+        ``dse-tune pretrain`` builds it). Every image is read here: a broken one fails
+        before any scoring."""
+        from dse_tune.data import probe_set_for
 
-        dataset = open_dataset(self.data, splits=self.splits, synthetic_size=self.synthetic_size, seed=self.seed)
-        return build_probe_set(dataset, size=self.probe_size, image_size=self.image_size or image_size)
+        return probe_set_for(self, image_size=self.image_size or image_size)
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,11 @@ class ReadSettings:
     """How a run's checkpoints are read: see :func:`dse_tune.checkpoints.load_backbone`.
 
     ``layer``: -1 (last block with the final norm), a block index, or ``"all"`` (the
-    history holds -1; every block is scored into :data:`LAYERS_FILE`).
+    history holds -1; every block is scored into :data:`LAYERS_FILE`). ``layer_norm``:
+    a block's tokens with the final norm, as the paper's per-layer code takes them
+    (default), or raw (False; what runs tracked before this option recorded).
+    ``allow_extra``: backbone keys of the files with no place in the model that may be
+    left out (see :func:`dse_tune.checkpoints.load_backbone`).
     """
 
     arch: str
@@ -93,15 +101,20 @@ class ReadSettings:
     allow_missing: tuple[str, ...] = ()
     layer: int | str = -1
     trust: bool = False
+    allow_extra: tuple[str, ...] = ()
+    layer_norm: bool = True
 
     def to_config(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "arch_kwargs": dict(self.arch_kwargs), "allow_missing": list(self.allow_missing)}
+        return {**dataclasses.asdict(self), "arch_kwargs": dict(self.arch_kwargs),
+                "allow_missing": list(self.allow_missing), "allow_extra": list(self.allow_extra)}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ReadSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {key: value for key, value in config.items() if key in names}
         values["allow_missing"] = tuple(values.get("allow_missing") or ())
+        values["allow_extra"] = tuple(values.get("allow_extra") or ())
+        values.setdefault("layer_norm", False)  # recorded before the option: raw block outputs
         return cls(**values)
 
     @property
@@ -114,7 +127,7 @@ def model_loader_for_run(run_dir: str | Path) -> Callable[..., Any] | None:
     architecture and loading a checkpoint the way ``dse-tune track`` read it (its
     ``dense_tokens`` are the tracked layer's); None for other runs.
 
-    ``dse-tune validate`` uses it in place of :func:`dse_tune.ssl.methods.load_checkpoint`.
+    ``dse-tune validate`` uses it for tracked runs (see :func:`checkpoint_loader`).
     """
     config = read_config(run_dir)
     tracked = config.get(TRACKED_KEY)
@@ -127,27 +140,34 @@ def model_loader_for_run(run_dir: str | Path) -> Callable[..., Any] | None:
         from dse_tune.checkpoints import build_architecture, load_backbone
 
         model = build_architecture(read.arch, read.arch_kwargs)
-        load_backbone(model, path, spec, allow_missing=read.allow_missing, prefix=read.prefix, trust=read.trust)
+        load_backbone(model, path, spec, allow_missing=read.allow_missing, allow_extra=read.allow_extra,
+                      prefix=read.prefix, trust=read.trust)
         model = model.to(map_location).eval()
-        return model if read.history_layer == -1 else LayerTokens(model, read.history_layer)
+        return model if read.history_layer == -1 else LayerTokens(model, read.history_layer, read.layer_norm)
 
     return load
 
 
-def checkpoint_loader(run_dir: str | Path | None) -> Callable[..., Any]:
+def checkpoint_loader(run_dir: str | Path | None, *, trust: bool = False) -> Callable[..., Any]:
     """THE way evaluation loads a run's checkpoints: ``load(path, map_location="cpu")``.
 
     A run written by ``dse-tune track`` (a foreign codebase's checkpoints) is read the
     way the tracker read it (:func:`model_loader_for_run`); any other run is a dse_tune
-    pretraining run, rebuilt by :func:`dse_tune.ssl.methods.load_checkpoint`. Validate,
-    rescore, the few-label confirmation and the demo's label check all call this.
+    pretraining run, whose scored network is rebuilt from the config the checkpoint
+    records (:func:`~dse_tune.checkpoints.pretrain_run.load_pretrain_backbone`, weights-only
+    unless ``trust``). Validate, rescore, the few-label confirmation and the demo's label
+    check all call this.
     """
     tracked = None if run_dir is None else model_loader_for_run(run_dir)
     if tracked is not None:
         return tracked
-    from dse_tune.ssl.methods import load_checkpoint
 
-    return load_checkpoint
+    def load(path: str | Path, map_location: Any = "cpu") -> Any:
+        from dse_tune.checkpoints.pretrain_run import load_pretrain_backbone
+
+        return load_pretrain_backbone(path, map_location, trust=trust)[0]
+
+    return load
 
 
 # --------------------------------------------------------------------------- helpers
@@ -156,11 +176,11 @@ def checkpoint_loader(run_dir: str | Path | None) -> Callable[..., Any]:
 class LayerTokens(nn.Module):
     """A model whose ``dense_tokens`` are one block's (see :func:`~dse_tune.checkpoints.dense_tokens_at`)."""
 
-    def __init__(self, model: nn.Module, layer: int) -> None:
+    def __init__(self, model: nn.Module, layer: int, norm: bool = True) -> None:
         super().__init__()
-        self.model, self.layer = model, layer
+        self.model, self.layer, self.norm = model, layer, norm
 
     def dense_tokens(self, images: Any) -> Any:
         from dse_tune.checkpoints import dense_tokens_at
 
-        return dense_tokens_at(self.model, images, self.layer)
+        return dense_tokens_at(self.model, images, self.layer, norm=self.norm)

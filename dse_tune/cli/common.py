@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -17,11 +18,14 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_USAGE",
     "CommandError",
+    "add_deprecated_alias",
+    "check_device",
     "debug_enabled",
     "existing_dir",
     "existing_file",
     "fail",
     "format_number",
+    "image_size",
     "integer_at_least",
     "number",
 ]
@@ -95,6 +99,36 @@ def number(text: str) -> float:
     return value
 
 
+def image_size(text: str) -> int | tuple[int, int] | str:
+    """argparse type of every probe image size: ``N`` (a square, still an int as the
+    option always gave), ``HxW`` -> ``(H, W)``, or ``native``.
+
+    Example:
+        >>> image_size("96x128"), image_size("32"), image_size("native")
+        ((96, 128), 32, 'native')
+    """
+    from dse_tune.typed_config import parse_image_size
+
+    try:
+        size = parse_image_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return int(text) if text.strip().isdigit() else size
+
+
+def check_device(device: str, flag: str = "--device") -> None:
+    """Refuse a device torch does not know, or CUDA on a machine without it: one error
+    line before any work, not one failure per checkpoint."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        fail(f"{flag} {device}: not a torch device ({error})")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        fail(f"{flag} {device}: CUDA is not available on this machine")
+
+
 def existing_file(text: str) -> Path:
     """argparse type: a path to an existing file."""
     path = Path(text)
@@ -109,3 +143,19 @@ def existing_dir(text: str) -> Path:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"no such folder: {path}" if not path.exists() else f"not a folder: {path}")
     return path
+
+
+def add_deprecated_alias(parser: argparse.ArgumentParser, old_flag: str, new_flag: str, dest: str, **kwargs) -> None:
+    """Keep ``old_flag`` working for one release: it sets ``dest`` like ``new_flag`` and warns on stderr.
+
+    Hidden from ``--help``; ``kwargs`` (``type=...``) are those of ``new_flag``.
+    """
+
+    class _WarnAndStore(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"warning: {old_flag} is deprecated and will be removed in the next release; use {new_flag}",
+                  file=sys.stderr)
+            setattr(namespace, self.dest, values)
+
+    parser.add_argument(old_flag, dest=dest, action=_WarnAndStore, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                        **kwargs)

@@ -13,8 +13,10 @@ learning rates, on a local Ray cluster:
 4. the label check that the synthetic scenes allow (they have masks; the selection
    never saw them): linear probe mIoU of the chosen checkpoint beside the last
    checkpoint of its trial, the best checkpoint of the sweep and a randomly initialised
-   model of the same architecture, and whether the decision was right
-   (:mod:`dse_tune.evaluation.label_check`).
+   model of the same architecture, each with its standard error, and whether the
+   decision was right (within 1 mIoU point of the best), or, where the selector kept the
+   last checkpoint because DSE's preference for an earlier one was within its noise,
+   whether the labels agree (:mod:`dse_tune.evaluation.label_check`).
 
 Run it again on the same ``--out`` and it continues the sweep there (or, if it is
 complete, selects again); delete the folder to start over.
@@ -91,7 +93,7 @@ def _set_aside_another_space(out: Path, space: str | Path, *, explicit: bool = T
     lost) and the demo starts afresh. Returns True if so. Without an explicit --space
     (``explicit=False``), a sweep of a differently named space (the user's own) is
     continued as it is."""
-    from dse_tune.integrations.ray.sweep_folder import load_saved_spec
+    from dse_tune.sweeps import load_saved_spec
     from dse_tune.search_space import load_search_space
 
     try:
@@ -163,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def chosen_checkpoint(sweep_dir: Path) -> str | None:
-    """The checkpoint the sweep's ``selection.json`` chose, or None."""
+def _selection(sweep_dir: Path) -> dict:
+    """The sweep's ``selection.json`` ({} when missing or unreadable)."""
     import json
 
     from dse_tune.runs import SELECTION_FILE
@@ -172,22 +174,31 @@ def chosen_checkpoint(sweep_dir: Path) -> str | None:
     try:
         selection = json.loads((Path(sweep_dir) / SELECTION_FILE).read_text())
     except (OSError, ValueError):
-        return None
-    return selection.get("best_checkpoint") if isinstance(selection, dict) else None
+        return {}
+    return selection if isinstance(selection, dict) else {}
+
+
+def chosen_checkpoint(sweep_dir: Path) -> str | None:
+    """The checkpoint the sweep's ``selection.json`` chose, or None."""
+    return _selection(sweep_dir).get("best_checkpoint")
 
 
 def label_check(sweep_dir: Path, *, progress: bool = True) -> dict | None:
     """Print the label check of the sweep's decision (see the module docstring); the
-    check's dict, or None when there is nothing to check."""
+    check's dict, or None when there is nothing to check. The selection's own verdict
+    (``reliability``: e.g. "no reliable degradation", the last checkpoint kept) is set
+    beside what the labels say."""
     from dse_tune.evaluation.label_check import check_choice, format_label_check
 
-    checkpoint = chosen_checkpoint(sweep_dir)
+    selection = _selection(sweep_dir)
+    checkpoint = selection.get("best_checkpoint")
     if checkpoint is None:
         print("label check skipped: the sweep chose no checkpoint")
         return None
     print()
     try:
-        check = check_choice(sweep_dir, checkpoint, "synthetic", images_per_split=LABEL_CHECK_IMAGES, progress=progress)
+        check = check_choice(sweep_dir, checkpoint, "synthetic", images_per_split=LABEL_CHECK_IMAGES,
+                             progress=progress, decision=selection)
     except (OSError, ValueError) as error:
         print(f"label check skipped: {error}")
         return None

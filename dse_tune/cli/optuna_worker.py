@@ -5,21 +5,16 @@ storage; the worker needs only that storage and the study's name::
 
     dse-tune optuna-worker --storage sqlite:///study.db --study NAME --n-trials 4
 
-(``python -m dse_tune.integrations.optuna worker ...`` runs the same command.)
+(``python -m dse_tune.integrations.optuna worker ...``, its older name, still runs it for one
+release, with a deprecation warning.)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 from typing import Any
 
-from dse_tune.cli.common import EXIT_USAGE, fail, integer_at_least, number
-
-#: The older name of this command, kept working (see :func:`main`).
-MODULE_PROG = "python -m dse_tune.integrations.optuna"
-
+from dse_tune.cli.common import fail, integer_at_least, number
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -70,16 +65,3 @@ def describe_trial(trial: Any) -> str:
             f"{attrs.get('peak_epoch')} ({attrs.get('peak_checkpoint')}){stop}"
         )
     return f"trial {trial.number}: {trial.state.name} {attrs.get('error', '')}".rstrip()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dse_tune.integrations.optuna worker ARGS``: ``dse-tune optuna-worker ARGS``,
-    through the same parser and error path (:func:`dse_tune.cli.main.main`)."""
-    from dse_tune.cli.main import main as dse_tune_main
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] != ["worker"]:
-        print(f"usage: {MODULE_PROG} worker --storage STORAGE --study NAME "
-              "[--n-trials K] [--timeout SECONDS]", file=sys.stderr)
-        return 0 if argv[:1] in (["-h"], ["--help"]) else EXIT_USAGE
-    return dse_tune_main(["optuna-worker", *argv[1:]])

@@ -19,15 +19,14 @@ Heavy imports (torch, Lightning) happen inside :func:`run`.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from dse_tune.cli.common import fail, integer_at_least
+from dse_tune.cli.common import fail, image_size, integer_at_least
 from dse_tune.runs import CONFIG_FILE
 
 if TYPE_CHECKING:
-    from dse_tune.ssl.config import PretrainConfig
+    from dse_tune.pretrain_config import PretrainConfig
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -64,8 +63,10 @@ _FLAGS = {
     "dse_beta": ("--dse-beta", float, "DSE regularizer weight (0 = off)"),
     "eval_every_n_epochs": ("--eval-every", int, "DSE evaluation and checkpoint period in epochs"),
     "probe_size": ("--probe-size", int, "number of probe images scored by DSE"),
+    "probe_image_size": ("--probe-image-size", image_size,
+                         "probe images' size: N (square), HxW (e.g. 96x128) or native (default: --image-size)"),
     "num_workers": ("--num-workers", int, "data loader worker processes"),
-    "seed": ("--seed", int, "random seed"),
+    "seed": ("--seed", int, "training seed: weights, augmentations, synthetic scenes (DSE's own: --set probe_seed=N)"),
     "accelerator": ("--accelerator", str, "Lightning accelerator: auto, cpu, gpu, ..."),
     "devices": ("--devices", _devices, "devices per run: a count (2), 'auto', -1 (all) or indices '0,1'"),
     "strategy": ("--strategy", str, "Lightning strategy: auto, ddp (several GPUs), ddp_spawn, ..."),
@@ -99,29 +100,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    import yaml
+    """``--set FIELD=VALUE`` pairs, each typed from the field's declaration (``1e-4`` a number)."""
+    from dse_tune.pretrain_config import PretrainConfig
+    from dse_tune.typed_config import ConfigValueError, parse_assignment, typed_fields
 
     values: dict[str, Any] = {}
     for pair in pairs:
-        name, separator, text = pair.partition("=")
-        if not separator or not name.strip():
-            raise ValueError(f"--set expects FIELD=VALUE, got {pair!r}")
-        values[name.strip()] = yaml.safe_load(text)
+        try:
+            values.update(typed_fields(PretrainConfig, dict([parse_assignment(pair)])))
+        except ConfigValueError as error:
+            raise ValueError(f"--set {pair}: {error}") from None
     return values
 
 
 def config_from_args(args: argparse.Namespace) -> "PretrainConfig":
     """defaults < --config (or RUN_DIR/config.json with --resume) < flags < --set."""
-    from dse_tune.ssl.config import PretrainConfig
+    from dse_tune.pretrain_config import PretrainConfig
+    from dse_tune.typed_config import read_config_file
 
     values: dict[str, Any] = {}
     if args.resume:
         saved = Path(args.out) / CONFIG_FILE
         if not saved.is_file():
             raise ValueError(f"--resume: {saved} does not exist; is {args.out} a dse-tune run folder?")
-        values.update(PretrainConfig.from_file(saved).to_dict())
+        values.update(read_config_file(saved, PretrainConfig))
     if args.config is not None:
-        values.update(PretrainConfig.from_file(args.config).to_dict() if not args.resume else _explicit(args.config))
+        # With --resume only the fields the file sets win over the saved ones.
+        values.update(read_config_file(args.config, PretrainConfig))
     for name in (*_FLAGS, "early_stop"):
         value = getattr(args, name, None)
         if value is not None:
@@ -130,17 +135,6 @@ def config_from_args(args: argparse.Namespace) -> "PretrainConfig":
         values["splits"] = list(args.splits)
     values.update(_parse_overrides(args.overrides))
     return PretrainConfig.from_dict(values).validate()
-
-
-def _explicit(path: Path) -> dict[str, Any]:
-    """Only the fields a file sets (so --resume keeps the saved values of the rest)."""
-    import yaml
-
-    text = Path(path).read_text()
-    values = (yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"config file {path} must hold a mapping of field: value")
-    return values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,5 +175,6 @@ def _print_summary(result: Any) -> None:
             print(f"best DSE {best['dse']:.4f} at epoch {best['epoch']} ({best['checkpoint']})")
         else:
             print(f"best DSE: none ({found.reason})")
+        print(f"kept: {result.chosen_checkpoint} ({result.choice_reason})")
     if result.stopped_early:
         print(f"stopped early: {result.stop_reason}")

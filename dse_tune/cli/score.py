@@ -24,8 +24,8 @@ score) is one ``error:`` line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,15 +35,13 @@ from dse_tune.cli.track import add_model_arguments, add_probe_arguments, probe_s
 
 __all__ = ["add_arguments", "run"]
 
-# What loading a user's file can raise (a truncated or foreign file): reported, not a bug.
-_LOAD_ERRORS = (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", type=Path, help="a checkpoint written by 'dse-tune pretrain'")
     source.add_argument("--timm", metavar="NAME", help="a timm model name (created without downloading weights)")
-    parser.add_argument("--weights", type=Path, help="with --timm: a state-dict file to load")
+    parser.add_argument("--weights", type=Path,
+                        help="with --timm: a checkpoint to load strictly (--format, --prefix apply); "
+                             "without it the model is a random initialisation (seed 0)")
     parser.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
                         help="take the probe set (and, for a tracked run, the architecture) from this run's config")
     add_model_arguments(parser, required=False)
@@ -86,7 +84,9 @@ def _load_model(args: argparse.Namespace, recorded: dict[str, Any]):
     if args.arch is not None or (args.checkpoint is not None and "tracked" in recorded and args.timm is None):
         return _load_foreign(args, recorded)
     if args.checkpoint is not None:
-        module, size = _load_checkpoint(args.checkpoint)
+        if args.format != "auto" or args.prefix is not None:
+            fail("--format and --prefix read a foreign checkpoint: give --arch too")
+        module, size = _load_checkpoint(args)
         return module, recorded.get("image_size") or size
     if args.timm is not None:
         return _load_timm(args)
@@ -95,24 +95,26 @@ def _load_model(args: argparse.Namespace, recorded: dict[str, Any]):
     from dse_tune.ssl.config import PretrainConfig
     from dse_tune.ssl.methods import build_module
 
-    torch.manual_seed(args.seed or 0)
-    config = PretrainConfig(method="dino", image_size=args.image_size or 32)
+    torch.manual_seed(0)  # the smoke-test model is always the same one
+    config = PretrainConfig(method="dino", image_size=args.image_size if isinstance(args.image_size, int) else 32)
     return build_module(config).eval(), config.image_size
 
 
-def _load_checkpoint(path: Path):
-    from dse_tune.ssl.methods import load_checkpoint
+def _load_checkpoint(args: argparse.Namespace):
+    """A ``dse-tune pretrain`` checkpoint: the network its monitor scored, read weights-only
+    (``--trust`` to allow pickled objects) and rebuilt from the config it records."""
+    from dse_tune.checkpoints.pretrain_run import load_pretrain_backbone
 
     try:
-        module = load_checkpoint(path)
-    except _LOAD_ERRORS as error:
-        fail(f"--checkpoint {path}: cannot load it: {error}")
-    return module, module.config.image_size
+        model, config = load_pretrain_backbone(args.checkpoint, trust=args.trust)
+    except ValueError as error:  # CheckpointReadError, CheckpointMismatchError
+        fail(f"--checkpoint {args.checkpoint}: {error}")
+    return model, config.get("image_size", 32)
 
 
 def _load_foreign(args: argparse.Namespace, recorded: dict[str, Any]):
     """A model built from ``--arch`` (or a tracked run's settings) with the checkpoint loaded strictly."""
-    from dse_tune.checkpoints import build_architecture, load_backbone
+    from dse_tune.checkpoints import build_architecture
     from dse_tune.checkpoints.layers import resolve_layer
     from dse_tune.checkpoints.tracked_run import LayerTokens, ReadSettings
 
@@ -121,58 +123,58 @@ def _load_foreign(args: argparse.Namespace, recorded: dict[str, Any]):
     else:
         tracked = recorded["tracked"]
         read = ReadSettings.from_config(tracked)
-        read = ReadSettings(read.arch, read.arch_kwargs, tracked.get("format_found") or read.format, read.prefix,
-                            read.allow_missing, read.history_layer, read.trust)
+        read = dataclasses.replace(read, format=tracked.get("format_found") or read.format, layer=read.history_layer)
     if args.checkpoint is None:
         fail("--arch needs --checkpoint FILE")
     model = build_architecture(read.arch, read.arch_kwargs)
-    load_backbone(model, args.checkpoint, read.format, allow_missing=read.allow_missing, prefix=read.prefix,
-                  trust=read.trust)
+    _load_weights(model, args.checkpoint, read, "--checkpoint")
     layer = read.history_layer
     resolve_layer(model, layer)
-    size = read.arch_kwargs.get("img_size") or (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224))[-1]
-    return (model if layer == -1 else LayerTokens(model, layer)).eval(), recorded.get("image_size") or size
+    model = model if layer == -1 else LayerTokens(model, layer, read.layer_norm)
+    return model.eval(), recorded.get("image_size") or _input_size(model, read.arch_kwargs)
 
 
 def _load_timm(args: argparse.Namespace):
-    import timm
-
-    kwargs = {"img_size": args.image_size} if args.image_size and "vit" in args.timm else {}
-    try:
-        model = timm.create_model(args.timm, pretrained=False, num_classes=0, **kwargs)
-    except RuntimeError as error:
-        fail(f"--timm {args.timm!r}: {error}")
-    if args.weights is not None:
-        _load_weights(model, args.weights)
-    size = args.image_size or model.default_cfg.get("input_size", (3, 224, 224))[-1]
-    return model.eval(), size
-
-
-def _load_weights(model: Any, path: Path) -> None:
-    """Load a state dict into ``model``; refuse a file that leaves most of it random."""
+    """``--timm NAME`` with ``--arch-kwargs``: ``--weights`` loaded strictly, or a random
+    initialisation seeded with 0 (the same command gives the same number)."""
     import torch
 
+    from dse_tune.checkpoints import build_architecture
+
+    read = read_settings(args)
+    kwargs = dict(read.arch_kwargs)
+    if isinstance(args.image_size, int) and "vit" in args.timm:
+        kwargs.setdefault("img_size", args.image_size)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_architecture(args.timm, kwargs)
+    if args.weights is not None:
+        _load_weights(model, args.weights, read, "--weights")
+    else:
+        print(f"{args.timm}: random initialisation (seed 0), no --weights given")
+    return model.eval(), args.image_size or _input_size(model, kwargs)
+
+
+def _load_weights(model: Any, path: Path, read: Any, flag: str) -> None:
+    """Load ``path`` into ``model`` through the one strict loader; a misfit is one error line."""
+    from dse_tune.checkpoints import load_backbone
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except _LOAD_ERRORS as error:
-        fail(f"--weights {path}: cannot load it: {error}")
-    if not isinstance(state, dict):
-        fail(f"--weights {path}: expected a state dict (name -> tensor), got {type(state).__name__}")
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # a shape mismatch: the file is for another model
-        fail(f"--weights {path}: does not fit the model: {error}")
-    total = len(model.state_dict())
-    if len(missing) > total / 2:
-        # Scoring a mostly random network would print a plausible number for the wrong model.
-        fail(
-            f"--weights {path}: {len(missing)} of the model's {total} weights are missing from the file "
-            f"(first: {', '.join(missing[:3])}); is it a state dict of this model?"
-        )
-    if missing:
-        print(f"warning: {len(missing)} weights missing from {path} (e.g. {missing[0]})", file=sys.stderr)
-    if unexpected:
-        print(f"warning: {len(unexpected)} unused weights in {path}", file=sys.stderr)
+        report = load_backbone(model, path, read.format, allow_missing=read.allow_missing,
+                               allow_extra=read.allow_extra, prefix=read.prefix, trust=read.trust)
+    except ValueError as error:  # unreadable, not fitting, ambiguous: the message says which
+        fail(f"{flag} {path}: {error}")
+    print(f"{flag} {path}: {report.summary()}")
+    for line in report.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+
+
+def _input_size(model: Any, kwargs: Any) -> int:
+    size = kwargs.get("img_size")
+    if isinstance(size, int):
+        return size
+    config = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    return int(config.get("input_size", (3, 224, 224))[-1])
 
 
 def _probe_images(settings: Any, image_size: int):
@@ -198,8 +200,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"probe set and DSE seed of the run {run_dir} (flags given override)")
     model, image_size = _load_model(args, recorded)
     probe = _probe_images(settings, settings.image_size or image_size)
-    with torch.no_grad():
-        tokens = dense_tokens_batched(model, probe.images)
+    try:
+        with torch.no_grad():
+            tokens = dense_tokens_batched(model, probe.images)
+    except (RuntimeError, AssertionError) as error:  # e.g. images the model cannot take
+        fail(f"cannot compute dense tokens of {tuple(probe.images.shape[-2:])} probe images: {error}")
     try:
         scored = dse_tune.score_tokens(
             tokens,
@@ -213,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     if not scored.ok:
         fail(f"DSE of {probe.source}: {scored.failure}")
     result = scored.result
-    report = {"probe": {"images": len(probe), "source": probe.source, "image_size": probe.images.shape[-1],
+    report = {"probe": {"images": len(probe), "source": probe.source, "image_size": list(probe.image_size),
                         "settings": settings.to_config()}, "dse": result.as_dict()}
     if args.baselines:
         report["rankme_tokens"] = dse_tune.rankme(tokens)

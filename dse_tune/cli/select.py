@@ -6,10 +6,12 @@ and writes ``selection.json`` and ``selection.png``.
 
 On a sweep folder (one ``dse-tune sweep`` made), the sweep's own ``selection.json`` is
 the sweep's decision: ``select`` reuses its recorded comparison (compare, score, window,
-top, few-label settings) unless a flag says otherwise, and never overwrites it unless
-``--out`` is given: without ``--out`` it writes ``selection_cli.json`` (and
-``selection_cli.png``) beside it. In a plain run folder the files are ``selection.json``
-and ``selection.png``, as before.
+top, few-label settings) and its held-out values (``rescored.json``, which chose within
+each trial), and never overwrites it unless ``--out`` is given: without ``--out`` it
+writes ``selection_cli.json`` (and ``selection_cli.png``) beside it. Every flag
+overrides what the sweep recorded: ``--confirm-with DIR`` without ``--compare`` decides
+by few labels (``auto``) even where the sweep compared conservatively. In a plain run
+folder the files are ``selection.json`` and ``selection.png``.
 
 Exit status: 0 when a checkpoint was selected, 1 when no trial has a candidate, 2 on bad
 input.
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from dse_tune.cli.common import existing_dir, fail, format_number, integer_at_least
+from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
+from dse_tune.evaluation.rescore import RESCORED_FILE  # loads no torch
 
 __all__ = ["CLI_SELECTION_FILE", "COMPARE_CHOICES", "add_arguments", "format_table", "recorded_settings", "run"]
 
@@ -64,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def recorded_settings(run_dir: Path) -> dict[str, Any]:
-    """The comparison a sweep recorded in its ``selection.json`` ({} for a plain run folder)."""
+    """The comparison a sweep recorded in its ``selection.json``, and its held-out values
+    (``rescored``: the sweep's ``rescored.json``) when it has them; {} for a plain run folder."""
     from dse_tune.runs import SELECTION_FILE, is_sweep
 
     path = run_dir / SELECTION_FILE
@@ -79,16 +84,25 @@ def recorded_settings(run_dir: Path) -> dict[str, Any]:
     for key in ("confirm_with", "label_images", "label_split"):
         if parameters.get(key) is not None:
             recorded[key] = parameters[key]
+    if (run_dir / RESCORED_FILE).is_file():
+        recorded["rescored"] = run_dir / RESCORED_FILE
     return recorded
 
 
 def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The settings to select with: flags, else the sweep's recorded ones, else defaults."""
+    """The settings to select with: flags, else the sweep's recorded ones, else defaults.
+
+    A flag overrides what it implies too: ``--confirm-with`` asks for the labels to
+    decide, so a recorded comparison that would ignore them (conservative) is not reused.
+    """
     recorded = recorded_settings(args.run_dir)
+    if args.confirm_with is not None and recorded.get("compare") not in (None, "auto", "few_label"):
+        recorded.pop("compare")
     given = {"compare": args.compare, "score": args.score, "window": args.window, "top": args.top,
-             "confirm_with": args.confirm_with, "label_images": args.label_images, "label_split": args.label_split}
-    defaults = {"compare": "auto", "score": "raw", "window": 2, "top": 3, "confirm_with": None,
-                "label_images": 32, "label_split": None}
+             "confirm_with": args.confirm_with, "label_images": args.label_images, "label_split": args.label_split,
+             "rescored": args.rescored}
+    defaults = {"compare": "auto", "score": "raw", "window": CANDIDATE_WINDOW, "top": CANDIDATE_TOP, "confirm_with": None,
+                "label_images": 32, "label_split": None, "rescored": None}
     settings = {key: given[key] if given[key] is not None else recorded.get(key, defaults[key]) for key in defaults}
     reused = {key: value for key, value in recorded.items() if given.get(key) is None}
     return settings, reused
@@ -96,19 +110,19 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
 
 def _select(args: argparse.Namespace, settings: dict[str, Any]) -> Any:
     from dse_tune import selection
-    from dse_tune.evaluation.rescore import RESCORED_FILE, load_rescored
+    from dse_tune.evaluation.rescore import load_rescored
     from dse_tune.runs import HISTORY_FILE, load_sweep
 
     runs = load_sweep(args.run_dir)
     if not runs:
         fail(f"no {HISTORY_FILE} below {args.run_dir}")
-    rescored_file = args.rescored
+    rescored_file = settings["rescored"]
     if rescored_file is None and settings["compare"] == "rescored":
         rescored_file = args.run_dir / RESCORED_FILE  # what the sweep rescored with
     rescored = None if rescored_file is None else load_rescored(rescored_file)
     confirmed, parameters = None, {}
     if settings["confirm_with"] is not None and settings["compare"] in ("auto", "few_label"):
-        from dse_tune.evaluation.few_label import confirm_candidates
+        from dse_tune.evaluation.few_label import confirm_candidates, select_with_labels
 
         scores = confirm_candidates(
             runs, settings["confirm_with"], label_images=settings["label_images"], splits=settings["label_split"],
@@ -118,6 +132,9 @@ def _select(args: argparse.Namespace, settings: dict[str, Any]) -> Any:
         parameters = {"confirm_with": str(settings["confirm_with"]), "label_images": settings["label_images"],
                       "label_split": settings["label_split"], "labels_used": scores.labels_used,
                       "few_label_images": scores.description, "few_label_problems": scores.problems}
+        # A few-label winner only beyond the spread of its scored images (else the label-free choice).
+        return select_with_labels(runs, scores, window=settings["window"], top=settings["top"], rescored=rescored,
+                                  score=settings["score"], parameters=parameters)
     return selection.select_best(
         runs, window=settings["window"], top=settings["top"], rescored=rescored, compare=settings["compare"],
         score=settings["score"], confirmed=confirmed, parameters=parameters,
@@ -132,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings, reused = _settings(args)
         if reused:
-            shown = ", ".join(f"{key}={value}" for key, value in reused.items())
+            shown = ", ".join(f"{key}={getattr(value, 'name', value)}" for key, value in reused.items())
             print(f"reusing the sweep's recorded comparison ({shown}) from {args.run_dir / SELECTION_FILE}; "
                   "flags override it")
         result = _select(args, settings)

@@ -15,8 +15,8 @@ stops trials whose DSE degrades, then picks the checkpoint and beta to keep:
    ``selection.png`` are written into the sweep folder, with ``sweep_summary.json``
    (trial-epochs run versus without pruning).
 
-The work is done by :mod:`dse_tune.integrations.ray` (:func:`~dse_tune.integrations.ray.sweep.run_sweep`,
-:func:`~dse_tune.integrations.ray.selection.select_sweep`); this module reads the
+The work is done by :func:`dse_tune.integrations.ray.sweep.run_sweep` and
+:func:`dse_tune.evaluation.sweep_selection.select_sweep`; this module reads the
 arguments and prints. Examples::
 
     dse-tune sweep search_spaces/dino.yaml --data ../shared/data/camvid --out runs/dino_sweep
@@ -178,8 +178,9 @@ def execute(
     dataset object; default: the trials' data minus their monitoring probe images).
     Bad input raises :class:`~dse_tune.cli.common.CommandError` (exit 2).
     """
-    from dse_tune.integrations.ray import connect, load_saved_spec, progress_reporter, run_sweep
-    from dse_tune.integrations.ray.selection import select_sweep
+    from dse_tune.evaluation.sweep_selection import select_sweep
+    from dse_tune.integrations.ray import connect, progress_reporter, run_sweep
+    from dse_tune.sweeps import load_saved_spec
 
     if resume:
         try:

@@ -10,9 +10,11 @@ Examples::
     dse-tune track live_run/ --arch resnet50 --data photos/ --out runs/live --watch 60   # a sidecar
 
 The output is a run folder (``docs/run-folder.md``): ``dse-tune select RUN_DIR`` and
-``dse-tune validate RUN_DIR`` read it. Re-running scores only new checkpoints. An
-unreadable file is recorded as failed and skipped; a folder without checkpoints, an
-architecture that does not fit, a broken probe image: one ``error:`` line, exit 2.
+``dse-tune validate RUN_DIR`` read it. Re-running scores only new checkpoints. A file
+that cannot be read or does not fit the architecture is recorded as failed and the
+others are scored; the command then ends with one ``error:`` line saying how many failed
+and why (exit 2). A folder without checkpoints, a file with two networks and no default,
+a broken probe image: one ``error:`` line, exit 2. ``--list-archs`` prints the presets.
 """
 
 from __future__ import annotations
@@ -22,18 +24,25 @@ import math
 import sys
 from pathlib import Path
 
-from dse_tune.cli.common import EXIT_INTERRUPTED, fail, integer_at_least, number
+from dse_tune.cli.common import EXIT_INTERRUPTED, add_deprecated_alias, fail, image_size, integer_at_least, number
+from dse_tune.decision import run_choice
 
 __all__ = ["add_arguments", "format_layers", "format_summary", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoints", metavar="CHECKPOINTS", help="a folder, a glob, or a text file listing paths")
-    parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run folder to write")
-    add_model_arguments(parser, required=True)
+    parser.add_argument("checkpoints", metavar="CHECKPOINTS", nargs="?",
+                        help="a folder, a glob, or a text file listing paths")
+    parser.add_argument("--out", type=Path, default=None, metavar="RUN_DIR", help="the run folder to write (required)")
+    parser.add_argument("--list-archs", action="store_true",
+                        help="print the architecture presets of the official models and exit")
+    add_model_arguments(parser, required=False)
     parser.add_argument("--epoch-regex", default=None, metavar="RE",
                         help="read epochs from file names with this regex (a group 'epoch' or one group)")
     parser.add_argument("--layer", default="-1", help="-1 (last block + final norm, default), a block index, or all")
+    parser.add_argument("--raw-layers", action="store_true",
+                        help="with --layer i/all: raw block outputs (default: the final norm on every block, as "
+                             "the paper's per-layer code)")
     add_probe_arguments(parser)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--batch-size", type=integer_at_least(1), default=64, help="probe images per forward pass")
@@ -55,7 +64,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool) -> None
     from dse_tune.checkpoints import FORMAT_NAMES
 
     parser.add_argument("--arch", required=required, default=None,
-                        help="timm or torchvision model name, or module:function / file.py:function")
+                        help="a preset of an official model (dino_vits16, mocov3_vits16, ijepa_vith14, ...: "
+                             "dse-tune track --list-archs), a timm or torchvision name, or module:function")
     parser.add_argument("--arch-kwargs", default=None, metavar="JSON",
                         help='constructor keywords, e.g. \'{"img_size": 64, "patch_size": 8, "depth": 4}\'')
     parser.add_argument("--format", default="auto", metavar="NAME",
@@ -63,6 +73,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool) -> None
     parser.add_argument("--prefix", default=None, help="the backbone's key prefix, overriding the format's")
     parser.add_argument("--allow-missing", nargs="+", default=[], metavar="PATTERN",
                         help="model keys that may be absent (fnmatch, or re:REGEX)")
+    parser.add_argument("--allow-extra", nargs="+", default=[], metavar="PATTERN",
+                        help="backbone keys of the checkpoint with no place in the model that may be left out")
     parser.add_argument("--trust", action="store_true",
                         help="allow checkpoints that pickle objects (runs their code: only for your own files)")
 
@@ -73,9 +85,11 @@ def add_probe_arguments(parser: argparse.ArgumentParser, defaults: bool = True) 
     parser.add_argument("--splits", nargs="*", default=None, help="split folders to read (e.g. train val)")
     parser.add_argument("--probe-size", type=integer_at_least(2), default=64 if defaults else None,
                         help="number of probe images (default 64)")
-    parser.add_argument("--image-size", type=integer_at_least(1), default=None,
-                        help="probe image side (default: the architecture's)")
-    parser.add_argument("--seed", type=int, default=0 if defaults else None, help="seed of the DSE k-means (default 0)")
+    parser.add_argument("--image-size", type=image_size, default=None, metavar="N|HxW|native",
+                        help="probe images' size: N (square), HxW (e.g. 96x128) or native (default: the architecture's)")
+    parser.add_argument("--dse-seed", type=int, default=0 if defaults else None,
+                        help="seed of DSE's k-means and token shuffle (default 0)")
+    add_deprecated_alias(parser, "--seed", "--dse-seed", "dse_seed", type=int)
     parser.add_argument("--synthetic-size", type=integer_at_least(1), default=512 if defaults else None,
                         help="with --data synthetic: number of scenes (default 512)")
     parser.add_argument("--synthetic-seed", type=int, default=0 if defaults else None,
@@ -98,7 +112,8 @@ def read_settings(args: argparse.Namespace):
             layer = int(layer)
         except ValueError:
             fail(f"--layer must be -1, a block index or 'all', got {layer!r}")
-    return ReadSettings(args.arch, kwargs, args.format, args.prefix, tuple(args.allow_missing), layer, args.trust)
+    return ReadSettings(args.arch, kwargs, args.format, args.prefix, tuple(args.allow_missing), layer, args.trust,
+                        tuple(args.allow_extra), not getattr(args, "raw_layers", False))
 
 
 def probe_settings(args: argparse.Namespace, recorded: dict | None = None):
@@ -113,7 +128,7 @@ def probe_settings(args: argparse.Namespace, recorded: dict | None = None):
         splits=args.splits,
         probe_size=args.probe_size,
         image_size=args.image_size,
-        probe_seed=args.seed,
+        probe_seed=args.dse_seed,
         synthetic_size=args.synthetic_size,
         seed=args.synthetic_seed,
     )
@@ -125,6 +140,14 @@ def run(args: argparse.Namespace) -> int:
     from dse_tune.degradation import DegradationRule
     from dse_tune.checkpoint_tracking import track_checkpoints, watch_checkpoints
 
+    if args.list_archs:
+        from dse_tune.checkpoints import preset_table
+
+        print(preset_table())
+        return 0
+    for value, flag in ((args.checkpoints, "CHECKPOINTS"), (args.out, "--out RUN_DIR"), (args.arch, "--arch")):
+        if value is None:
+            fail(f"{flag} is required (or --list-archs)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {args.device}: CUDA is not available on this machine")
     read, probe = read_settings(args), probe_settings(args)
@@ -152,7 +175,25 @@ def run(args: argparse.Namespace) -> int:
             pass
         return EXIT_INTERRUPTED
     _report(result, args.out)
+    _fail_on_failures(result)
     return 0
+
+
+def _fail_on_failures(result) -> None:
+    """Exit non-zero when a file of this pass could not be scored (after all were tried)."""
+    failed = result.failed
+    if not failed:
+        return
+    if len(failed) == len(result.scored):  # nothing fitted: the first reason is the fix
+        reason = failed[0].failure.split(": ", 1)[-1]
+        fail(reason + (f" (and {len(failed) - 1} more file(s) failed)" if len(failed) > 1 else ""))
+    reasons = {}
+    for evaluation in failed:
+        reason = evaluation.failure.split(":", 1)[0]
+        reasons[reason] = reasons.get(reason, 0) + 1
+    why = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
+    fail(f"{len(failed)} of {len(result.scored)} checkpoint(s) failed ({why}); the others were scored "
+         "(see the FAILED rows above)")
 
 
 def _print_scored(evaluation) -> None:
@@ -172,18 +213,23 @@ def _report(result, out: Path) -> None:
         print(line)
     if result.run.stopped_early and not result.alerts:
         print(f"degradation (earlier pass): {result.run.stop_reason}")
+    choice = run_choice(result.run)  # the one decision (what `dse-tune select` keeps), and how sure it is
+    if choice.chosen is not None:
+        print(f"kept: epoch {result.run.evaluations[choice.chosen].epoch} [{choice.verdict}]: {choice.reason}")
     print(f"wrote {out}")
 
 
 def format_summary(evaluations, standardized, candidates) -> str:
-    """The run as a table: epoch, DSE, components, standardised DSE, candidate rank, failure."""
-    header = f"{'#':>3} {'epoch':>6} {'step':>8} {'dse':>9} {'inter':>8} {'intra_img':>9} {'intra_bat':>9} " \
-             f"{'dim':>8} {'std':>8} {'cand':>4}  checkpoint"
+    """The run as a table: epoch, DSE, its noise (standard error), components, standardised
+    DSE, candidate rank, failure."""
+    header = f"{'#':>3} {'epoch':>6} {'step':>8} {'dse':>9} {'+-noise':>8} {'inter':>8} {'intra_img':>9} " \
+             f"{'intra_bat':>9} {'dim':>8} {'std':>8} {'cand':>4}  checkpoint"
     lines = [header]
     rank = {index: position + 1 for position, index in enumerate(candidates)}
     for e in evaluations:
         std = standardized[e.index] if e.index < len(standardized) else None
-        parts = [f"{e.index:>3}", f"{_text(e.epoch):>6}", f"{_text(e.global_step):>8}", f"{_number(e.dse, 9)}"]
+        parts = [f"{e.index:>3}", f"{_text(e.epoch):>6}", f"{_text(e.global_step):>8}", f"{_number(e.dse, 9)}",
+                 _number(e.noise, 8)]
         parts += [_number(e.components.get(name), width) for name, width in
                   (("inter", 8), ("intra_image", 9), ("intra_batch", 9), ("dim", 8))]
         parts += [_number(std, 8), f"{('*' + str(rank[e.index])) if e.index in rank else '':>4}"]

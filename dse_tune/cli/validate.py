@@ -13,7 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dse_tune.cli.common import fail, integer_at_least
+from dse_tune.cli.common import add_deprecated_alias, check_device, fail, image_size, integer_at_least
+from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
 
 __all__ = ["EXIT_NOTHING_SCORED", "add_arguments", "format_summary", "run"]
 
@@ -36,17 +37,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-split", default="train", help="split the linear probe is fitted on (default: train)")
     parser.add_argument("--eval-split", default="test",
                         help="split the linear probe and the label-free scores are computed on (default: test)")
-    # --probe-images: the option's name before the linear probe was called so; kept for scripts.
-    parser.add_argument("--images-per-split", "--probe-images", dest="images_per_split", type=integer_at_least(1),
+    parser.add_argument("--images-per-split", dest="images_per_split", type=integer_at_least(1),
                         default=None, metavar="N",
                         help="at most N labelled images per split, evenly spread (default: all; synthetic: 64)")
+    # Its name before the linear probe was called so ("probe" means the DSE probe set): one more release.
+    add_deprecated_alias(parser, "--probe-images", "--images-per-split", "images_per_split", type=integer_at_least(1))
     parser.add_argument("--num-classes", type=integer_at_least(1), default=None, metavar="K",
                         help="number of classes (default: max mask label + 1; synthetic: 6)")
-    parser.add_argument("--image-size", type=integer_at_least(1), default=None,
-                        help="model input size (default: each run's image_size)")
-    parser.add_argument("--window", type=integer_at_least(0), default=2,
+    parser.add_argument("--image-size", type=image_size, default=None, metavar="N|HxW|native",
+                        help="size of the labelled images the checkpoints are scored on: N (square), HxW "
+                             "(e.g. 96x128) or native (default: each run's probe image size)")
+    parser.add_argument("--window", type=integer_at_least(0), default=CANDIDATE_WINDOW,
                         help="selection candidate window, +- evaluations (default: 2)")
-    parser.add_argument("--top", type=integer_at_least(1), default=3, help="selection candidates kept (default: 3)")
+    parser.add_argument("--top", type=integer_at_least(1), default=CANDIDATE_TOP, help="selection candidates kept (default: 3)")
     parser.add_argument("--batch-size", type=integer_at_least(1), default=64,
                         help="images per forward pass (default: 64)")
     parser.add_argument("--device", default="cpu", help="torch device for the features (default: cpu)")
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     when it could score none (the files are still written), 2 on bad input."""
     from dse_tune.evaluation.validate import VALIDATION_JSON, VALIDATION_PNG, validate
 
+    check_device(args.device)
     if args.threads is not None:
         import torch
 

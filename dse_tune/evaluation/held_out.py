@@ -13,6 +13,8 @@ Example:
     >>> held_out = build_held_out_set(scenes, size=4, image_size=32, exclude_indices=[0, 2])
     >>> held_out.indices, tuple(held_out.images.shape), held_out.fingerprint.startswith("sha256:")
     ((1, 3, 5, 6), (4, 3, 32, 32), True)
+    >>> build_held_out_set(scenes, size=2, image_size="24x32").image_size  # HxW or "native" too
+    (24, 32)
 """
 
 from __future__ import annotations
@@ -49,11 +51,11 @@ class HeldOutSet:
     """The held-out images every candidate is scored on.
 
     Attributes:
-        images: (P, 3, S, S) ImageNet-normalised, exactly as a monitoring probe set is
+        images: (P, 3, H, W) ImageNet-normalised, exactly as a monitoring probe set is
             built (:func:`dse_tune.data.build_probe_set`).
         indices: Dataset indices of the images, in order.
         source: Description of the dataset.
-        image_size: S.
+        image_size: (H, W), the size the images were scored at (also for ``"native"``).
         fingerprint: ``"sha256:..."`` of ``images``: equal fingerprints, equal inputs.
         excluded: Images of the dataset left out because a monitoring probe set holds them.
         checked_runs: Runs whose monitoring probe set images were excluded.
@@ -66,7 +68,7 @@ class HeldOutSet:
     images: Tensor
     indices: tuple[int, ...]
     source: str
-    image_size: int
+    image_size: tuple[int, int]
     fingerprint: str
     excluded: int = 0
     checked_runs: tuple[str, ...] = ()
@@ -82,7 +84,7 @@ class HeldOutSet:
             "source": self.source,
             "size": len(self.indices),
             "indices": list(self.indices),
-            "image_size": self.image_size,
+            "image_size": list(self.image_size),
             "fingerprint": self.fingerprint,
             "excluded_monitoring_images": self.excluded,
             "checked_runs": list(self.checked_runs),
@@ -149,7 +151,7 @@ def build_held_out_set(
     dataset: Any,
     *,
     size: int,
-    image_size: int,
+    image_size: Any,
     exclude_fingerprints: Iterable[str] = (),
     exclude_indices: Iterable[int] = (),
     checked_runs: Sequence[str] = (),
@@ -163,7 +165,8 @@ def build_held_out_set(
     content with ``exclude_fingerprints`` (:func:`image_fingerprint`), which catches the
     same image under another index or in another copy of the data. The choice depends
     only on the dataset and the exclusions: the same images, in the same order, for
-    every run and every call.
+    every run and every call. ``image_size``: ``N``, ``(H, W)``/``"HxW"`` or ``"native"``
+    (see :func:`dse_tune.data.build_probe_set`).
 
     Raises:
         ValueError: ``size`` < 1, or no image is left.
@@ -194,12 +197,13 @@ def build_held_out_set(
     # build_probe_set over a view of exactly these images: the same resizing, cropping
     # and normalisation as the monitoring probe sets.
     subset = ImageSubset(dataset, chosen, masks=False, description=_describe(dataset))
-    images = build_probe_set(subset, size=len(chosen), image_size=image_size).images
+    probe = build_probe_set(subset, size=len(chosen), image_size=image_size)
+    images = probe.images
     return HeldOutSet(
         images=images,
         indices=tuple(chosen),
         source=_describe(dataset),
-        image_size=int(image_size),
+        image_size=probe.image_size,
         fingerprint=tensor_fingerprint(images),
         excluded=excluded,
         checked_runs=tuple(checked_runs),
@@ -231,12 +235,10 @@ def _data_spec(config: Mapping[str, Any]) -> tuple | None:
 
 
 def _open(spec: tuple) -> Any:
-    from dse_tune.data import open_dataset
+    from dse_tune.data import dataset_for
 
     data, splits, synthetic_size, seed = spec
-    if data == "synthetic":
-        return open_dataset("synthetic", synthetic_size=synthetic_size, seed=seed)
-    return open_dataset(data, splits=splits)
+    return dataset_for({"data": data, "splits": splits, "synthetic_size": synthetic_size, "seed": seed})
 
 
 def monitoring_probe_fingerprints(config: Mapping[str, Any], dataset: Any | None = None) -> set[str]:
@@ -260,15 +262,27 @@ def monitoring_probe_fingerprints(config: Mapping[str, Any], dataset: Any | None
     return {image_fingerprint(dataset.load_image(i)) for i in indices}
 
 
-def _common_image_size(runs: Sequence[RunRecord]) -> int:
-    sizes = {int(run.config["image_size"]) for run in runs if "image_size" in run.config}
+def _common_image_size(runs: Sequence[RunRecord]) -> tuple[int, int] | str:
+    """The runs' common probe image size (``probe_image_size``, else ``image_size``)."""
+    from dse_tune.data import probe_image_size
+
+    sizes = set()
+    for run in runs:
+        try:
+            sizes.add(probe_image_size(run.config))
+        except ValueError:
+            continue
     if len(sizes) != 1:
-        found = sorted(sizes) or "none recorded"
+        found = sorted(_size_text(size) for size in sizes) or "none recorded"
         raise ValueError(
-            f"runs record different or no image sizes ({found}); pass image_size= (the "
-            "held-out images must be the same for every run)"
+            f"runs record different or no image sizes ({', '.join(found) if sizes else found}); pass "
+            "image_size= (the held-out images must be the same for every run)"
         )
     return sizes.pop()
+
+
+def _size_text(size: tuple[int, int] | str) -> str:
+    return size if isinstance(size, str) else f"{size[0]}x{size[1]}"
 
 
 def _source_spec(known: set[tuple], data: Any, splits: Any, size: int) -> tuple[tuple, bool | None]:
@@ -330,7 +344,7 @@ def held_out_set_for(
     *,
     splits: str | Sequence[str] | None = None,
     size: int = 64,
-    image_size: int | None = None,
+    image_size: Any = None,
 ) -> HeldOutSet:
     """The held-out set of a sweep: one set of images for all of ``runs``.
 
@@ -341,6 +355,9 @@ def held_out_set_for(
     (with ``splits``), ``"synthetic"``, or a dataset object with ``load_image`` (e.g.
     :class:`dse_tune.data.SyntheticScenes` with an unused seed). Either way, images
     of any run's monitoring probe set are excluded by content.
+
+    ``image_size`` (``N``, ``HxW`` or ``"native"``) defaults to the runs' common probe
+    image size.
     """
     if not runs:
         raise ValueError("no runs to rescore")

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -383,22 +384,28 @@ def linear_probe_model(
         batch_size, device: feature extraction.
         fit_kwargs: :func:`fit_linear_probe` settings (``steps``, ``lr``, ...).
     """
-    from dse_tune.features import dense_tokens_batched
-
     for name, images in (("train_set", train_set), ("test_set", test_set)):
         if getattr(images, "masks", None) is None:
             source = getattr(images, "source", type(images).__name__)
             raise ValueError(f"{name} ({source}) has no masks; the linear probe needs labelled images")
+    train_tokens, test_tokens = frozen_tokens(model, (train_set.images, test_set.images), device, batch_size)
+    linear_probe = fit_linear_probe(train_tokens, train_set.masks, num_classes, **fit_kwargs)
+    return evaluate_linear_probe(linear_probe, test_tokens, test_set.masks)
+
+
+
+def frozen_tokens(model: Any, image_sets: Sequence[torch.Tensor], device: str, batch_size: int) -> list[torch.Tensor]:
+    """Dense tokens (float32, on the CPU) of each image set, the model in eval mode; every
+    module's train/eval mode is restored afterwards, whatever happens."""
+    from dse_tune.features import dense_tokens_batched
+
     modules = list(model.modules()) if isinstance(model, torch.nn.Module) else []
     modes = {module: module.training for module in modules}
     if isinstance(model, torch.nn.Module):
         model.eval()
     try:
-        train_tokens = dense_tokens_batched(model, train_set.images.to(device), batch_size=batch_size).float().cpu()
-        test_tokens = dense_tokens_batched(model, test_set.images.to(device), batch_size=batch_size).float().cpu()
+        return [dense_tokens_batched(model, images.to(device), batch_size=batch_size).float().cpu()
+                for images in image_sets]
     finally:
         for module, training in modes.items():
             module.training = training
-    linear_probe = fit_linear_probe(train_tokens, train_set.masks, num_classes, **fit_kwargs)
-    return evaluate_linear_probe(linear_probe, test_tokens, test_set.masks)
-

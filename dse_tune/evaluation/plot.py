@@ -1,6 +1,8 @@
 """``validation.png``: per run, the linear probe's mIoU and DSE over training, on their
 own axes (mIoU left, DSE right), with the random-init baseline of the same architecture
-as a line.
+as a line. The DSE axis follows :mod:`dse_tune.plotting`'s rules: never narrower than
+the noise of its values (a band where the rows carry ``dse_noise`` /
+``dse_monitored_noise``), NaN evaluations marked, whole-number epoch ticks.
 
 Matplotlib is imported when drawing, not at import time.
 
@@ -21,11 +23,15 @@ from typing import Any
 
 from dse_tune.evaluation.report import MIN_CHECKPOINTS
 
-__all__ = ["plot_validation", "tau_text"]
+__all__ = ["plot_validation", "tau_text", "validation_figure"]
 
 
 def _nan(value: Any) -> float:
     return math.nan if value is None else float(value)
+
+
+def _finite(value: Any) -> float | None:
+    return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
 def tau_text(summary: Mapping[str, Any]) -> str:
@@ -43,7 +49,7 @@ def _plot_run(axis: Any, report: Mapping[str, Any], name: str) -> list[Any]:
     """One run's panel: mIoU (left axis) with the random-init baseline and the best mIoU
     (oracle) marked; DSE on the evaluation images and the monitored DSE (right axis) with
     the candidates circled and the selected one starred. Returns the legend handles."""
-    from matplotlib.ticker import MaxNLocator
+    from dse_tune.plotting import draw_noise_band, honest_limits, integer_ticks, mark_nan
 
     rows = [r for r in report["checkpoints"] if r["run"] == name]
     summary = report["per_run"][name]
@@ -59,13 +65,25 @@ def _plot_run(axis: Any, report: Mapping[str, Any], name: str) -> list[Any]:
                                 color="tab:green", zorder=4, label="best mIoU (oracle)"))
     axis.set_ylabel("linear probe mIoU")
     axis.set_xlabel("epoch")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    integer_ticks(axis)
     axis.grid(alpha=0.3)
+    missing = mark_nan(axis, x, miou, color="black", label="NaN mIoU or DSE")
 
     twin = axis.twinx()
-    handles += twin.plot(x, [_nan(r.get("dse")) for r in rows], marker=".", color="tab:blue", label="DSE, eval images (right)")
+    # mIoU (and its marks) above the DSE twin's bands: the left axis drawn last, see-through.
+    axis.set_zorder(twin.get_zorder() + 1)
+    axis.patch.set_visible(False)
+    evaluated = [_nan(r.get("dse")) for r in rows]
+    handles += twin.plot(x, evaluated, marker=".", color="tab:blue", label="DSE, eval images (right)")
     monitored = [_nan(r.get("dse_monitored")) for r in rows]
     handles += twin.plot(x, monitored, linestyle=":", color="tab:orange", label="DSE, monitored (right)")
+    noise = {key: [r.get(f"{key}_noise") for r in rows] for key in ("dse", "dse_monitored")}
+    for key, values, color in (("dse", evaluated, "tab:blue"), ("dse_monitored", monitored, "tab:orange")):
+        band = draw_noise_band(twin, x, values, [_finite(n) for n in noise[key]], color, label="DSE noise (+-2 s.e.)")
+        handles += [band] if band is not None and key == "dse" else []
+        marked = mark_nan(twin, x, values, label="NaN mIoU or DSE")
+        missing = marked if marked is not None else missing
+    handles += [missing] if missing is not None else []
     candidates = [i for i, r in enumerate(rows) if r.get("candidate")]
     handles.append(twin.scatter([x[i] for i in candidates], [monitored[i] for i in candidates], s=120,
                                 facecolors="none", edgecolors="tab:red", zorder=3, label="candidates"))
@@ -73,6 +91,10 @@ def _plot_run(axis: Any, report: Mapping[str, Any], name: str) -> list[Any]:
     handles.append(twin.scatter([x[i] for i in selected], [monitored[i] for i in selected], marker="*", s=160,
                                 color="tab:red", zorder=4, label="selected"))
     twin.set_ylabel("DSE")
+    note = honest_limits(twin, evaluated + monitored, [_finite(n) for n in noise["dse"] + noise["dse_monitored"]])
+    if note:
+        twin.text(0.02, 0.97, note, transform=twin.transAxes, fontsize=6, va="top", color="dimgray",
+                  bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0})
     weak = summary.get("probed", 0) < MIN_CHECKPOINTS
     beta = summary.get("beta")
     heading = name if beta is None else f"{name} (beta={beta:g})"
@@ -83,11 +105,21 @@ def _plot_run(axis: Any, report: Mapping[str, Any], name: str) -> list[Any]:
 def plot_validation(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Per run: the linear probe's mIoU (left axis, random-init baseline dashed) and DSE
     (right axis: evaluation images, monitored) over epochs; the selection candidates
-    circled, the selected one starred, the best mIoU (oracle) marked; tau with its
-    p-value and checkpoint count in the title. Written atomically as PNG."""
-    from matplotlib.figure import Figure
-
+    circled, the selected one starred on the monitored DSE curve, the best mIoU (oracle)
+    marked; tau with its p-value and checkpoint count in the title. Written atomically
+    as PNG."""
     from dse_tune.atomic import atomic_write
+
+    figure = validation_figure(report)
+    path = Path(path)
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110))
+    return path
+
+
+def validation_figure(report: Mapping[str, Any]) -> Any:
+    """The figure of :func:`plot_validation` (a matplotlib ``Figure``, not written): one
+    panel per run, its mIoU axis first, then its DSE (twin) axis."""
+    from matplotlib.figure import Figure
 
     names = list(report["per_run"])
     columns = min(3, len(names))
@@ -96,10 +128,9 @@ def plot_validation(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
     axes = figure.subplots(rows_count, columns, squeeze=False).ravel()
     for axis in axes[len(names):]:
         axis.set_visible(False)
-    handles = []
+    handles: dict[str, Any] = {}  # one entry per label, over all panels (a NaN mark may be in one only)
     for axis, name in zip(axes, names):
-        handles = _plot_run(axis, report, name)
-    figure.legend(handles=handles, loc="outside lower center", ncol=2 if columns == 1 else 4, fontsize=7, frameon=False)
-    path = Path(path)
-    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110))
-    return path
+        for handle in _plot_run(axis, report, name):
+            handles.setdefault(handle.get_label(), handle)
+    figure.legend(handles=list(handles.values()), loc="outside lower center", ncol=2 if columns == 1 else 4, fontsize=7, frameon=False)
+    return figure

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
 from dse_tune.degradation import peak
 from dse_tune.runs import COMPONENTS
 
@@ -141,26 +142,37 @@ def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def selection_summary(monitored: Sequence[float], rows: Sequence[Mapping[str, Any]], *, window: int = 2, top: int | None = 3) -> dict[str, Any]:
-    """The paper's selection against the last and the best (oracle) checkpoint of one run.
+def selection_summary(
+    monitored: Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    window: int = CANDIDATE_WINDOW,
+    top: int | None = CANDIDATE_TOP,
+) -> dict[str, Any]:
+    """The selector's choice against the last and the best (oracle) checkpoint of one run.
 
     Args:
-        monitored: the run's monitored DSE history, one value per evaluation.
+        monitored: the run (a :class:`~dse_tune.runs.RunRecord`: its monitored DSE, noise,
+            first step and ranking verdict), or its bare DSE history.
         rows: one row per evaluation (same order) with ``epoch``, ``index`` and
             ``miou`` (None where the linear probe could not score the checkpoint).
 
     Returns:
         ``{"selected", "last", "best", "best_candidate", "candidates", "gain_vs_last",
-        "gap_to_best"}``: ``selected`` is the top candidate of ``candidate_indices``;
+        "gap_to_best", "reliability", "reliability_reason"}``: ``selected`` is what
+        :func:`dse_tune.selection.select_run` chooses (what ``dse-tune select`` gives);
         ``last`` the last checkpoint with an mIoU; ``best`` the highest mIoU;
         ``best_candidate`` the highest mIoU among the candidates.
     """
-    from dse_tune.selection import candidate_indices
+    from dse_tune.runs import RunRecord
+    from dse_tune.selection import select_run
 
-    candidates = candidate_indices(monitored, window=window, top=top)
+    run = monitored if isinstance(monitored, RunRecord) else RunRecord.from_values("run", monitored)
+    chosen = select_run(run, window, top)
+    candidates = chosen.candidates
     with_miou = [r for r in rows if finite(r.get("miou")) is not None]
     candidate_rows = [rows[i] for i in candidates]
-    selected = _point(rows[candidates[0]] if candidates else None)
+    selected = _point(rows[chosen.chosen] if chosen.chosen is not None else None)
     last = _point(with_miou[-1] if with_miou else None)
     best = _point(_best_miou(rows))
     return {
@@ -173,6 +185,8 @@ def selection_summary(monitored: Sequence[float], rows: Sequence[Mapping[str, An
         "gap_to_best": _difference(best["miou"], selected["miou"]),
         "window": window,
         "top": top,
+        "reliability": chosen.verdict,
+        "reliability_reason": chosen.reliability,
     }
 
 
@@ -199,6 +213,7 @@ def aggregate_selection(per_run: Mapping[str, Mapping[str, Any]]) -> dict[str, A
         "gap_to_best": _mean([s["gap_to_best"] for s in selections]),
         "gain_vs_random_init": _mean([s.get("gain_vs_random_init") for s in selections]),
         "aggregate": f"mean over the {len(selections)} run(s) with a selected checkpoint scored by the linear probe",
+        "reliability": {name: r["selection"].get("reliability") for name, r in per_run.items()},
     }
 
 
@@ -236,7 +251,7 @@ def run_summary(
     p-values, and, given the random-init ``baseline`` (``{"miou": ...}``), each
     checkpoint's ``gain_vs_random_init`` (also on ``rows``)."""
     standardization = standardize_rows(rows)
-    selection = selection_summary(run.dse, rows, window=window, top=top)
+    selection = selection_summary(run, rows, window=window, top=top)
     candidates = {c["index"] for c in selection["candidates"]}
     baseline_miou = finite((baseline or {}).get("miou"))
     for r in rows:
@@ -308,7 +323,8 @@ def _protocol(linear_probe_kwargs: Mapping[str, Any] | None, window: int, top: i
         "dse": "dse_tune.dse with default settings and seed = the run's probe_seed, on the evaluation "
         "images (whole groups of 8)",
         "pooled_embeddings": "mean of the patch tokens per image",
-        "selection": f"top candidate of candidate_indices(monitored DSE, window={window}, top={top})",
+        "selection": f"select_run(run, window={window}, top={top}): the checkpoint dse-tune select chooses "
+        "(noise-aware; the latest when the ranking is not reliable)",
         "pooled_correlations": "all checkpoints of all runs pooled (raw score values)",
     }
 
@@ -321,8 +337,8 @@ def build_report(
     skipped: Sequence[str],
     *,
     dse_seeds: Mapping[str, int],
-    window: int = 2,
-    top: int | None = 3,
+    window: int = CANDIDATE_WINDOW,
+    top: int | None = CANDIDATE_TOP,
     linear_probe_kwargs: Mapping[str, Any] | None = None,
     baselines: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:

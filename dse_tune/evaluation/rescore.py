@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
 from dse_tune.degradation import finite_or_none
 from dse_tune.atomic import atomic_write_text
 from dse_tune.evaluation.held_out import HeldOutSet, held_out_set_for
@@ -273,8 +274,8 @@ def rescore_runs(
     runs: Iterable[RunRecord],
     held_out: HeldOutSet,
     *,
-    window: int = 2,
-    top: int | None = 3,
+    window: int = CANDIDATE_WINDOW,
+    top: int | None = CANDIDATE_TOP,
     which: str = "candidates",
     seed: int = 0,
     scores: Sequence[str] = ("dse",),
@@ -414,12 +415,12 @@ def rescore_sweep(
     *,
     splits: str | Sequence[str] | None = None,
     held_out_size: int = 64,
-    image_size: int | None = None,
+    image_size: Any = None,
     seed: int = 0,
     scores: Sequence[str] = ("dse",),
     select_by: str = "dse",
-    window: int = 2,
-    top: int | None = 3,
+    window: int = CANDIDATE_WINDOW,
+    top: int | None = CANDIDATE_TOP,
     which: str = "candidates",
     dse_kwargs: Mapping[str, Any] | None = None,
     batch_size: int = 64,
@@ -436,7 +437,8 @@ def rescore_sweep(
             :func:`~dse_tune.evaluation.held_out.held_out_set_for`; None: the runs'
             common training data minus every monitoring probe image).
         held_out_size: Number of held-out images.
-        image_size: Their size (default: the runs' common ``image_size``).
+        image_size: Their size: ``N``, ``(H, W)``/``"HxW"`` or ``"native"`` (default: the
+            runs' common probe image size, ``probe_image_size`` else ``image_size``).
         seed: Seed of DSE's k-means and shuffle, the same for every checkpoint.
         scores: ``"dse"`` plus optionally ``"rankme"``, ``"alpha_req"``.
         select_by: The value returned per checkpoint: ``"dse"`` or ``"rankme"``.

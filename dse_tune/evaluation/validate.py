@@ -42,6 +42,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
 from dse_tune.degradation import finite_or_none
 from dse_tune.runs import relative_path
 
@@ -103,22 +104,30 @@ def load_runs(run_dir: Path) -> tuple[list[Any], list[str], dict[str, dict[str, 
 
 
 def load_labelled_data(
-    runs: Sequence[Any], configs: Mapping[str, Mapping[str, Any]], data: Any, image_size: int | None, **split_options: Any
-) -> tuple[dict[str, int], dict[int, Any]]:
-    """Each run's input size (``image_size``, else its config's) and the labelled splits
-    at every size (:func:`dse_tune.evaluation.labelled_data.load_labelled_splits`)."""
+    runs: Sequence[Any], configs: Mapping[str, Mapping[str, Any]], data: Any, image_size: Any, **split_options: Any
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Each run's probe image size (``image_size`` if given, else its config's
+    ``probe_image_size``, else its ``image_size``) and the labelled splits at every size
+    (:func:`dse_tune.evaluation.labelled_data.load_labelled_splits`). Sizes are keyed by
+    their text: ``"32"`` (a square, as before), ``"96x128"`` or ``"native"``."""
+    from dse_tune.data import probe_image_size
     from dse_tune.evaluation.labelled_data import load_labelled_splits
     from dse_tune.runs import CONFIG_FILE
+    from dse_tune.typed_config import parse_image_size
 
-    sizes: dict[str, int] = {}
-    splits_by_size: dict[int, Any] = {}
+    sizes: dict[str, str] = {}
+    splits_by_size: dict[str, Any] = {}
     for run in runs:
-        size = image_size or configs[run.name].get("image_size")
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"run {run.name}: {CONFIG_FILE} has no image_size; pass --image-size")
-        if size not in splits_by_size:
-            splits_by_size[size] = load_labelled_splits(data, image_size=size, **split_options)
-        sizes[run.name] = size
+        try:
+            size = parse_image_size(image_size) if image_size is not None else probe_image_size(configs[run.name])
+        except ValueError as error:
+            raise ValueError(f"run {run.name}: {CONFIG_FILE}: {error}; pass --image-size") from None
+        if not isinstance(size, str) and size[0] == size[1]:
+            size = size[0]  # a square keeps its old spelling (the report's key "32")
+        key = size if isinstance(size, str) else (str(size) if isinstance(size, int) else f"{size[0]}x{size[1]}")
+        if key not in splits_by_size:
+            splits_by_size[key] = load_labelled_splits(data, image_size=size, **split_options)
+        sizes[run.name] = key
     return sizes, splits_by_size
 
 
@@ -245,7 +254,7 @@ def score_runs(
     runs: Sequence[Any],
     configs: Mapping[str, Mapping[str, Any]],
     sizes: Mapping[str, int],
-    splits_by_size: Mapping[int, Any],
+    splits_by_size: Mapping[str, Any],
     out: Path,
     *,
     progress: bool = True,
@@ -281,7 +290,7 @@ def random_init_baselines(
     runs: Sequence[Any],
     configs: Mapping[str, Mapping[str, Any]],
     sizes: Mapping[str, int],
-    splits_by_size: Mapping[int, Any],
+    splits_by_size: Mapping[str, Any],
     **options: Any,
 ) -> dict[str, dict[str, Any]]:
     """Per run: the linear probe's scores of a randomly initialised model of the run's
@@ -349,9 +358,9 @@ def validate(
     eval_split: str = "test",
     images_per_split: int | None = None,
     num_classes: int | None = None,
-    image_size: int | None = None,
-    window: int = 2,
-    top: int | None = 3,
+    image_size: Any = None,
+    window: int = CANDIDATE_WINDOW,
+    top: int | None = CANDIDATE_TOP,
     batch_size: int = 64,
     device: str = "cpu",
     linear_probe_kwargs: Mapping[str, Any] | None = None,
@@ -365,7 +374,9 @@ def validate(
         run_dir: one run folder or a sweep folder (every run history below it).
         data, train_split, eval_split, images_per_split, num_classes: the labelled images
             (see :func:`dse_tune.evaluation.labelled_data.load_labelled_splits`).
-        image_size: the models' input size (default: each run's ``image_size``).
+        image_size: the size of the labelled images the checkpoints are scored on:
+            ``N``, ``HxW`` or ``"native"`` (default: each run's probe image size,
+            ``probe_image_size``, else its ``image_size``).
         window, top: the selection's candidate rule (the selector's defaults).
         batch_size, device: feature extraction.
         linear_probe_kwargs: :func:`dse_tune.evaluation.linear_probe.fit_linear_probe`

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dse_tune.metrics.kmeans import cluster_means, kmeans, squared_distances
+from dse_tune.metrics.noise import jackknife_noise
 from dse_tune.metrics.spectral import gram_singular_values, normalized_effective_rank
 from dse_tune.metrics.validation import (
     ConstantFeaturesError,
@@ -57,6 +58,9 @@ class DSEResult:
     normalize: bool
     dim_estimator: str
     dim_positions: int
+    #: Standard error of ``score`` over the probe images (``dse(..., noise=True)``,
+    #: :func:`dse_tune.metrics.noise.jackknife_noise`); None when not measured.
+    noise: float | None = None
 
     @property
     def class_relevance(self) -> float:
@@ -81,16 +85,23 @@ def dse_components(
     dim_estimator: DimEstimator = "per_position",
     dim_positions: int | None = None,
     max_iters: int = 30,
+    groups: bool = False,
 ) -> dict[str, Tensor]:
     """The four DSE components of tokens (B, N, d) as 0-dim tensors, plus the scale.
 
     This is the shared engine of ``dse`` (under no_grad) and ``DSERegularizer`` (with
     gradients: k-means runs on detached tokens, every other step is differentiable).
     Inputs are assumed checked; use ``dse`` for the checked public entry point.
+
+    With ``groups=True`` the result also holds the per-image and per-group terms the
+    components average (``per_image_intra``, ``per_image_scale`` (B,), ``group_inter``,
+    ``group_spread_sum``, ``group_spread_count`` (G,), ``dim_per_position`` (P,)), for
+    :func:`dse_tune.metrics.noise.jackknife_noise`.
     """
     if normalize:
         tokens = F.normalize(tokens, dim=-1)
-    scale = (tokens - tokens.mean(dim=(0, 1), keepdim=True)).norm(dim=-1).mean()
+    distances = (tokens - tokens.mean(dim=(0, 1), keepdim=True)).norm(dim=-1)
+    scale = distances.mean()
 
     # Local pseudo-classes: k-means inside each image.
     local = kmeans(tokens.detach(), local_clusters, generator=generator, max_iters=max_iters)
@@ -99,24 +110,33 @@ def dse_components(
     intra_image = per_image.mean()
 
     # Global pseudo-classes: k-means over consecutive groups of images.
-    inter_terms, spread_sum, spread_count = [], tokens.new_zeros(()), 0
+    inter_terms, group_sums, group_counts = [], [], []
     for group in _image_groups(tokens, group_size):
         clustering = kmeans(group.detach(), global_clusters, generator=generator, max_iters=max_iters)
         spreads, valid = cluster_spreads(group, clustering.labels, global_clusters)
-        spread_sum = spread_sum + (spreads * valid).sum()
-        spread_count += int(valid.sum())
+        group_sums.append((spreads * valid).sum(1))
+        group_counts.append(valid.sum(1))
         inter_terms.append(_distance_to_other_centroids(group, clustering.centroids, clustering.labels))
-    intra_batch = spread_sum / max(spread_count, 1)
+    intra_batch = torch.cat(group_sums).sum() / max(int(torch.cat(group_counts).sum()), 1)
     inter = torch.cat(inter_terms).mean()
 
-    dim = effective_dimensionality(tokens, generator, estimator=dim_estimator, positions=dim_positions)
-    return {
+    dim_parts = effective_dimensionality(
+        tokens, generator, estimator=dim_estimator, positions=dim_positions, per_position=groups
+    )
+    parts = {
         "inter": inter / scale,
         "intra_image": intra_image / scale,
         "intra_batch": intra_batch / scale,
-        "dim": dim,
+        "dim": dim_parts.mean(),
         "scale": scale,
     }
+    if groups:
+        parts.update(
+            per_image_intra=per_image, per_image_scale=distances.mean(1), group_inter=torch.cat(inter_terms),
+            group_spread_sum=torch.cat(group_sums), group_spread_count=torch.cat(group_counts),
+            dim_per_position=dim_parts,
+        )
+    return parts
 
 
 def dse(
@@ -131,6 +151,7 @@ def dse(
     generator: torch.Generator | None = None,
     dim_estimator: DimEstimator = "per_position",
     dim_positions: int | None = None,
+    noise: bool = False,
 ) -> DSEResult:
     """DSE of dense features, with its components.
 
@@ -152,6 +173,9 @@ def dse(
         dim_positions: with ``"per_position"``, average over this many shuffled positions
             instead of all N (an unbiased, noisier estimate of the same mean; faster on
             CPU). None means all N, as in the paper.
+        noise: also estimate the standard error of the score over the probe images
+            (:func:`dse_tune.metrics.noise.jackknife_noise`: leave-one-group-out over the
+            terms computed anyway; no extra clustering).
 
     Returns:
         DSEResult with float ``inter``, ``intra_image``, ``intra_batch``, ``dim``,
@@ -187,6 +211,7 @@ def dse(
             generator=rng,
             dim_estimator=dim_estimator,
             dim_positions=dim_positions,
+            groups=noise,
         )
     values = {name: float(parts[name]) for name in (*COMPONENTS, "scale")}
     # Normalised tokens have unit length; raw ones are compared with their own magnitude.
@@ -211,6 +236,7 @@ def dse(
         normalize=normalize,
         dim_estimator=dim_estimator,
         dim_positions=num_tokens if dim_positions is None or dim_estimator == "all_tokens" else dim_positions,
+        noise=jackknife_noise(parts, group_size) if noise else None,
     )
 
 
@@ -307,16 +333,20 @@ def effective_dimensionality(
     estimator: DimEstimator = "per_position",
     positions: int | None = None,
     chunk: int = 64,
+    per_position: bool = False,
 ) -> Tensor:
     """M_dim of tokens (B, N, d) (already normalised if DSE normalises).
 
     ``per_position``: shuffle the tokens of each image independently; the n-th tokens of
     all images form a B x d matrix; mean normalised effective rank over positions.
     ``all_tokens``: normalised effective rank of the (B*N) x d matrix of all tokens.
+    With ``per_position`` the per-position ranks are returned, not their mean (one value
+    for ``all_tokens``).
     """
     num_images, num_tokens, channels = tokens.shape
     if estimator == "all_tokens":
-        return normalized_effective_rank(tokens.reshape(1, num_images * num_tokens, channels)).squeeze(0)
+        rank = normalized_effective_rank(tokens.reshape(1, num_images * num_tokens, channels))
+        return rank if per_position else rank.squeeze(0)
     keys = torch.rand(num_images, num_tokens, generator=generator, device=generator.device)
     permutation = keys.argsort(dim=1).to(tokens.device)
     if positions is not None:
@@ -325,4 +355,4 @@ def effective_dimensionality(
     by_position = shuffled.transpose(0, 1)  # (positions, B, d)
     # Chunks bound the Gram matrices held at once (positions x d x d).
     ranks = [normalized_effective_rank(by_position[i : i + chunk]) for i in range(0, by_position.shape[0], chunk)]
-    return torch.cat(ranks).mean()
+    return torch.cat(ranks) if per_position else torch.cat(ranks).mean()

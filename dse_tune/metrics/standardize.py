@@ -9,6 +9,7 @@ with standard-deviation normalisation over the run (the paper's lambda)::
 so that the class-relevance part and the dimensionality part move on the same scale
 whatever the model. ``raw_t = R_t + lam * M_dim_t`` is returned beside it. A term whose
 standard deviation is zero (a single checkpoint, or a constant series) is left unscaled.
+The formula itself is :func:`dse_tune.decision.standardized_series` (one place).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dse_tune.decision import standardized_series
 from dse_tune.metrics.dse_metric import COMPONENTS, DSEResult
 
 
@@ -75,14 +77,11 @@ def standardize_dse(history: Sequence | Mapping, lam: float = 1.0) -> Standardiz
             raise ValueError(f"history component {name!r} holds {int((~np.isfinite(values)).sum())} non-finite value(s)")
     relevance = components["inter"] - (components["intra_image"] + components["intra_batch"]) / 2
     dim = components["dim"]
-    relevance_std = float(relevance.std())
-    dim_std = float(dim.std())
-    relevance_scale = relevance_std if relevance_std > 0 else 1.0
-    dim_scale = dim_std if dim_std > 0 else 1.0
     return StandardizedDSE(
         raw=(relevance + lam * dim).tolist(),
-        standardized=(relevance / relevance_scale + lam * dim / dim_scale).tolist(),
-        class_relevance_std=relevance_std,
-        dim_std=dim_std,
+        # The one formula (dse_tune.decision), shared with the selector's score="standardized".
+        standardized=standardized_series(relevance.tolist(), dim.tolist(), lam),
+        class_relevance_std=float(relevance.std()),
+        dim_std=float(dim.std()),
         lam=lam,
     )

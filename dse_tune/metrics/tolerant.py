@@ -35,6 +35,8 @@ class TokenScore:
         failure: ``None`` when scored, else one line saying why not.
         result: the full :class:`~dse_tune.metrics.DSEResult` (None on failure, or when a
             custom scorer returned something else).
+        noise: the standard error of ``score`` over the probe images (with
+            ``noise=True``; None when not measured, or from a custom scorer without it).
     """
 
     score: float
@@ -44,6 +46,7 @@ class TokenScore:
     dim: float
     failure: str | None = None
     result: DSEResult | None = None
+    noise: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -75,7 +78,7 @@ def score_tokens(
         tokens: dense features, (B, N, d).
         scorer: ``tokens -> result`` with float attributes ``score, inter, intra_image,
             intra_batch, dim``; default :func:`dse_tune.dse` with ``dse_kwargs``.
-        dse_kwargs: keyword arguments of :func:`dse_tune.dse` (``seed``, ...).
+        dse_kwargs: keyword arguments of :func:`dse_tune.dse` (``seed``, ``noise``, ...).
 
     Example:
         >>> import torch
@@ -99,4 +102,6 @@ def score_tokens(
     values = {name: float(getattr(result, name)) for name in ("score", *COMPONENTS)}
     if not math.isfinite(values["score"]):
         return TokenScore.failed(f"non-finite DSE ({values['score']!r})")
-    return TokenScore(**values, result=result if isinstance(result, DSEResult) else None)
+    noise = getattr(result, "noise", None)
+    noise = float(noise) if isinstance(noise, (int, float)) and math.isfinite(noise) else None
+    return TokenScore(**values, result=result if isinstance(result, DSEResult) else None, noise=noise)

@@ -407,22 +407,20 @@ def build_module(config: PretrainConfig | dict[str, Any]) -> DenseSSLModule:
     return METHOD_MODULES[config.method](config)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DenseSSLModule:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, trust: bool = False
+) -> DenseSSLModule:
     """Rebuild a module from a checkpoint written by :func:`dse_tune.ssl.pretrain.pretrain`
     (or by Lightning for any :class:`DenseSSLModule`), in eval mode.
 
     The checkpoint stores the config in ``hyper_parameters["config"]``; the module is
-    rebuilt from it and its weights loaded strictly. Checkpoints are pickles: load
-    only files you trust.
+    rebuilt from it and its weights loaded strictly. The file is read by
+    :func:`dse_tune.checkpoints.read_checkpoint`: weights-only unless ``trust``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    try:
-        config = checkpoint["hyper_parameters"]["config"]
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"checkpoint {path} has no hyper_parameters['config']; it was not written by dse_tune.ssl") from error
-    module = build_module(config)
+    from dse_tune.checkpoints import read_checkpoint
+    from dse_tune.checkpoints.pretrain_run import pretrain_config
+
+    checkpoint = read_checkpoint(path, trust=trust, map_location=map_location)
+    module = build_module(pretrain_config(checkpoint, path))
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()

@@ -4,7 +4,8 @@
 Writes a run folder::
 
     RUN_DIR/
-      config.json              the PretrainConfig of the run (enough to rebuild any checkpoint)
+      config.json              the PretrainConfig of the run (enough to rebuild any checkpoint;
+                               probe_image_size resolved: [H, W] or "native")
       checkpoints/epoch=EEEE.ckpt   one per DSE evaluation (metadata: its DSE record)
       checkpoints/last.ckpt    end of the latest epoch (what --resume continues from)
       dse_history.json, .csv   one row per DSE evaluation (see dse_tune.integrations.lightning)
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     import lightning.pytorch as pl
     from torch.utils.data import Dataset
 
-    from dse_tune.ssl.config import PretrainConfig
+    from dse_tune.pretrain_config import PretrainConfig
     from dse_tune.ssl.module import DenseSSLModule
     from dse_tune.tracker import Listener
 
@@ -50,9 +51,11 @@ class RunResult:
 
     Attributes:
         run_dir: the run folder.
-        config: the run's :class:`~dse_tune.ssl.config.PretrainConfig`.
+        config: the run's :class:`~dse_tune.pretrain_config.PretrainConfig`.
         history: the DSE history dict (same content as ``dse_history.json``).
-        best_checkpoint: checkpoint of the highest DSE, or None (no evaluation).
+        chosen_checkpoint: the checkpoint the run's decision keeps (:func:`dse_tune.decision.run_choice`,
+            what ``dse-tune select`` keeps), or None (no finite evaluation).
+        choice_reason: that decision in one line (how sure it is included).
         last_checkpoint: ``checkpoints/last.ckpt``.
         epochs_completed: epochs trained in total (including resumed ones).
         module: the trained LightningModule (in memory).
@@ -63,7 +66,8 @@ class RunResult:
     run_dir: Path
     config: "PretrainConfig"
     history: dict[str, Any]
-    best_checkpoint: Path | None
+    chosen_checkpoint: Path | None
+    choice_reason: str
     last_checkpoint: Path | None
     epochs_completed: int
     module: "DenseSSLModule | None" = field(default=None, repr=False)
@@ -129,37 +133,47 @@ def pretrain(
     """
     from torch.utils.data import Dataset
 
+    from dse_tune.data import probe_set_for
     from dse_tune.runs import write_config
-    from dse_tune.data import build_probe_set
     from dse_tune.ssl.methods import build_module
+    from dse_tune.typed_config import recorded_image_size
 
     config = _resolve_config(config, None if isinstance(data, Dataset) else data)
     overrides = {name: value for name, value in (("accelerator", accelerator), ("devices", devices)) if value is not None}
     config = config.replace(**overrides).validate() if overrides else config
     check_device_settings(config)
     run_dir = Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     resume_from = _resume_path(run_dir, resume_from)
 
     import lightning.pytorch as pl
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
+    # Everything that can refuse the run (a corrupt image, a backbone, a probe DSE cannot
+    # score) is checked before the run folder exists: a refused run leaves nothing behind.
     dataset = _open_training_data(config, data)
-    probe = build_probe_set(dataset, size=config.probe_size, image_size=config.image_size)
+    probe = probe_set_for(config, dataset=dataset)
     module = build_module(config)
 
     recorded = config.to_dict()
+    recorded["probe_image_size"] = recorded_image_size(config.resolved_probe_image_size)
     if isinstance(data, Dataset):
         recorded["data"] = dataset.describe() if hasattr(dataset, "describe") else type(dataset).__name__
 
     monitor = _build_monitor(config, probe.images, run_dir, recorded, listeners)
-    _check_probe_fits_dse(monitor.compute_tokens(module), config)
+    _check_probe_fits_dse(monitor.compute_tokens(module), config, probe.image_size)
 
     loader = _training_loader(config, dataset, module)
-    trainer = _build_trainer(
-        config, run_dir, [monitor, *callbacks], len(loader), logger, trainer_kwargs,
-        enable_progress_bar=enable_progress_bar,
-    )
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        trainer = _build_trainer(
+            config, run_dir, [monitor, *callbacks], len(loader), logger, trainer_kwargs,
+            enable_progress_bar=enable_progress_bar,
+        )
+    except MisconfigurationException as error:  # e.g. accelerator "gpu" on a machine without one
+        raise ValueError(f"device settings (accelerator {config.accelerator!r}, devices {config.devices!r}, "
+                         f"strategy {config.strategy!r}): {error}") from error
+    run_dir.mkdir(parents=True, exist_ok=True)
     if trainer.is_global_zero:  # ranks are known once the Trainer exists
         write_config(run_dir, recorded)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume_from) if resume_from else None)
@@ -174,13 +188,17 @@ def _result(run_dir: Path, config: "PretrainConfig", monitor: Any, trainer: Any,
         # ddp_spawn trained in child processes: this process's monitor saw nothing;
         # the run folder rank 0 wrote is the truth.
         record = read_run(run_dir)
-    best = record.best  # the peak: NaN-safe, first of ties
+    from dse_tune.decision import run_choice
+
+    choice = run_choice(record)  # the one decision: what `dse-tune select` keeps
+    chosen = None if choice.chosen is None else record.evaluations[choice.chosen]
     last_checkpoint = run_dir / LAST_CHECKPOINT
     return RunResult(
         run_dir=run_dir,
         config=config,
         history=record.to_dict(),
-        best_checkpoint=None if best is None or best.checkpoint is None else run_dir / best.checkpoint,
+        chosen_checkpoint=None if chosen is None or chosen.checkpoint is None else run_dir / chosen.checkpoint,
+        choice_reason=choice.reason,
         last_checkpoint=last_checkpoint if last_checkpoint.is_file() else None,
         epochs_completed=int(trainer.current_epoch),
         module=module,
@@ -206,7 +224,7 @@ def check_device_settings(config: "PretrainConfig") -> None:
 
 def _resolve_config(config: Any, data: str | Path | None) -> "PretrainConfig":
     """A validated PretrainConfig from a config object, a dict or a file; ``data`` overrides."""
-    from dse_tune.ssl.config import PretrainConfig
+    from dse_tune.pretrain_config import PretrainConfig
 
     if isinstance(config, (str, Path)):
         config = PretrainConfig.from_file(config)
@@ -229,18 +247,17 @@ def _resume_path(run_dir: Path, resume_from: str | Path | None) -> Path | None:
 def _open_training_data(config: "PretrainConfig", data: Any) -> Any:
     from torch.utils.data import Dataset
 
-    from dse_tune.data import open_dataset
+    from dse_tune.data import check_images, dataset_for
 
-    dataset = open_dataset(
-        data if isinstance(data, Dataset) else config.data,
-        splits=config.splits,
-        synthetic_size=config.synthetic_size,
-        seed=config.seed,
-    )
-    if len(dataset) < config.batch_size:
+    dataset = dataset_for(config, data if isinstance(data, Dataset) else None)
+    check_images(dataset)  # every image, now: not a corrupt file mid-epoch
+    devices = config.devices if isinstance(config.devices, int) and config.devices > 0 else 1
+    devices = len(config.devices) if isinstance(config.devices, list) else devices
+    if len(dataset) < config.batch_size * devices:
+        per_device = f" on each of {devices} devices" if devices > 1 else ""
         raise ValueError(
-            f"batch_size ({config.batch_size}) exceeds the {len(dataset)} images of {dataset.describe()}; "
-            "lower batch_size (batches are full: drop_last)"
+            f"batch_size ({config.batch_size}{per_device}) exceeds the {len(dataset)} images of "
+            f"{dataset.describe()}; lower batch_size (batches are full: drop_last)"
         )
     return dataset
 
@@ -249,7 +266,7 @@ def _build_monitor(
     config: "PretrainConfig", probe_images: Any, run_dir: Path, recorded: Mapping[str, Any], listeners: Sequence[Any]
 ) -> Any:
     """The run's DSEMonitor: the probe set, the config's rule (if early_stop), the listeners."""
-    from dse_tune.integrations.lightning import DSEMonitor
+    from dse_tune.ssl.monitor import DSEMonitor
 
     rule = None
     if config.early_stop:
@@ -333,7 +350,7 @@ def _build_trainer(
     return pl.Trainer(**arguments)
 
 
-def _check_probe_fits_dse(tokens: Any, config: "PretrainConfig") -> None:
+def _check_probe_fits_dse(tokens: Any, config: "PretrainConfig", probe_size: tuple[int, int]) -> None:
     """Fail before training, not at the first evaluation, when DSE (with its default
     clusters) cannot score the probe set: too few images, or too few tokens per image."""
     import inspect
@@ -349,5 +366,5 @@ def _check_probe_fits_dse(tokens: Any, config: "PretrainConfig") -> None:
     except ValueError as error:
         raise ValueError(
             f"DSE cannot score the probe set: {num_images} images (probe_size {config.probe_size}) of "
-            f"{num_tokens} tokens (image_size {config.image_size}): {error}"
+            f"{num_tokens} tokens ({probe_size[0]}x{probe_size[1]} px, patch size {config.patch_size}): {error}"
         ) from error

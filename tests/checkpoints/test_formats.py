@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_VIT = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
 ARCHS = {
     "vit": ("vit_tiny_patch16_224", TINY_VIT),
-    "vit_no_cls": ("vit_tiny_patch16_224", {**TINY_VIT, "class_token": False, "global_pool": "avg"}),  # I-JEPA
+    "vit_no_cls": ("vit_tiny_patch16_224", {**TINY_VIT, "class_token": False, "global_pool": "avg", "fc_norm": False}),  # I-JEPA
     "resnet": ("resnet18", {}),
 }
 IMAGE_SIZE = {"vit": 32, "vit_no_cls": 32, "resnet": 64}
@@ -40,7 +40,9 @@ def _extra(*names: str) -> dict:
     return {name: torch.randn(4, 3) for name in names}
 
 
-ARGS = argparse.Namespace(arch="vit_tiny", lr=0.0005, out_dim=65536, output_dir=".")
+# An arch name with no official sizes: the tiny test models have no fingerprint to contradict
+# (tests/checkpoints/test_fingerprints.py checks the official names).
+ARGS = argparse.Namespace(arch="tiny_test_vit", lr=0.0005, out_dim=65536, output_dir=".")
 OPTIMIZER = {"state": {0: {"momentum_buffer": torch.zeros(3)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}
 
 
@@ -72,13 +74,13 @@ def mocov3(kept, other, head="head"):
         **_prefixed("module.momentum_encoder.", kept), **_extra(f"module.momentum_encoder.{head}.0.weight"),
         **_extra("module.predictor.0.weight", "module.predictor.1.running_mean"),
     }
-    return {"epoch": 100, "arch": "vit_small", "state_dict": state, "optimizer": OPTIMIZER, "scaler": {"scale": 1.0}}
+    return {"epoch": 100, "arch": "tiny_test_vit", "state_dict": state, "optimizer": OPTIMIZER, "scaler": {"scale": 1.0}}
 
 
 def ijepa(kept, other):
     return {
-        "encoder": _prefixed("module.", other), "predictor": _extra("module.predictor_embed.weight", "module.mask_token"),
-        "target_encoder": _prefixed("module.", kept), "opt": OPTIMIZER, "scaler": None, "epoch": 100,
+        "encoder": _prefixed("module.", kept), "predictor": _extra("module.predictor_embed.weight", "module.mask_token"),
+        "target_encoder": _prefixed("module.", other), "opt": OPTIMIZER, "scaler": None, "epoch": 100,
         "loss": 0.4, "batch_size": 128, "world_size": 16, "lr": 0.001,
     }
 
@@ -152,7 +154,7 @@ CASES = [
     ("mae", "vit", mae, "mae", "encoder"),
     ("mocov3-vit", "vit", mocov3, "mocov3", "momentum_encoder"),
     ("mocov3-resnet", "resnet", lambda k, o: mocov3(k, o, head="fc"), "mocov3", "momentum_encoder"),
-    ("ijepa", "vit_no_cls", ijepa, "ijepa", "target_encoder"),
+    ("ijepa", "vit_no_cls", ijepa, "ijepa", "encoder"),  # the DSE paper's branch
     ("densecl", "resnet", densecl, "densecl", "backbone"),
     ("densecl-extracted", "resnet", lambda k, o: {"state_dict": k, "author": "DenseCL"}, "state_dict", "state_dict"),
     ("simsiam", "resnet", simsiam, "simsiam", "encoder"),
@@ -193,7 +195,7 @@ def test_auto_finds_official_layout_and_reproduces_tokens(tmp_path, case, arch, 
 def test_the_other_branch_loads_the_other_network(case):
     arch, build, fmt = next((c[1], c[2], c[3]) for c in CASES if c[0] == case)
     kept, other = _weights(arch, seed=0), _weights(arch, seed=1)
-    other_branch = {"dino": "student", "mocov3": "base_encoder", "ijepa": "encoder", "esvit": "student"}.get(fmt)
+    other_branch = {"dino": "student", "mocov3": "base_encoder", "ijepa": "target_encoder", "esvit": "student"}.get(fmt)
     name, kwargs = ARCHS[arch]
     model = build_architecture(name, kwargs)
     if other_branch is None:  # lightning: the prefix is found (teacher preferred) or given
@@ -238,7 +240,7 @@ def test_resolve_format_branches_and_unknown_names():
 
 def test_format_names_are_the_issue_list_in_auto_order():
     assert FORMAT_NAMES == (
-        "auto", "dino", "ibot", "mae", "mocov3", "ijepa", "densecl", "simsiam", "swav",
+        "auto", "dino", "ibot", "mae", "mocov3", "ijepa", "densecl", "simsiam", "resa", "swav",
         "vicreg", "barlowtwins", "byol", "esvit", "lightning", "state_dict",
     )
 

@@ -40,15 +40,22 @@ def test_last_layer_is_the_papers_tokens(vit, images):
     assert layer_name(vit, -1) == "last+norm"
 
 
-def test_block_indices_give_each_blocks_output_without_prefix_tokens(vit, images):
+def test_block_indices_give_each_blocks_output_with_the_final_norm_like_the_papers_get_embeddings(vit, images):
     expected = _block_outputs(vit, images)
     for index in range(3):
         tokens = dense_tokens_at(vit, images, index)
         assert tokens.shape == (2, 16, 32)
-        torch.testing.assert_close(tokens, expected[index])
-    torch.testing.assert_close(dense_tokens_at(vit, images, -2), expected[1])  # counts from the end
-    assert not torch.allclose(dense_tokens_at(vit, images, 2), dense_tokens_at(vit, images, -1))  # no final norm
-    assert layer_name(vit, 1) == "block 1"
+        # The paper's get_embeddings: norm(x) after every block; prefix tokens go after the norm.
+        full = []
+        handle = vit.blocks[index].register_forward_hook(lambda m, i, o: full.append(o))
+        vit.forward_features(images)
+        handle.remove()
+        torch.testing.assert_close(tokens, vit.norm(full[0])[:, vit.num_prefix_tokens:])
+        torch.testing.assert_close(dense_tokens_at(vit, images, index, norm=False), expected[index])
+    torch.testing.assert_close(dense_tokens_at(vit, images, -2, norm=False), expected[1])  # counts from the end
+    torch.testing.assert_close(dense_tokens_at(vit, images, 2), dense_tokens_at(vit, images, -1))  # last = -1
+    assert not torch.allclose(dense_tokens_at(vit, images, 2, norm=False), dense_tokens_at(vit, images, -1))
+    assert (layer_name(vit, 1), layer_name(vit, 1, norm=False)) == ("block 1+norm", "block 1")
 
 
 def test_hook_fallback_matches_forward_intermediates(vit, images):
@@ -56,11 +63,14 @@ def test_hook_fallback_matches_forward_intermediates(vit, images):
         def __init__(self, inner):
             super().__init__()
             self.inner, self.blocks, self.num_prefix_tokens = inner, inner.blocks, inner.num_prefix_tokens
+            self.norm = inner.norm
 
         def forward_features(self, x):
             return self.inner.forward_features(x)
 
-    torch.testing.assert_close(_vit_block_tokens(NoIntermediates(vit), images, 1), dense_tokens_at(vit, images, 1))
+    for norm in (True, False):
+        torch.testing.assert_close(_vit_block_tokens(NoIntermediates(vit), images, 1, norm),
+                                   dense_tokens_at(vit, images, 1, norm=norm))
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "torchvision:resnet18"])
@@ -90,3 +100,13 @@ def test_callables_only_have_the_last_layer(images):
     assert dense_tokens_at(tokens, images, -1).shape == (2, 1024, 3)
     with pytest.raises(TypeError, match="only layer=-1"):
         dense_tokens_at(tokens, images, 0)
+
+
+def test_block_tokens_at_another_probe_size_match_the_last_layer_convention(vit):
+    """A probe of another size (e.g. `--image-size 48x64`) reaches every block, as it reaches the last layer."""
+    rectangles = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(2))
+    last_block = dense_tokens_at(vit, rectangles, 2)
+    assert last_block.shape == (2, 6 * 8, 32)
+    torch.testing.assert_close(last_block, dense_tokens(vit, rectangles))  # block 2 + norm = the last layer
+    assert dense_tokens_at(vit, rectangles, 0, norm=False).shape == (2, 48, 32)
+    assert tuple(vit.patch_embed.img_size) == (32, 32) and not vit.dynamic_img_size  # restored

@@ -13,7 +13,6 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from dse_tune.cli.main import main as dse_tune_main
-from dse_tune.cli.optuna_worker import main
 from dse_tune.integrations.optuna import DSEObjective, create_dse_study, load_dse_study
 from tests import tiny_configs
 from tests.optuna_workers import run_workers
@@ -29,7 +28,7 @@ def lr_space():
 
 
 def run_two_workers(storage: str, study_name: str, n_trials_each: int) -> list[subprocess.CompletedProcess]:
-    # The module path users had before `dse-tune optuna-worker` keeps working.
+    # The module path users had before `dse-tune optuna-worker` keeps working (deprecated).
     return run_workers([sys.executable, "-m", "dse_tune.integrations.optuna", "worker"], storage, study_name, n_trials_each)
 
 
@@ -52,6 +51,7 @@ def check_shared_study(study, batch_sizes):
     assert len(run_dirs) == sum(b <= TINY["synthetic_size"] for b in batch_sizes)
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_a_sqlite_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     space = {**lr_space(), "batch_size": CategoricalDistribution([8, 64])}
@@ -64,11 +64,13 @@ def test_two_worker_processes_share_a_sqlite_study(tmp_path):
     results = run_two_workers(storage, "shared", n_trials_each=2)
 
     for result in results:  # each worker ran and summarized its own two trials
+        assert "'python -m dse_tune.integrations.optuna worker' is deprecated" in result.stderr
         assert len([line for line in result.stdout.splitlines() if line.startswith("trial ")]) == 2
     study, _ = load_dse_study(storage, "shared")
     check_shared_study(study, [trial.params["batch_size"] for trial in study.trials])
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_a_journal_file_study(tmp_path):
     journal = tmp_path / "journal" / "study.log"
     space = {**lr_space(), "batch_size": CategoricalDistribution([8, 64])}
@@ -87,15 +89,15 @@ def test_two_worker_processes_share_a_journal_file_study(tmp_path):
 def test_worker_command_reports_bad_input(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'empty.db'}"
     optuna.create_study(storage=storage, study_name="plain")
-    assert main(["worker", "--storage", storage, "--study", "plain", "--n-trials", "1"]) == 2
+    assert dse_tune_main(["optuna-worker", "--storage", storage, "--study", "plain", "--n-trials", "1"]) == 2
     assert capsys.readouterr().err == (
         "error: study 'plain' holds no DSEObjective; create it with create_dse_study(..., storage=...)\n"
     )
     # neither --n-trials nor --timeout: refused before joining (was argparse's SystemExit 2)
-    assert main(["worker", "--storage", storage, "--study", "plain"]) == 2
+    assert dse_tune_main(["optuna-worker", "--storage", storage, "--study", "plain"]) == 2
     assert capsys.readouterr().err == "error: give --n-trials or --timeout\n"
     with pytest.raises(SystemExit):  # argparse's own usage errors stay argparse's
-        main(["worker", "--storage", storage, "--study", "plain", "--n-trials", "0"])
+        dse_tune_main(["optuna-worker", "--storage", storage, "--study", "plain", "--n-trials", "0"])
 
 
 def test_dse_tune_optuna_worker_is_the_same_command(tmp_path, capsys):
@@ -103,5 +105,7 @@ def test_dse_tune_optuna_worker_is_the_same_command(tmp_path, capsys):
     command = ["optuna-worker", "--storage", storage, "--study", "x", "--timeout", "1"]
     assert dse_tune_main(command) == 2
     assert capsys.readouterr().err == "error: no study 'x' in the storage; studies there: []\n"
-    assert main(["serve"]) == 2  # the older form needs its "worker"
-    assert "usage: python -m dse_tune.integrations.optuna worker" in capsys.readouterr().err
+    old_form = subprocess.run([sys.executable, "-m", "dse_tune.integrations.optuna", "serve"],
+                              capture_output=True, text=True)
+    assert old_form.returncode == 2  # the older form needs its "worker"
+    assert "usage: python -m dse_tune.integrations.optuna worker" in old_form.stderr

@@ -11,7 +11,7 @@ import pytest
 from dse_tune.cli import main as cli_main
 from dse_tune.cli.pretrain import add_arguments, config_from_args
 from dse_tune.runs import read_run
-from dse_tune.ssl.config import PretrainConfig
+from dse_tune.pretrain_config import PretrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (see tests/conftest.py)
 
@@ -63,7 +63,7 @@ def test_cli_errors_name_the_field(tmp_path, capsys):
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert cli_main(["pretrain", "--out", str(tmp_path), "--set", "no_equals_sign"]) == 2
-    assert capsys.readouterr().err.splitlines() == ["error: --set expects FIELD=VALUE, got 'no_equals_sign'"]
+    assert capsys.readouterr().err.splitlines() == ["error: --set no_equals_sign: expected FIELD=VALUE, got 'no_equals_sign'"]
     assert cli_main(["pretrain", "--out", str(tmp_path), "--config", str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "missing.yaml" in err[0]
@@ -89,7 +89,11 @@ def test_the_summary_reports_the_finite_peak_after_a_first_nan(tmp_path, monkeyp
             "--accelerator", "cpu", "--set", "synthetic_size=16", "--set", "head_output_dim=128", *sizes]
     with pytest.warns(UserWarning, match="is NaN"):
         assert cli_main(argv) == 0
-    assert "best DSE 0.8000 at epoch 2 (checkpoints/epoch=0002.ckpt)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "best DSE 0.8000 at epoch 2 (checkpoints/epoch=0002.ckpt)" in out
+    # the kept checkpoint is the one decision's (what `dse-tune select` keeps), said with its reason
+    kept = next(line for line in out.splitlines() if line.startswith("kept: "))
+    assert kept.startswith(f"kept: {tmp_path / 'checkpoints' / 'epoch=0002.ckpt'} (")
 
 
 def test_device_flags_are_config_fields_and_set_works_too(tmp_path, capsys):
@@ -103,3 +107,73 @@ def test_device_flags_are_config_fields_and_set_works_too(tmp_path, capsys):
     assert cli_main(["pretrain", "--out", str(tmp_path / "r"), "--accelerator", "cpu", "--precision", "16-mixed"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "precision '16-mixed' needs a CUDA GPU" in err[0]
+
+
+def test_numbers_in_exponent_notation_are_numbers_from_every_source(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 1e-4\nmin_lr: 1E-7\n")
+    args = _parse(["--out", str(tmp_path), "--config", str(path), "--set", "dse_beta=1e-2", "--set", "weight_decay=4E-2",
+                   "--set", "degradation={warmup: 2, min_drop: 5e-2}"])
+    config = config_from_args(args)
+    assert (config.lr, config.min_lr, config.dse_beta, config.weight_decay) == (1e-4, 1e-7, 1e-2, 4e-2)
+    assert all(isinstance(value, float) for value in (config.lr, config.min_lr, config.dse_beta, config.weight_decay))
+    assert config.degradation == {"warmup": 2, "min_drop": 0.05}
+
+
+@pytest.mark.parametrize(("setting", "words"), [
+    ("lr=fast", ["--set lr=fast", "lr", "expected a number", "'fast'"]),
+    ("epochs=2.5", ["epochs", "expected an integer", "2.5"]),
+    ("lrr=0.1", ["--set lrr=0.1", "unknown PretrainConfig field(s) ['lrr']", "did you mean 'lr'"]),
+    ("global_crop_scale=[0.3]", ["global_crop_scale", "a list of 2 numbers"]),
+    ("probe_image_size=96x", ["probe_image_size", "'96x' is not N, HxW"]),
+])
+def test_a_bad_value_is_one_line_naming_the_field_the_value_and_the_type(tmp_path, capsys, setting, words):
+    assert cli_main(["pretrain", "--out", str(tmp_path / "r"), "--set", setting]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and all(word in err[0] for word in words), err
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(SystemExit) as exited:  # the flag's own type: argparse's usage error
+        cli_main(["pretrain", "--out", str(tmp_path / "r"), "--probe-image-size", "96x"])
+    assert exited.value.code == 2 and "--probe-image-size: image size '96x'" in capsys.readouterr().err
+
+
+def test_a_bad_yaml_value_names_the_file_and_the_key(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text("method: dino\nlr: fast\n")
+    assert cli_main(["pretrain", "--out", str(tmp_path / "r"), "--config", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: {path}: lr: expected a number, got 'fast' (a string)"]
+
+
+def test_a_corrupt_image_is_one_error_line_and_leaves_no_run_folder(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for number in range(3):
+        Image.fromarray(np.full((32, 32, 3), 40 * number, dtype=np.uint8)).save(data / f"{number}.png")
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(data / "whole.png")
+    (data / "3.png").write_bytes((data / "whole.png").read_bytes()[:3000])  # truncated
+    (data / "whole.png").unlink()
+    code = cli_main(["pretrain", "--data", str(data), "--out", str(tmp_path / "run"), "--batch-size", "2",
+                     "--probe-size", "2", "--no-progress", "--accelerator", "cpu"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: cannot read image") and "3.png" in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_set_lr_in_exponent_notation_runs_with_a_rectangular_probe(tmp_path):
+    run_dir = tmp_path / "run"
+    argv = ["pretrain", "--method", "dino", "--epochs", "1", "--out", str(run_dir), "--no-progress", "--accelerator", "cpu",
+            "--embed-dim", "32", "--depth", "2", "--heads", "2", "--batch-size", "8", "--probe-size", "16",
+            "--set", "synthetic_size=16", "--set", "head_output_dim=128", "--set", "lr=1e-4",
+            "--probe-image-size", "24x40"]
+    assert cli_main(argv) == 0
+    recorded = json.loads((run_dir / "config.json").read_text())
+    assert recorded["lr"] == 1e-4 and recorded["probe_image_size"] == [24, 40]
+    assert len(read_run(run_dir).evaluations) == 1
+    # An older run folder's config (no probe_image_size) still reads, as the training size.
+    del recorded["probe_image_size"]
+    assert PretrainConfig.from_dict(recorded).resolved_probe_image_size == (32, 32)

@@ -18,6 +18,7 @@ def sweep(tmp_path_factory) -> Path:
     return pretrain_sweep(tmp_path_factory.mktemp("sweep"))
 
 
+@pytest.mark.slow
 def test_command_line_rescore_then_select(sweep, tmp_path, capsys):
     out = tmp_path / "held_out.json"
     assert main(["rescore", str(sweep), "--held-out-size", "8", "--out", str(out), "--no-progress"]) == 0
@@ -33,12 +34,16 @@ def test_command_line_rescore_then_select(sweep, tmp_path, capsys):
     assert selection["compare"] == "rescored" and Path(selection["best_checkpoint"]).is_file()
 
 
-def test_the_old_probe_size_option_still_works(sweep, tmp_path, capsys):
+@pytest.mark.slow
+def test_the_old_probe_size_option_still_works_with_a_warning(sweep, tmp_path, capsys):
     out = tmp_path / "rescored.json"
-    assert main(["rescore", str(sweep), "--probe-size", "4", "--out", str(out), "--no-progress"]) == 0
+    argv = ["rescore", str(sweep), "--probe-size", "4", "--image-size", "24x40", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
     description = json.loads((tmp_path / "rescored_probe.json").read_text())
-    assert description["held_out_probe"]["size"] == 4
-    assert "rescored" in capsys.readouterr().out
+    assert description["held_out_probe"]["size"] == 4 and description["held_out_probe"]["image_size"] == [24, 40]
+    captured = capsys.readouterr()
+    assert "rescored" in captured.out
+    assert "warning: --probe-size is deprecated" in captured.err and "--held-out-size" in captured.err
 
 
 def test_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
@@ -53,3 +58,8 @@ def test_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
         main(["rescore", str(tmp_path), "--held-out-size", "0"])
     assert exit_info.value.code == 2
     assert "must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rescore", str(tmp_path), "--image-size", "12x"])
+    assert exit_info.value.code == 2 and "--image-size: image size '12x'" in capsys.readouterr().err
+    assert main(["rescore", str(tmp_path), "--device", "gpu0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --device gpu0: not a torch device")

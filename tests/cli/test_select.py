@@ -136,3 +136,41 @@ def test_few_label_without_labels_is_one_error_line(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines() == [
         'error: compare="few_label" needs few-label scores (argument confirmed)'
     ]
+
+
+def test_select_on_a_sweep_keeps_the_sweeps_rescored_values(beta_sweep, capsys):
+    # A sweep that rescored its candidates (rescored.json) and compared conservatively.
+    from dse_tune.evaluation.rescore import load_rescored
+    from dse_tune.runs import TUNER_STATE_FILE, load_sweep
+    from dse_tune.selection import select_best, write_selection
+
+    (beta_sweep / "rescored.json").write_text(json.dumps(HELD_OUT))
+    (beta_sweep / TUNER_STATE_FILE).write_bytes(b"tuner state")
+    rescored = load_rescored(beta_sweep / "rescored.json")
+    sweeps_own = select_best(load_sweep(beta_sweep), rescored=rescored, compare="conservative")
+    write_selection(sweeps_own, beta_sweep)
+
+    assert run_cli(str(beta_sweep), "--no-plot") == 0
+    assert "rescored=rescored.json" in capsys.readouterr().out
+    data = json.loads((beta_sweep / "selection_cli.json").read_text())
+    assert data["best_rescored"] == sweeps_own.best.chosen_rescored == 0.52
+    assert data["best_checkpoint"] == json.loads((beta_sweep / "selection.json").read_text())["best_checkpoint"]
+
+
+@pytest.mark.slow
+def test_confirm_with_on_a_sweep_that_compared_conservatively_uses_the_labels(tmp_path, capsys, one_torch_thread):
+    from dse_tune.runs import TUNER_STATE_FILE, load_sweep
+    from dse_tune.selection import select_best, write_selection
+    from tests.evaluation.test_few_label import write_colour_regions
+    from tests.evaluation.tiny_runs import pretrain_sweep
+
+    sweep = tmp_path / "sweep"
+    pretrain_sweep(sweep / "runs")
+    write_colour_regions(tmp_path / "labelled")
+    (sweep / TUNER_STATE_FILE).write_bytes(b"tuner state")
+    write_selection(select_best(load_sweep(sweep), compare="conservative"), sweep)
+
+    assert run_cli(str(sweep), "--confirm-with", str(tmp_path / "labelled"), "--label-images", "8", "--no-plot") == 0
+    data = json.loads((sweep / "selection_cli.json").read_text())
+    assert (data["compare"], data["basis"], data["parameters"]["labels_used"]) == ("few_label", "few_label", 8)
+    assert "compare=conservative" not in capsys.readouterr().out

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from dse_tune.cli import main
+from dse_tune.decision import run_choice
 from dse_tune.runs import read_run
 from dse_tune.ssl.pretrain import pretrain
 from tests.tiny_configs import TINY_DINO
@@ -51,6 +52,11 @@ def test_track_reproduces_the_monitored_history_and_select_reads_it(tiny_run, tm
     printed = capsys.readouterr().out
     assert "lightning:found: 30/30 weights" in printed and "epoch=0002.ckpt" in printed
     monitored, tracked = read_run(tiny_run), read_run(out)
+    # the table shows each value's noise; the last line the one decision and how sure it is
+    assert "+-noise" in printed and all(e.noise is not None for e in tracked.evaluations)
+    choice = run_choice(tracked)
+    kept = f"kept: epoch {tracked.evaluations[choice.chosen].epoch} [{choice.verdict}]: {choice.reason}"
+    assert kept in printed.splitlines()
     assert [e.epoch for e in tracked.evaluations] == [e.epoch for e in monitored.evaluations] == [0, 1, 2]
     assert [e.global_step for e in tracked.evaluations] == [e.global_step for e in monitored.evaluations]
     for ours, theirs in zip(tracked.evaluations, monitored.evaluations, strict=True):
@@ -94,7 +100,9 @@ def test_a_wrong_architecture_is_the_loaders_error(tiny_run, tmp_path, capsys):
                  "--no-progress"])
     assert code == 2
     line = _error_line(capsys)
-    assert "does not fit the model" in line and "epoch=0000.ckpt" in line
+    assert "does not fit the architecture" in line and "epoch=0000.ckpt" in line
+    assert "cls_token: checkpoint (1, 1, 64), model (1, 1, 192)" in line  # both shapes
+    assert '"embed_dim": 64, "depth": 2, "patch_size": 8' in line  # the kwargs that fit, from the shapes
 
 
 def test_a_truncated_checkpoint_is_recorded_as_failed(tiny_run, tmp_path, capsys):
@@ -104,8 +112,10 @@ def test_a_truncated_checkpoint_is_recorded_as_failed(tiny_run, tmp_path, capsys
     broken = folder / "epoch=0001.ckpt"
     broken.write_bytes(broken.read_bytes()[:5000])
     out = tmp_path / "t"
-    assert main(["track", str(folder), *TINY_ARCH, *TINY_PROBE, "--out", str(out), "--no-progress"]) == 0
-    assert "skipped" in capsys.readouterr().err
+    assert main(["track", str(folder), *TINY_ARCH, *TINY_PROBE, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "skipped" in err  # the others are scored, then the exit status says one failed
+    assert "error: 1 of 3 checkpoint(s) failed (1 unreadable checkpoint)" in err
     run = read_run(out)
     assert [e.epoch for e in run.evaluations] == [0, 1, 2]
     assert math.isnan(run.dse[1]) and run.evaluations[1].failure.startswith("unreadable checkpoint")
@@ -129,3 +139,33 @@ def test_a_corrupted_image_is_found_before_scoring(tiny_run, tmp_path, capsys):
     assert code == 2
     assert "3.png" in _error_line(capsys)
     assert not (out / "dse_history.json").exists()
+
+
+def test_a_misfit_file_in_a_folder_fails_the_command_after_the_others_are_scored(tiny_run, tmp_path, capsys):
+    import torch
+
+    folder = tmp_path / "ckpts"
+    shutil.copytree(tiny_run / "checkpoints", folder)
+    (folder / "last.ckpt").unlink()
+    misfit = torch.load(folder / "epoch=0001.ckpt", weights_only=True)
+    misfit["state_dict"] = {k: v for k, v in misfit["state_dict"].items() if ".blocks.1." not in k}
+    torch.save(misfit, folder / "epoch=0001.ckpt")
+    out = tmp_path / "t"
+    assert main(["track", str(folder), *TINY_ARCH, *TINY_PROBE, "--out", str(out), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "error: 1 of 3 checkpoint(s) failed (1 does not fit the architecture)" in captured.err
+    run = read_run(out)
+    assert run.evaluations[1].failure.startswith("does not fit the architecture")
+    assert all(math.isfinite(v) for v in (run.dse[0], run.dse[2]))
+
+
+def test_list_archs_prints_the_presets_with_their_sources(capsys):
+    assert main(["track", "--list-archs"]) == 0
+    out = capsys.readouterr().out
+    assert "mocov3_vits16" in out and "num_heads=12" in out and "vits.py:115" in out
+    assert "ijepa_vith14" in out and "fc_norm=False" in out
+
+
+def test_track_without_checkpoints_or_out_is_one_error_line(tmp_path, capsys):
+    assert main(["track", *TINY_ARCH, "--out", str(tmp_path / "t")]) == 2
+    assert "CHECKPOINTS is required" in _error_line(capsys)

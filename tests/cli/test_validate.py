@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from dse_tune.cli.main import main
 from dse_tune.evaluation.report import SCORE_NAMES
@@ -63,15 +64,16 @@ def test_validate_a_run_on_synthetic_scenes(tiny_run, tmp_path, capsys):
     assert "dse_standardized" in capsys.readouterr().out
 
 
-def test_validate_a_sweep_pools_runs_and_survives_a_missing_checkpoint(tiny_run, tmp_path):
+def test_validate_a_sweep_pools_runs_and_survives_a_missing_checkpoint(tiny_run, tmp_path, capsys):
     sweep = tmp_path / "sweep"
     for name in ("a", "b"):
         shutil.copytree(tiny_run, sweep / name)
     (sweep / "b" / "checkpoints" / "epoch=0001.ckpt").unlink()
     out = tmp_path / "out"
-    # --probe-images: the option's old name still works.
+    # --probe-images: the option's old name still works, with a warning.
     code = main(["validate", str(sweep), "--data", "synthetic", "--out", str(out), "--probe-images", "16", "--no-progress", "--no-plot"])
     assert code == 0
+    assert "warning: --probe-images is deprecated" in capsys.readouterr().err
     report = json.loads((out / "validation.json").read_text())
     assert sorted(report["per_run"]) == ["a", "b"]
     assert report["correlations"]["dse"]["n"] == 5  # 3 + 2 checkpoints scored by the linear probe, pooled
@@ -110,6 +112,23 @@ def test_bad_inputs_exit_with_status_2_and_a_message(tiny_run, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "--num-classes" in err
     assert err.startswith("error: ") and len(err.splitlines()) == 1
+    if not torch.cuda.is_available():  # a device the machine lacks: refused before any work
+        assert main(["validate", str(tiny_run), "--data", "synthetic", "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+        assert capsys.readouterr().err == "error: --device cuda: CUDA is not available on this machine\n"
+    assert main(["validate", str(tiny_run), "--data", "synthetic", "--out", str(tmp_path / "o"), "--device", "gpu0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --device gpu0: not a torch device")
+
+
+def test_validate_at_another_probe_size_scores_rectangles(tiny_run, tmp_path, capsys):
+    out = tmp_path / "validation"
+    arguments = ["validate", str(tiny_run), "--data", "synthetic", "--out", str(out), "--images-per-split", "16"]
+    assert main([*arguments, "--image-size", "48x64", "--no-progress", "--no-plot"]) == 0
+    report = json.loads((out / "validation.json").read_text())
+    assert list(report["data"]) == ["48x64"] and report["data"]["48x64"]["image_size"] == [48, 64]
+    assert all(0.0 <= row["miou"] <= 1.0 and math.isfinite(row["dse"]) for row in report["checkpoints"])
+    with pytest.raises(SystemExit) as exited:
+        main([*arguments, "--image-size", "48y64"])
+    assert exited.value.code == 2 and "--image-size: image size '48y64'" in capsys.readouterr().err
 
 
 def test_no_checkpoint_scored_is_exit_status_1_with_the_files_written(tiny_run, tmp_path, capsys):

@@ -1,8 +1,11 @@
-"""Few-label confirmation on real tiny checkpoints: a planted better candidate wins."""
+"""Few-label confirmation on real tiny checkpoints: a planted better candidate wins; a
+difference inside the spread of a few scored images does not; pooled splits are named."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import shutil
 
 import numpy as np
@@ -10,8 +13,16 @@ import pytest
 import torch
 from PIL import Image
 
-from dse_tune.evaluation.few_label import confirm_candidates, few_label_miou, load_few_label_split
-from dse_tune.runs import load_sweep
+from dse_tune.evaluation.few_label import (
+    FewLabelScores,
+    bootstrap_mious,
+    confirm_candidates,
+    few_label_miou,
+    load_few_label_split,
+    miou_of,
+    select_with_labels,
+)
+from dse_tune.runs import RunRecord, load_sweep
 from dse_tune.selection import select_best, select_run
 from tests.evaluation.tiny_runs import write_labelled_folder
 
@@ -59,6 +70,7 @@ def test_the_split_is_disjoint_and_within_budget(tmp_path):
     write_labelled_folder(tmp_path)
     split = load_few_label_split(tmp_path, image_size=32, label_images=8, splits="train")
     assert split.labels_used == 8 and len(split.fit) == len(split.score) == 4
+    assert split.warnings == () and split.description["pooled_splits"] == []
     assert not set(split.description["fit_indices"]) & set(split.description["score_indices"])
     assert split.fit.masks.shape == (4, 32, 32)
     drawn = load_few_label_split(tmp_path, image_size=32, label_images=8, splits="train", seed=1)
@@ -71,6 +83,7 @@ def test_the_split_is_disjoint_and_within_budget(tmp_path):
         load_few_label_split(tmp_path / "plain", image_size=32)
 
 
+@pytest.mark.slow
 def test_few_label_confirmation_picks_the_planted_better_candidate(planted):
     sweep, labelled = planted
     runs = load_sweep(sweep)
@@ -83,8 +96,16 @@ def test_few_label_confirmation_picks_the_planted_better_candidate(planted):
     assert (result.best.name, result.basis) == ("beta=0.1", "few_label")
     destroyed = [v for k, v in scores.values.items() if "beta=0.0" in k]
     assert result.best.chosen_confirmed > max(destroyed) + 0.3
+    # Every value comes with its spread over the 8 scored images; the gap is far beyond it.
+    assert scores.scored_images == 8 and set(scores.spread) == set(scores.values)
+    assert all(math.isfinite(v) and v >= 0 for v in scores.spread.values())
+    decided = select_with_labels(runs, scores)
+    assert (decided.best.name, decided.basis, decided.parameters["few_label_verdict"]) == ("beta=0.1", "few_label", "decided")
+    difference, error = decided.parameters["few_label_difference"], decided.parameters["few_label_difference_se"]
+    assert difference > 2 * error > 0 and "mIoU points over the label-free choice" in decided.reason
 
 
+@pytest.mark.slow
 def test_cli_confirm_with_records_labels_used(planted, capsys):
     from dse_tune.cli import main
 
@@ -94,7 +115,22 @@ def test_cli_confirm_with_records_labels_used(planted, capsys):
     data = json.loads((sweep / "selection.json").read_text())
     assert (data["basis"], data["best_trial"]) == ("few_label", "beta=0.1")
     assert data["parameters"]["labels_used"] == data["parameters"]["label_images"] == 8
+    # 4 scored images, yet destroyed weights are far below: decided beyond the spread, which is recorded.
+    assert data["parameters"]["few_label_verdict"] == "decided" and data["parameters"]["few_label_scored_images"] == 4
+    assert all(v >= 0 for v in data["parameters"]["few_label_spread"].values())
     assert "(basis: few_label)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_names_the_pooled_splits(planted, tmp_path, capsys):
+    from dse_tune.cli import main
+
+    sweep, _ = planted
+    write_labelled_folder(tmp_path / "splits")  # train/ and val/, no --label-split
+    assert main(["select", str(sweep), "--confirm-with", str(tmp_path / "splits"), "--label-images", "8",
+                 "--no-plot"]) == 0
+    printed = capsys.readouterr().out
+    assert "warning: --confirm-with" in printed and "the splits train, val pooled together" in printed
 
 
 def test_a_model_is_scored_on_the_held_back_half(tiny_run, tmp_path):
@@ -107,3 +143,60 @@ def test_a_model_is_scored_on_the_held_back_half(tiny_run, tmp_path):
     split = load_few_label_split(tmp_path / "labelled", image_size=32, label_images=8, splits="train")
     miou = few_label_miou(model, split)
     assert 0.0 <= miou <= 1.0
+
+
+def _confusions(correct_per_image, total=100):
+    """(images, 2, 2) confusions: image i has correct_per_image[i] of ``total`` pixels right."""
+    return np.stack([np.array([[c // 2, total // 2 - c // 2], [total // 2 - (c - c // 2), c - c // 2]])
+                     for c in correct_per_image]).astype(np.int64)
+
+
+def _scores(per_image):
+    values = {key: float(miou_of(c.sum(0))) for key, c in per_image.items()}
+    samples = bootstrap_mious(per_image)
+    spread = {key: float(samples[key].std(ddof=1)) for key in per_image}
+    images = next(iter(per_image.values())).shape[0]
+    return FewLabelScores(values, 2 * images, spread=spread, scored_images=images, per_image=per_image)
+
+
+def _two_runs():
+    """Label-free, beta=0 wins (smallest beta); the labels are to say whether beta=0.1 is better."""
+    return [
+        RunRecord.from_values("beta=0", [0.1, 0.5, 0.3], beta=0.0, checkpoints=["/x/a0", "/x/a1", "/x/a2"]),
+        RunRecord.from_values("beta=0.1", [0.1, 0.6, 0.4], beta=0.1, checkpoints=["/x/b0", "/x/b1", "/x/b2"]),
+    ]
+
+
+def test_a_few_label_winner_inside_the_spread_is_refused():
+    runs = _two_runs()
+    assert select_best(runs).best_checkpoint.name == "a1"
+    # 4 scored images that disagree: b1 is ahead on average but not on every image.
+    per_image = {"/x/a1": _confusions([60, 80, 40, 70]), "/x/b1": _confusions([75, 60, 65, 72])}
+    scores = dataclasses.replace(_scores(per_image), warnings=("labels pooled from the splits train, val",))
+    assert scores.values["/x/b1"] > scores.values["/x/a1"]
+    difference, error = scores.difference("/x/b1", "/x/a1")
+    assert difference == pytest.approx(scores.values["/x/b1"] - scores.values["/x/a1"]) and 0 < difference < 2 * error
+    result = select_with_labels(runs, scores)
+    assert result.best_checkpoint.name == "a1" and result.basis == "conservative"
+    assert result.parameters["few_label_verdict"] == "within_noise"
+    assert "few-label mIoU cannot tell beta=0.1, epoch 1 from the label-free choice (beta=0, epoch 1)" in result.reason
+    assert "kept the label-free choice" in result.warnings[-1] and "4 scored images" in result.warnings[-1]
+    assert "labels pooled from the splits train, val" in result.warnings  # the scores' own warnings are passed on
+
+
+def test_a_consistent_few_label_gain_is_a_winner():
+    runs = _two_runs()
+    # 16 images, b1 ahead by 8-12 pixels on every one of them.
+    base = [50 + (i * 7) % 30 for i in range(16)]
+    per_image = {"/x/a1": _confusions(base), "/x/b1": _confusions([c + 8 + i % 5 for i, c in enumerate(base)])}
+    result = select_with_labels(runs, _scores(per_image))
+    assert result.best_checkpoint.name == "b1" and result.basis == "few_label"
+    assert result.parameters["few_label_verdict"] == "decided"
+
+
+def test_pooling_the_splits_without_a_label_split_is_a_warning_naming_them(tmp_path):
+    write_labelled_folder(tmp_path)
+    split = load_few_label_split(tmp_path, image_size=32, label_images=8)
+    assert split.description["pooled_splits"] == ["train", "val"]
+    (warning,) = split.warnings
+    assert "no --label-split given, so the labelled images come from the splits train, val pooled together" in warning

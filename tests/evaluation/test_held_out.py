@@ -19,6 +19,7 @@ from tests.evaluation.tiny_runs import HELD_OUT, SWEEP_CONFIG
 TINY = SWEEP_CONFIG
 
 
+@pytest.mark.slow
 def test_held_out_images_are_disjoint_from_the_monitoring_probe(sweep):
     runs = load_sweep(sweep)
     held_out = held_out_set_for(runs, size=HELD_OUT)
@@ -50,6 +51,7 @@ class ShuffledScenes(SyntheticScenes):
         return "the same scenes, rotated"
 
 
+@pytest.mark.slow
 def test_probe_images_are_excluded_by_content_under_any_index(sweep):
     runs = load_sweep(sweep)
     shuffled = ShuffledScenes(num_images=TINY["synthetic_size"], seed=TINY["seed"])
@@ -89,9 +91,12 @@ def test_runs_on_different_data_need_an_explicit_held_out_set(tmp_path):
     unseen = held_out_set_for(runs, size=4)
     assert "seed 2" in unseen.source and unseen.from_training_data is False
     with pytest.raises(
-        ValueError, match=r"different or no image sizes \(\[32, 64\]\); pass image_size="
+        ValueError, match=r"different or no image sizes \(32x32, 64x64\); pass image_size="
     ):
         held_out_set_for([record("a"), record("b", image_size=64)], data="synthetic", size=4)
+    # A run's probe_image_size wins over its training size, in any spelling.
+    sized = [record("a", probe_image_size=[32, 48], probe_size=2), record("b", probe_image_size="32x48", probe_size=2)]
+    assert held_out_set_for(sized, data="synthetic", size=2).image_size == (32, 48)
     fresh = SyntheticScenes(num_images=8, seed=99)  # scenes no run trained on
     held_out = held_out_set_for(runs, data=fresh, size=4)
     assert len(held_out) == 4 and held_out.checked_runs == ("a", "b")

@@ -41,3 +41,23 @@ def test_fewer_than_eight_checkpoints_and_a_missing_baseline_are_warned():
     assert len(warnings) == 2
     assert warnings[0].startswith(f"run short: tau and rho over {MIN_CHECKPOINTS - 1} checkpoints (fewer than 8)")
     assert warnings[1] == "run long: no random-init baseline: cannot build"
+
+
+def test_the_report_selects_what_select_chooses_and_says_how_reliable():
+    from dse_tune.evaluation.report import selection_summary
+    from dse_tune.runs import RunRecord
+    from dse_tune.selection import select_best
+
+    rows = [{"index": i, "epoch": i, "miou": m} for i, m in enumerate([0.30, 0.20, 0.25, 0.28])]
+    # [0.9, 0.5, 0.6, 0.4]: select chose index 2 and validate index 0 before issue 17
+    for steps, noise, expected, verdict in (
+        ([None] * 4, None, 0, "reliable"),
+        ([0, 10, 20, 30], None, 2, "reliable"),  # step 0: untrained, never kept
+        ([0, 10, 20, 30], [0.2] * 4, 3, "within_noise"),  # 0.6 beats 0.4 within the noise
+    ):
+        run = RunRecord.from_values("r", [0.9, 0.5, 0.6, 0.4], global_steps=steps, noise=noise)
+        summary = selection_summary(run, rows)
+        assert summary["selected"]["index"] == select_best([run]).best.chosen_index == expected
+        assert summary["reliability"] == verdict
+    assert summary["reliability_reason"].startswith("no reliable degradation")
+    assert summary["gain_vs_last"] == 0.0

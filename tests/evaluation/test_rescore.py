@@ -33,6 +33,7 @@ def candidate_checkpoints(root: Path) -> set[str]:
     return paths
 
 
+@pytest.mark.slow
 def test_every_candidate_gets_a_finite_deterministic_score(sweep, tmp_path):
     scores = ("dse", "rankme", "alpha_req")
     first = rescore_sweep(
@@ -65,6 +66,7 @@ def test_every_candidate_gets_a_finite_deterministic_score(sweep, tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_select_best_with_rescoring_returns_an_existing_checkpoint(sweep, tmp_path):
     out = tmp_path / RESCORED_FILE
     rescored = rescore_sweep(sweep, held_out_size=HELD_OUT, out=out, progress=False)
@@ -81,6 +83,7 @@ def test_select_best_with_rescoring_returns_an_existing_checkpoint(sweep, tmp_pa
     assert description["settings"]["seed"] == 0
 
 
+@pytest.mark.slow
 def test_a_broken_checkpoint_is_reported_and_the_rest_scored(sweep, tmp_path):
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)

@@ -44,7 +44,7 @@ def test_each_method_trains_scores_and_checkpoints(tmp_path, method):
     assert json.loads((tmp_path / "config.json").read_text())["method"] == method
     assert (tmp_path / "dse_curve.png").stat().st_size > 0
     assert result.last_checkpoint == tmp_path / "checkpoints" / "last.ckpt"
-    assert result.best_checkpoint in {tmp_path / r["checkpoint"] for r in rows}
+    assert result.chosen_checkpoint in {tmp_path / r["checkpoint"] for r in rows}
 
     with open(next((tmp_path / "logs").glob("version_*/metrics.csv")), newline="") as handle:
         logged = list(csv.DictReader(handle))
@@ -78,7 +78,9 @@ def test_early_stopping_fires_on_a_scripted_dse_after_the_warm_up(tmp_path, monk
 
     def fake_dse(tokens, seed=0, **kwargs):
         value = remaining.pop(0)
-        return type("Result", (), dict(score=value, inter=value, intra_image=0.0, intra_batch=0.0, dim=0.0))()
+        # DSE moves through dim, its cluster term is flat: a ranking the verdict trusts
+        # (dse_tune.reliability), so the kept checkpoint is the rule's peak
+        return type("Result", (), dict(score=value, inter=0.5, intra_image=0.5, intra_batch=0.5, dim=value))()
 
     monkeypatch.setattr(dse_tune.metrics.tolerant, "dse", fake_dse)  # where the tracker scores
     degradation = dict(warmup=4, patience=2, min_drop=0.1)
@@ -90,7 +92,7 @@ def test_early_stopping_fires_on_a_scripted_dse_after_the_warm_up(tmp_path, monk
     assert len(result.history["evaluations"]) == stop_index + 1
     assert result.epochs_completed == stop_index + 1 < config.epochs
     assert result.stopped_early and "degraded" in result.stop_reason
-    assert result.best_checkpoint.name == "epoch=0003.ckpt"
+    assert result.chosen_checkpoint.name == "epoch=0003.ckpt"
     assert read_run(tmp_path).to_dict()["stopped_early"] is True
 
 
@@ -103,6 +105,28 @@ def test_config_errors_name_the_field(tmp_path):
     # A probe set DSE cannot score fails before training, naming the setting.
     with pytest.raises(ValueError, match=r"DSE cannot score the probe set: 1 images \(probe_size 1\).*at least 2 images"):
         pretrain(tiny_config("dino", probe_size=1), tmp_path / "small", enable_progress_bar=False, accelerator="cpu")
+    assert not (tmp_path / "small").exists(), "a refused run leaves no run folder behind"
+
+
+@pytest.mark.parametrize("probe_image_size", ["24x40", "native"])
+def test_the_recorded_probe_set_is_the_one_the_monitor_scored(tmp_path, probe_image_size):
+    from dse_tune.data import probe_set_for
+    from dse_tune.metrics import score_tokens
+    from dse_tune.runs import read_config
+
+    config = tiny_config("dino", epochs=1, probe_image_size=probe_image_size)
+    result = pretrain(config, tmp_path, enable_progress_bar=False, accelerator="cpu")
+    recorded = read_config(tmp_path)
+    # The resolved size is recorded: synthetic scenes are rendered at 64 px, so native is 64x64.
+    assert recorded["probe_image_size"] == ([24, 40] if probe_image_size == "24x40" else "native")
+    probe = probe_set_for(recorded)
+    assert probe.image_size == ((24, 40) if probe_image_size == "24x40" else (64, 64))
+    # Rebuilt from config.json alone, the probe set gives the DSE the monitor recorded.
+    module = load_checkpoint(tmp_path / result.history["evaluations"][0]["checkpoint"]).eval()
+    with torch.no_grad():
+        tokens = module.dense_tokens(probe.images)
+    rescored = score_tokens(tokens, seed=config.probe_seed)
+    assert rescored.result.score == pytest.approx(result.history["evaluations"][0]["dse"], abs=1e-5)
 
 
 def test_a_first_nan_evaluation_leaves_the_finite_peak_in_the_summary(tmp_path, monkeypatch, capsys):
@@ -117,7 +141,7 @@ def test_a_first_nan_evaluation_leaves_the_finite_peak_in_the_summary(tmp_path, 
     with pytest.warns(UserWarning, match="is NaN"):
         result = pretrain(config, tmp_path, enable_progress_bar=False, accelerator="cpu")
     assert result.best_dse == 0.8
-    assert result.best_checkpoint.name == "epoch=0002.ckpt"
+    assert result.chosen_checkpoint.name == "epoch=0002.ckpt"
     assert read_run(tmp_path).best.index == 2
 
 

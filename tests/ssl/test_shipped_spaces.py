@@ -99,10 +99,11 @@ def test_shipped_space_trains_one_step(name, path, tmp_path):
     assert result.epochs_completed == 1
     assert [e.global_step for e in evaluations] == [1]  # one optimizer step, one evaluation
     assert math.isfinite(evaluations[0].dse), evaluations[0].failure
-    assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
+    assert result.chosen_checkpoint is not None and result.chosen_checkpoint.is_file()
     assert all(torch.isfinite(p).all() for p in result.module.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, path", SHIPPED, ids=[name for name, _ in SHIPPED])
 def test_shipped_backbone_is_a_timm_vit_of_the_stated_patch_size(name, path):
     fixed = load_search_space(path).base_config()

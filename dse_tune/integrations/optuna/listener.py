@@ -22,7 +22,7 @@ import dataclasses
 from optuna.trial import Trial
 
 from dse_tune.degradation import DegradationDecision
-from dse_tune.integrations.optuna.pruner import DSEDegradationPruner
+from dse_tune.integrations.optuna.pruner import NOISE_ATTR, DSEDegradationPruner
 from dse_tune.runs import Evaluation
 
 __all__ = ["STOPPED_BY_PRUNER", "STOPPED_BY_RULE", "TrialReporter"]
@@ -71,6 +71,8 @@ class TrialReporter:
         self, evaluation: Evaluation, decision: DegradationDecision
     ) -> DegradationDecision | None:
         self.trial.report(evaluation.dse, step=evaluation.index)
+        if evaluation.noise is not None:  # the pruner reads it: drops within the noise do not prune
+            self.trial.set_user_attr(f"{NOISE_ATTR}:{evaluation.index}", evaluation.noise)
         if decision.stop:
             # The run's own rule stops it; the tracker records that already.
             self._record_stop(STOPPED_BY_RULE, decision.reason)

@@ -14,9 +14,11 @@ from optuna.trial import FrozenTrial, Trial
 
 from dse_tune.degradation import DegradationDecision, DegradationRule, peak
 
-__all__ = ["DSEDegradationPruner", "ordered_intermediate_values", "peak_value_and_step"]
+__all__ = ["NOISE_ATTR", "DSEDegradationPruner", "ordered_intermediate_values", "peak_value_and_step"]
 
 _UNSET = object()
+#: ``trial.user_attrs[f"{NOISE_ATTR}:{step}"]``: the standard error of the report at ``step``.
+NOISE_ATTR = "dse_noise"
 AnyTrial = Trial | FrozenTrial
 
 
@@ -101,11 +103,16 @@ class DSEDegradationPruner(BasePruner):
         return self._rule
 
     def decision(self, study: optuna.study.Study, trial: AnyTrial) -> DegradationDecision:
-        """The rule's full decision (with its reason) for ``trial`` as of now."""
-        values = [value for _, value in ordered_intermediate_values(trial)]
+        """The rule's full decision (with its reason) for ``trial`` as of now. The noise of
+        each report (user attribute ``dse_noise:STEP``, set by the tracker's Optuna
+        listener) is passed on, so drops within the noise do not prune, as in the tracker."""
+        reports = ordered_intermediate_values(trial)
+        values = [value for _, value in reports]
         if study.direction == StudyDirection.MINIMIZE:
             values = [-value for value in values]  # the rule assumes higher is better
-        return self._rule.decide(values)
+        attrs = trial.storage.get_trial(trial._trial_id).user_attrs if isinstance(trial, Trial) else trial.user_attrs
+        noise = [attrs.get(f"{NOISE_ATTR}:{step}") for step, _ in reports]
+        return self._rule.decide(values, noise=None if all(n is None for n in noise) else noise)
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         return self.decision(study, trial).stop

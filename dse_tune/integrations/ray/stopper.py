@@ -4,23 +4,53 @@ Ray's ``OptunaSearch`` cannot prune (it pins Optuna's NopPruner), hence a stoppe
 :class:`OptunaPrunerStopper` asks the pruner (by default
 :class:`~dse_tune.integrations.optuna.DSEDegradationPruner`, the shared degradation
 rule) after every result, so a Tune trial stops at the same evaluation as a Lightning
-run or an Optuna trial would.
+run or an Optuna trial would. When it stops a trial whose results carry ``run_dir``
+(:class:`~dse_tune.integrations.ray.reporter.TuneReporter` sends it), it records the stop
+in that run folder (:func:`mark_run_stopped`): the folder says why the run ended.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray import tune
 
-from dse_tune.integrations.optuna.pruner import DSEDegradationPruner
+from dse_tune.integrations.optuna.pruner import NOISE_ATTR, DSEDegradationPruner
+from dse_tune.runs import CURVE_PLOT, mark_stopped
 
-__all__ = ["OptunaPrunerStopper", "StopRecord"]
+__all__ = ["OptunaPrunerStopper", "StopRecord", "mark_run_stopped"]
+
+
+def mark_run_stopped(trial_id: str, result: Mapping[str, Any], reason: str) -> None:
+    """The default ``on_stop``: record in the trial's run folder (``result["run_dir"]``)
+    that the stopper ended it, and draw its DSE curve (the trial is ended before its own).
+
+    The run's candidates stay selectable (:func:`dse_tune.runs.mark_stopped`). This runs
+    inside Tune's control loop: a failure only warns, the stop itself stands.
+    """
+    run_dir = result.get("run_dir")
+    if not run_dir:
+        return
+    try:
+        run = mark_stopped(run_dir, f"stopped by the sweep's pruner: {reason}")
+    except (OSError, ValueError) as error:
+        warnings.warn(f"cannot mark trial {trial_id} as stopped: no readable history in {run_dir} "
+                      f"(is the storage shared with the driver?): {error}", stacklevel=2)
+        return
+    try:
+        from dse_tune.plotting import plot_dse_history
+
+        if run.evaluations:
+            plot_dse_history(run, Path(run_dir) / CURVE_PLOT)
+    except Exception as error:  # noqa: BLE001 (a plot only; the stop is recorded)
+        warnings.warn(f"could not draw the DSE curve of stopped trial {trial_id} in {run_dir}: {error}", stacklevel=2)
 
 
 @dataclass(frozen=True)
@@ -59,13 +89,11 @@ class OptunaPrunerStopper(tune.Stopper):
             (a list indexed by step); they fill steps this stopper missed (a sweep
             restored from its saved state). None to ignore.
         on_stop: called as ``on_stop(trial_id, result, reason)`` when a trial is
-            stopped (must be picklable: Tune saves the stopper with the sweep).
+            stopped (must be picklable: Tune saves the stopper with the sweep);
+            default :func:`mark_run_stopped`, None for nothing.
 
     Results without ``metric`` are ignored (nothing to judge). A stopped trial stays
-    stopped. ``stopped`` maps trial ids to :class:`StopRecord`; ``on_decision``, when
-    given, is called as ``on_decision(trial_id, result, stop, reason)`` after every
-    judged result (the multi-worker trials wait for it, see
-    :mod:`~dse_tune.integrations.ray.distributed`).
+    stopped. ``stopped`` maps trial ids to :class:`StopRecord`.
 
     Example:
         >>> stopper = OptunaPrunerStopper()  # DSEDegradationPruner(): warm-up 5, patience 3
@@ -83,15 +111,9 @@ class OptunaPrunerStopper(tune.Stopper):
     """
 
     def __init__(
-        self,
-        pruner: optuna.pruners.BasePruner | None = None,
-        *,
-        metric: str = "dse",
-        mode: str = "max",
-        step_key: str = "evaluation",
-        history_key: str | None = "dse_history",
-        on_stop: Callable[[str, Mapping[str, Any], str], None] | None = None,
-        on_decision: Callable[[str, Mapping[str, Any], bool, str | None], None] | None = None,
+        self, pruner: optuna.pruners.BasePruner | None = None, *, metric: str = "dse", mode: str = "max",
+        step_key: str = "evaluation", history_key: str | None = "dse_history",
+        on_stop: Callable[[str, Mapping[str, Any], str], None] | None = mark_run_stopped,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -99,13 +121,8 @@ class OptunaPrunerStopper(tune.Stopper):
             pruner = DSEDegradationPruner()
         if not isinstance(pruner, optuna.pruners.BasePruner):
             raise TypeError(f"pruner must be an optuna pruner, got {type(pruner).__name__}")
-        self.pruner = pruner
-        self.metric = metric
-        self.mode = mode
-        self.step_key = step_key
-        self.history_key = history_key
-        self.on_stop = on_stop
-        self.on_decision = on_decision
+        self.pruner, self.metric, self.mode = pruner, metric, mode
+        self.step_key, self.history_key, self.on_stop = step_key, history_key, on_stop
         # Plain records survive pickling (Tune saves stoppers with the experiment);
         # the Optuna study is rebuilt from them on demand.
         self._values: dict[str, dict[int, float]] = {}
@@ -137,20 +154,20 @@ class OptunaPrunerStopper(tune.Stopper):
         optuna_id = self._optuna_trial(trial_id)
         for known_step, known_value in values.items():
             self._storage.set_trial_intermediate_value(optuna_id, known_step, known_value)
+        noise = result.get("dse_noise")
+        if noise is not None and math.isfinite(noise):  # drops within the noise do not stop, as in the tracker
+            self._storage.set_trial_user_attr(optuna_id, f"{NOISE_ATTR}:{step}", float(noise))
         if result.get("done"):
             self._finish(trial_id, "complete", values[step])
-            self._decided(trial_id, result, False, None)
             return False
         frozen = self._storage.get_trial(optuna_id)
         if not self.pruner.prune(study, frozen):
-            self._decided(trial_id, result, False, None)
             return False
         reason = self._reason(study, frozen, step)
         self._finish(trial_id, "pruned")
         self.stopped[trial_id] = StopRecord(trial_id, step, reason)
         if self.on_stop is not None:
             self.on_stop(trial_id, result, reason)
-        self._decided(trial_id, result, True, reason)
         return True
 
     def step_of(self, result: Mapping[str, Any]) -> int:
@@ -162,15 +179,9 @@ class OptunaPrunerStopper(tune.Stopper):
         iteration = result.get("training_iteration")
         if iteration is not None:
             return int(iteration) - 1
-        raise KeyError(
-            f"{type(self).__name__}: a result with {self.metric!r} has neither {self.step_key!r} "
-            f"nor Tune's 'training_iteration', so no step to judge it at: report {self.step_key!r} "
-            f"or pass step_key=... (result keys: {sorted(result)})"
-        )
-
-    def _decided(self, trial_id: str, result: Mapping[str, Any], stop: bool, reason: str | None) -> None:
-        if self.on_decision is not None:
-            self.on_decision(trial_id, result, stop, reason)
+        raise KeyError(f"{type(self).__name__}: a result with {self.metric!r} has neither {self.step_key!r} "
+                       f"nor Tune's 'training_iteration', so no step to judge it at: report {self.step_key!r} "
+                       f"or pass step_key=... (result keys: {sorted(result)})")
 
     def stop_all(self) -> bool:
         return False
@@ -194,12 +205,9 @@ class OptunaPrunerStopper(tune.Stopper):
             verbosity = optuna.logging.get_verbosity()
             optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line
             try:
-                self._study = optuna.create_study(
-                    storage=self._storage,
-                    direction="maximize" if self.mode == "max" else "minimize",
-                    pruner=self.pruner,
-                    study_name="ray-tune-stopper",
-                )
+                direction = "maximize" if self.mode == "max" else "minimize"
+                self._study = optuna.create_study(storage=self._storage, direction=direction, pruner=self.pruner,
+                                                  study_name="ray-tune-stopper")
             finally:
                 optuna.logging.set_verbosity(verbosity)
             self._optuna_ids = {}
@@ -249,3 +257,4 @@ def _as_float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+

@@ -2,12 +2,11 @@
 
 :func:`build_tuner` turns a :class:`~dse_tune.search_space.SweepSpec` into a Tuner
 (OptunaSearch on ``dse_best`` or Tune's variant generator, the spec's pruner inside an
-:class:`~dse_tune.integrations.ray.stopper.OptunaPrunerStopper`, checkpoints kept by
-DSE, retries from the last checkpoint); :func:`run_sweep` runs it and summarizes the
-sweep folder; :func:`restore_tuner` continues an interrupted sweep (``dse-tune sweep
---resume SWEEP_DIR``), keeping finished trials. The sweep folder's own files (the
-normalized space, the start record, the summary) are
-:mod:`~dse_tune.integrations.ray.sweep_folder`'s.
+:class:`~dse_tune.integrations.ray.stopper.OptunaPrunerStopper`, retries resumed from
+the run folder); :func:`run_sweep` runs it and summarizes the sweep folder;
+:func:`restore_tuner` continues an interrupted sweep (``dse-tune sweep --resume
+SWEEP_DIR``), keeping finished trials. The sweep folder's own files (the normalized
+space, the start record, the summary) are :mod:`dse_tune.sweeps`'s.
 
 The run folders must be reachable from the driver: the sweep folder is a local folder,
 or on a multi-node cluster a shared (NFS) one, as Ray requires for checkpoints anyway.
@@ -36,16 +35,18 @@ from dse_tune.integrations.optuna.space import build_pruner
 from dse_tune.integrations.ray.reporter import METRIC
 from dse_tune.integrations.ray.space import param_space, tune_resources
 from dse_tune.integrations.ray.stopper import OptunaPrunerStopper
-from dse_tune.integrations.ray.summary import SweepSummary, summarize_sweep
-from dse_tune.integrations.ray.sweep_folder import (
+from dse_tune.integrations.ray.trainable import pretrain_trainable
+from dse_tune.runs import TUNER_STATE_FILE, is_sweep
+from dse_tune.sweeps import (
     SUMMARY_FILE,
+    SweepSummary,
     absolute_data,
     load_saved_spec,
     save_sweep_record,
     saved_data,
+    summarize_sweep,
+    write_json,
 )
-from dse_tune.integrations.ray.trainable import mark_run_stopped, pretrain_trainable, record_verdict, write_json
-from dse_tune.runs import TUNER_STATE_FILE, is_sweep
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -75,24 +76,18 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> str:
 
 
 def build_tuner(
-    spec: SweepSpec,
-    sweep_dir: str | Path,
-    *,
-    data: str | None = None,
-    trial_callbacks: Sequence[pl.Callback] = (),
-    progress_reporter: Any = None,
-    tune_callbacks: Sequence[tune.Callback] = (),
-    verbose: int = 1,
+    spec: SweepSpec, sweep_dir: str | Path, *, data: str | None = None, trial_callbacks: Sequence[pl.Callback] = (),
+    progress_reporter: Any = None, tune_callbacks: Sequence[tune.Callback] = (), verbose: int = 1,
     trial_listeners: Sequence[Any] = (),
 ) -> tune.Tuner:
     """A :class:`ray.tune.Tuner` for ``spec`` that writes the sweep into ``sweep_dir``.
 
     Search: OptunaSearch on :data:`~dse_tune.integrations.ray.reporter.METRIC`
     (``algorithm: optuna``) or Tune's variant generator (``random``, grids). Stopping:
-    :class:`OptunaPrunerStopper` around the spec's pruner. Tune keeps
-    ``checkpoints_to_keep`` checkpoints per trial, best DSE first, and retries a failed
-    trial ``max_failures`` times from its latest one. ``resources.workers > 1`` makes each
-    trial a Ray Train ``TorchTrainer`` over that many DDP workers
+    :class:`OptunaPrunerStopper` around the spec's pruner. Tune retries a failed trial
+    ``max_failures`` times; each retry resumes from the run folder's latest checkpoint
+    (Tune is sent no checkpoints: the run folder has them all). ``resources.workers > 1``
+    makes each trial a Ray Train ``TorchTrainer`` over that many DDP workers
     (:mod:`~dse_tune.integrations.ray.distributed`); ``trial_listeners`` are extra run
     listeners of every trial.
 
@@ -102,10 +97,8 @@ def build_tuner(
     """
     sweep_dir = Path(sweep_dir).resolve()
     if is_sweep(sweep_dir):
-        raise FileExistsError(
-            f"{sweep_dir} already holds a sweep; resume it (dse-tune sweep --resume {sweep_dir}) "
-            "or choose another folder"
-        )
+        raise FileExistsError(f"{sweep_dir} already holds a sweep; resume it (dse-tune sweep --resume {sweep_dir}) "
+                              "or choose another folder")
     data = absolute_data(data if data is not None else spec.fixed.get("data"))
     save_sweep_record(spec, sweep_dir, data)
     search_alg, max_concurrent = _search_algorithm(spec)
@@ -113,10 +106,7 @@ def build_tuner(
         _trainable_for(spec, data, trial_callbacks, trial_listeners),
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
-            metric=METRIC,
-            mode="max",
-            search_alg=search_alg,
-            num_samples=spec.num_samples,
+            metric=METRIC, mode="max", search_alg=search_alg, num_samples=spec.num_samples,
             max_concurrent_trials=max_concurrent,
             # A new trial reuses a finished trial's worker: no second start-up (imports,
             # CUDA context) per trial. Not a multi-worker trial's driver: a stopped one is
@@ -124,31 +114,19 @@ def build_tuner(
             reuse_actors=not spec.resources.distributed,
         ),
         run_config=tune.RunConfig(
-            name=sweep_dir.name,
-            storage_path=str(sweep_dir.parent),
-            stop=_stopper_for(spec),
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=spec.checkpoints_to_keep,
-                checkpoint_score_attribute="dse",
-                checkpoint_score_order="max",
-            ),
+            name=sweep_dir.name, storage_path=str(sweep_dir.parent), stop=_stopper_for(spec),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            progress_reporter=progress_reporter,
-            callbacks=list(tune_callbacks),
-            verbose=verbose,
+            progress_reporter=progress_reporter, callbacks=list(tune_callbacks), verbose=verbose,
         ),
     )
 
 
 def restore_tuner(
-    sweep_dir: str | Path,
-    *,
-    data: str | None = None,
-    trial_callbacks: Sequence[pl.Callback] = (),
+    sweep_dir: str | Path, *, data: str | None = None, trial_callbacks: Sequence[pl.Callback] = (),
     trial_listeners: Sequence[Any] = (),
 ) -> tuple[tune.Tuner, SweepSpec]:
     """Continue an interrupted sweep: unfinished and errored trials resume from their
-    latest checkpoints; finished (and stopped) trials are kept as they are.
+    run folders' latest checkpoints; finished (and stopped) trials are kept as they are.
 
     ``data`` defaults to the one the sweep was started with.
     """
@@ -157,52 +135,31 @@ def restore_tuner(
         raise FileNotFoundError(f"{sweep_dir} holds no sweep to resume (no {TUNER_STATE_FILE})")
     spec = load_saved_spec(sweep_dir)
     data = absolute_data(data) if data is not None else saved_data(sweep_dir)
-    tuner = tune.Tuner.restore(
-        str(sweep_dir),
-        _trainable_for(spec, data, trial_callbacks, trial_listeners),
-        resume_unfinished=True,
-        resume_errored=True,
-    )
-    return tuner, spec
+    trainable = _trainable_for(spec, data, trial_callbacks, trial_listeners)
+    return tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, resume_errored=True), spec
 
 
 def run_sweep(
-    spec: SweepSpec | None,
-    sweep_dir: str | Path,
-    *,
-    data: str | None = None,
-    resume: bool = False,
-    trial_callbacks: Sequence[pl.Callback] = (),
-    progress_reporter: Any = None,
-    tune_callbacks: Sequence[tune.Callback] = (),
-    verbose: int = 1,
-    trial_listeners: Sequence[Any] = (),
+    spec: SweepSpec | None, sweep_dir: str | Path, *, data: str | None = None, resume: bool = False,
+    trial_callbacks: Sequence[pl.Callback] = (), progress_reporter: Any = None,
+    tune_callbacks: Sequence[tune.Callback] = (), verbose: int = 1, trial_listeners: Sequence[Any] = (),
 ) -> SweepSummary:
     """Run (or with ``resume`` continue) a sweep and summarize it.
 
     With a ``progress_reporter`` (e.g. :func:`progress_reporter`) Tune's classic
     progress table is printed (``verbose=0``: nothing). Writes the summary
-    (:data:`~dse_tune.integrations.ray.sweep_folder.SUMMARY_FILE`) and returns :func:`~dse_tune.integrations.ray.summary.summarize_sweep` of the sweep
-    folder.
+    (:data:`dse_tune.sweeps.SUMMARY_FILE`) and returns
+    :func:`dse_tune.sweeps.summarize_sweep` of the sweep folder.
     """
     sweep_dir = Path(sweep_dir).resolve()
+    trials = {"data": data, "trial_callbacks": trial_callbacks, "trial_listeners": trial_listeners}
     if resume:
-        tuner, spec = restore_tuner(
-            sweep_dir, data=data, trial_callbacks=trial_callbacks, trial_listeners=trial_listeners
-        )
+        tuner, spec = restore_tuner(sweep_dir, **trials)
+    elif spec is None:
+        raise ValueError("spec is required unless resume=True")
     else:
-        if spec is None:
-            raise ValueError("spec is required unless resume=True")
-        tuner = build_tuner(
-            spec,
-            sweep_dir,
-            data=data,
-            trial_callbacks=trial_callbacks,
-            progress_reporter=progress_reporter,
-            tune_callbacks=tune_callbacks,
-            verbose=verbose,
-            trial_listeners=trial_listeners,
-        )
+        tuner = build_tuner(spec, sweep_dir, progress_reporter=progress_reporter, tune_callbacks=tune_callbacks,
+                            verbose=verbose, **trials)
     with _classic_output():
         result_grid = tuner.fit()
     errored = [Path(result.path).name for result in result_grid if result.error is not None]
@@ -240,22 +197,14 @@ def _trainable_for(
     spec: SweepSpec, data: str | None, trial_callbacks: Sequence[pl.Callback], trial_listeners: Sequence[Any] = ()
 ) -> Any:
     """One process per trial (function trainable), or a Ray Train run over its workers."""
-    common = {
-        "base_config": spec.base_config(),
-        "data": data,
-        "callbacks": list(trial_callbacks),
-        "listeners": list(trial_listeners),
-    }
+    common = {"base_config": spec.base_config(), "data": data, "callbacks": list(trial_callbacks),
+              "listeners": list(trial_listeners)}
     if spec.resources.distributed:
         from dse_tune.integrations.ray.distributed import distributed_pretrain_trainable
 
-        trainable = tune.with_parameters(
-            distributed_pretrain_trainable,
-            resources=spec.resources,
-            wait_for_verdicts=spec.pruner is not None,
-            checkpoints_to_keep=spec.checkpoints_to_keep,
-            **common,
-        )
+        pruner = spec.pruner if build_pruner(spec.pruner) is not None else None
+        trainable = tune.with_parameters(distributed_pretrain_trainable, resources=spec.resources, pruner=pruner,
+                                         **common)
     else:
         trainable = tune.with_parameters(pretrain_trainable, gpu=spec.resources.gpu, **common)
     return tune.with_resources(trainable, tune_resources(spec.resources))
@@ -263,15 +212,11 @@ def _trainable_for(
 
 def _stopper_for(spec: SweepSpec) -> OptunaPrunerStopper | None:
     pruner = build_pruner(spec.pruner)
-    if pruner is None:
-        return None
-    return OptunaPrunerStopper(pruner, metric="dse", mode="max", on_stop=mark_run_stopped, on_decision=record_verdict)
+    return None if pruner is None else OptunaPrunerStopper(pruner, metric="dse", mode="max")
 
 
 def _available_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextlib.contextmanager
@@ -283,7 +228,6 @@ def _classic_output() -> Iterator[None]:
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
-        else:
+        os.environ.pop("RAY_AIR_NEW_OUTPUT")
+        if previous is not None:
             os.environ["RAY_AIR_NEW_OUTPUT"] = previous

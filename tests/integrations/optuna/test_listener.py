@@ -6,13 +6,11 @@ what the Lightning monitor does after each scored evaluation.
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import optuna
 import pytest
 
-import dse_tune.integrations.optuna.listener as listener_module
 from dse_tune.degradation import DegradationRule
 from dse_tune.integrations.optuna import DSEDegradationPruner, TrialReporter
 from dse_tune.runs import Evaluation, read_run
@@ -83,8 +81,3 @@ def test_needs_a_live_trial():
     study.tell(study.ask(), 1.0)
     with pytest.raises(TypeError, match="trial must be a live optuna Trial, got FrozenTrial"):
         TrialReporter(study.trials[0])
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(listener_module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

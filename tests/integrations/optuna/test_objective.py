@@ -7,7 +7,6 @@ Where the exact stopping point matters, the DSE values are scripted by replacing
 
 from __future__ import annotations
 
-import doctest
 import json
 import math
 from pathlib import Path
@@ -18,7 +17,6 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-import dse_tune.integrations.optuna.objective as objective_module
 import dse_tune.metrics.tolerant
 from dse_tune.degradation import DegradationRule, first_stop_index
 from dse_tune.integrations.optuna import (
@@ -109,6 +107,7 @@ def test_the_runs_own_degradation_rule_stops_it_too(scripted, tmp_path):
     assert len(trial.intermediate_values) == 5  # still reported, although nothing prunes
 
 
+@pytest.mark.slow
 def test_any_optuna_pruner_can_stop_the_run(scripted, tmp_path):
     scripted([0.6, 0.4, 0.9, 0.8])
     objective = DSEObjective({**TINY, "epochs": 4}, lr_space(), tmp_path, pretrain_kwargs=QUIET)
@@ -194,8 +193,3 @@ def test_a_first_nan_evaluation_does_not_hide_the_peak(scripted, tmp_path):
     assert Path(attrs["peak_checkpoint"]).is_file()
     assert attrs["evaluations"] == 4 and attrs["stopped_early"] is False
     assert peak_value_and_step(trial) == (0.9, 2)
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(objective_module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

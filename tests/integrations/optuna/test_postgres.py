@@ -55,6 +55,7 @@ def dse_tune_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from dse_tune.cli.main import main; sys.exit(main())"]
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_a_postgres_study(postgres_url, tmp_path):
     space = {"lr": FloatDistribution(1e-4, 1e-3, log=True)}
     objective = DSEObjective(TINY, space, tmp_path / "runs", pretrain_kwargs=QUIET)
@@ -79,6 +80,7 @@ def test_two_worker_processes_share_a_postgres_study(postgres_url, tmp_path):
         assert trial.value == max(trial.intermediate_values.values())
 
 
+@pytest.mark.slow
 def test_joining_a_missing_postgres_study_names_the_studies_there(postgres_url):
     with pytest.raises(ValueError, match=r"no study 'absent' in the storage; studies there: \["):
         load_dse_study(postgres_url, "absent")

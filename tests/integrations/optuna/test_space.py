@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
 from types import SimpleNamespace
 
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-import dse_tune.integrations.optuna.space as space_module
 from dse_tune.integrations.optuna import (
     DSEDegradationPruner,
     build_pruner,
@@ -112,8 +110,3 @@ def test_suggest_params_from_a_mapping_or_a_function():
         suggest_params(trial, 3)
     with pytest.raises(ValueError, match="'no_such_module:f' cannot be imported"):
         suggest_params(trial, "no_such_module:f")
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(space_module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

@@ -6,13 +6,10 @@ tests/cli/test_optuna_worker.py.
 
 from __future__ import annotations
 
-import doctest
-
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-import dse_tune.integrations.optuna.spec as spec_module
 import dse_tune.integrations.optuna.study as study_module
 from dse_tune.integrations.optuna import (
     DSEDegradationPruner,
@@ -98,12 +95,6 @@ def test_objective_spec_refuses_what_another_process_cannot_rebuild(tmp_path):
     space = "tests.integrations.optuna.test_study:lr_space"  # an importable function
     rebuilt = objective_from_spec(objective_to_spec(DSEObjective(TINY, space, tmp_path)))
     assert rebuilt.search_space == space
-
-
-@pytest.mark.parametrize("module", [study_module, spec_module], ids=lambda m: m.__name__)
-def test_docstring_examples_run(module):
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_a_worker_that_loses_a_queued_trial_to_another_worker_warns_and_goes_on(tmp_path, monkeypatch):

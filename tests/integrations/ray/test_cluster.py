@@ -16,9 +16,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 
-from dse_tune.integrations.ray import RUNS_DIR, TRIAL_FILE, run_sweep
+from dse_tune.integrations.ray import run_sweep
 from dse_tune.runs import HISTORY_FILE
 from dse_tune.search_space import load_search_space
+from dse_tune.sweeps import RUNS_DIR, TRIAL_FILE
 from tests.sweep_helpers import ray_worker_environment, write_space
 
 pytestmark = pytest.mark.slow
@@ -97,7 +98,7 @@ def test_trials_spread_over_nodes_and_survive_a_node_removal(cluster, tmp_path):
             pretrain={"epochs": EPOCHS, "dse_beta": {"grid": [0.0, 0.1]}},
             search={"max_concurrent_trials": 2},
             pruner=None,
-            storage={"max_failures": 2, "checkpoints_to_keep": 1},
+            storage={"max_failures": 2},
         )
     )
     sweep_dir = tmp_path / "sweep"

@@ -4,30 +4,26 @@ Ray accepts GPUs it cannot see (``ray.init(num_gpus=2)``) and still gives each t
 its share through ``CUDA_VISIBLE_DEVICES`` and ``ray.get_gpu_ids()``; torch then sees no
 CUDA device, so the real trainable's device mapping (:func:`trial_devices`) must fall
 back to the CPU, saying so. The two-worker trial runs the real ``TorchTrainer`` path
-end to end: DDP over gloo, one history row per evaluation, checkpoints reported through
-Ray Train, stopped by the sweep's stopper.
+end to end: DDP over gloo, one history row per evaluation reported through Ray Train,
+stopped by the sweep's pruner on every rank at the same evaluation.
 """
 
 from __future__ import annotations
 
-import doctest
 import json
 import os
 
 import pytest
 
-import dse_tune.integrations.ray.distributed as distributed_module
-from dse_tune.integrations.ray import RUNS_DIR, TRIAL_FILE, run_sweep
-from dse_tune.integrations.ray.distributed import TRAIN_DIR, ray_strategy_name
-from dse_tune.integrations.ray.trainable import VERDICT_FILE, trial_devices
-from dse_tune.search_space import load_search_space
+from dse_tune.degradation import DegradationRule
+from dse_tune.integrations.ray import OptunaPrunerStopper, run_sweep
+from dse_tune.integrations.ray.distributed import PrunerListener, ray_strategy_name
+from dse_tune.integrations.ray.trainable import trial_devices
+from dse_tune.runs import RunRecord, write_run
+from dse_tune.search_space import PrunerSpec, load_search_space
+from dse_tune.sweeps import RUNS_DIR, TRIAL_FILE
 from tests.integrations.ray.helpers import history, tune_results
 from tests.sweep_helpers import ray_worker_environment, write_space
-
-
-def test_docstring_examples():
-    failures, attempted = doctest.testmod(distributed_module)
-    assert attempted > 0 and failures == 0
 
 
 def test_strategies_a_ray_train_trial_takes():
@@ -43,6 +39,22 @@ def test_a_trial_holding_gpus_without_cuda_trains_on_the_cpu_and_says_why(monkey
     assert (devices.accelerator, devices.devices, devices.cuda_visible_devices) == ("cpu", 1, "1")
     assert trial_devices(1, cuda_available=True).accelerator == "gpu"
     assert trial_devices(0).note is None
+
+
+def test_the_pruner_inside_a_trial_stops_where_the_sweeps_stopper_does(tmp_path):
+    values = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 0.95, 0.85, 0.75, 0.65]
+    judge = PrunerListener(PrunerSpec("dse_degradation", {}), "t", tmp_path)
+    going_on = DegradationRule(warmup=100).decide(values)  # what the monitor's own rule said
+    stops = []
+    for i in range(len(values)):
+        run = RunRecord.from_values("t", values[: i + 1])
+        write_run(tmp_path, run)
+        verdict = judge(run.evaluations[-1], going_on)
+        stops.append(verdict is not None and verdict.stop)
+    assert stops.index(True) == 9 == len(values) - 1
+    sweep_stopper = OptunaPrunerStopper(on_stop=None)
+    assert [sweep_stopper("t", {"evaluation": i, "dse": v}) for i, v in enumerate(values)] == stops
+    assert verdict.reason == f"stopped by the sweep's pruner: {sweep_stopper.stopped['t'].reason}"
 
 
 # --------------------------------------------------------------------------- on Ray
@@ -96,7 +108,7 @@ def test_a_two_worker_trial_trains_with_ddp_reports_and_is_stopped(ray_with_logi
             pretrain={"epochs": 3, "strategy": "ddp"},
             pruner={"type": "threshold", "lower": 1.0e9, "n_warmup_steps": 1},
             resources={"workers": 2, "cpus_per_worker": 0.5},
-            storage={"checkpoints_to_keep": 2, "max_failures": 0},
+            storage={"max_failures": 0},
         )
     )
     sweep_dir = tmp_path / "sweep"
@@ -108,14 +120,11 @@ def test_a_two_worker_trial_trains_with_ddp_reports_and_is_stopped(ray_with_logi
     # One history row per evaluation (rank 0 wrote it), none after the stop.
     assert [(e["index"], e["epoch"]) for e in record["evaluations"]] == [(0, 0), (1, 1)]
     assert record["stopped_early"] and "ThresholdPruner pruned at evaluation 1" in record["stop_reason"]
-    assert json.loads((run_dir / VERDICT_FILE).read_text())["stop"] is True
-    # Tune saw rank 0's report of each evaluation, with its metrics and Ray Train's checkpoint.
+    # Tune saw rank 0's report of each evaluation, with its metrics.
     assert [r["evaluation"] for r in rows] == [0, 1]
     assert [r["dse"] for r in rows] == pytest.approx([e["dse"] for e in record["evaluations"]])
-    assert all(r["run_dir"] == str(run_dir.resolve()) and r.get("checkpoint_path") for r in rows)
-    kept = sorted(p.name for p in (sweep_dir / TRAIN_DIR).glob("*/evaluation_*"))
-    assert kept == ["evaluation_0000", "evaluation_0001"]
+    assert all(r["run_dir"] == str(run_dir.resolve()) for r in rows)
     trial = json.loads((run_dir / TRIAL_FILE).read_text())
-    assert trial["status"] == "stopped" and trial["attempts"][0]["workers"] == 2
+    assert trial["attempts"][0]["workers"] == 2
     (summary_trial,) = summary.trials
     assert summary_trial.status == "stopped" and summary_trial.epochs_saved == 1

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import doctest
-
 import pytest
 
-import dse_tune.integrations.ray.space as space_module
 from dse_tune.integrations.ray.space import param_space, tune_domain
 from dse_tune.search_space import Dimension, parse_search_space
-
-
-def test_docstring_examples():
-    failures, attempted = doctest.testmod(space_module)
-    assert attempted > 0 and failures == 0
 
 
 def test_ray_tune_param_space():

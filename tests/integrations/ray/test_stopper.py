@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 import pickle
 
 import optuna
 import pytest
 
-import dse_tune.integrations.ray.stopper as stopper_module
 from dse_tune.degradation import DegradationRule, first_stop_index
 from dse_tune.integrations.optuna import DSEDegradationPruner
-from dse_tune.integrations.ray import OptunaPrunerStopper
-from tests.degradation_cases import DEGRADATION_CASES, RISE_PEAK_FALL, case_ids
+from dse_tune.integrations.ray import OptunaPrunerStopper, mark_run_stopped
+from dse_tune.runs import CURVE_PLOT, RunRecord, read_run, write_run
+from tests.degradation_cases import DEGRADATION_CASES, NOISY_CASES, RISE_PEAK_FALL, case_ids
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def test_docstring_examples():
-    failures, attempted = doctest.testmod(stopper_module, optionflags=doctest.ELLIPSIS)
-    assert attempted > 0 and failures == 0
 
 
 def first_stopped_index(stopper, values, trial_id="t", step_of=lambda i: i):
@@ -50,6 +44,22 @@ def test_stopper_stops_where_the_rule_and_the_optuna_pruner_do(case):
     if index is not None:
         record = stopper.stopped["t"]
         assert record.step == index and case.reason in record.reason
+
+
+@pytest.mark.parametrize("case", [c for c in NOISY_CASES if not c.first_untrained], ids=case_ids)
+def test_stopper_passes_the_reported_noise_to_the_rule(case):
+    """The TuneReporter sends ``dse_noise``; drops within it do not stop a Tune trial either."""
+    stopper = OptunaPrunerStopper(DSEDegradationPruner(case.rule))
+    index = next(
+        (
+            i
+            for i, (value, noise) in enumerate(zip(case.values, case.noise))
+            if stopper("t", {"evaluation": i, "dse": value, "dse_noise": noise})
+        ),
+        None,
+    )
+    assert index == case.stop_index, case.why
+    assert index == first_stop_index(case.values, case.rule, noise=case.noise)
 
 
 @pytest.mark.parametrize("case", DEGRADATION_CASES, ids=case_ids)
@@ -217,9 +227,27 @@ def test_tune_stops_a_trainable_that_reports_a_bare_dse(ray_session, tmp_path):
     assert record.step == 4 and record.reason.startswith("degraded")
 
 
-def test_every_judged_result_is_announced_to_on_decision():
-    calls = []
-    stopper = OptunaPrunerStopper(on_decision=lambda *args: calls.append(args))
-    first_stopped_index(stopper, RISE_PEAK_FALL)
-    assert [stop for _, _, stop, _ in calls] == [False] * 9 + [True]
-    assert calls[-1][3].startswith("degraded") and calls[0][3] is None
+# --------------------------------------------------------------------------- the run folder
+
+
+def test_a_stop_is_recorded_in_the_run_folder_the_result_names(tmp_path):
+    write_run(tmp_path, RunRecord.from_values("t", [0.2, 0.5, 0.3]))
+    mark_run_stopped("t", {"run_dir": str(tmp_path), "epoch": 2}, "degraded at evaluation 2")
+    run = read_run(tmp_path)
+    assert run.stopped_early and run.stop_reason == "stopped by the sweep's pruner: degraded at evaluation 2"
+    assert (tmp_path / CURVE_PLOT).stat().st_size > 0
+
+
+def test_the_default_stopper_marks_the_run_folder_it_stops(tmp_path):
+    write_run(tmp_path, RunRecord.from_values("t", list(RISE_PEAK_FALL[:10])))
+    stopper = OptunaPrunerStopper()
+    stops = [stopper("t", {"evaluation": i, "dse": v, "run_dir": str(tmp_path)}) for i, v in enumerate(RISE_PEAK_FALL[:10])]
+    assert stops.index(True) == 9
+    assert read_run(tmp_path).stop_reason == f"stopped by the sweep's pruner: {stopper.stopped['t'].reason}"
+    assert OptunaPrunerStopper(on_stop=None).on_stop is None
+
+
+def test_a_stop_without_a_readable_run_folder_only_warns(tmp_path):
+    mark_run_stopped("t", {"epoch": 2}, "no run folder reported")  # nothing to record
+    with pytest.warns(UserWarning, match="cannot mark trial t as stopped: no readable history in"):
+        mark_run_stopped("t", {"run_dir": str(tmp_path), "epoch": 2}, "degraded")

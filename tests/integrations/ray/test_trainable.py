@@ -1,8 +1,7 @@
-"""The trial: a run folder per trial, resumed after a crash; a stop recorded by the driver."""
+"""The trial: a run folder per trial, resumed from it after a crash."""
 
 from __future__ import annotations
 
-import doctest
 import json
 import os
 from pathlib import Path
@@ -10,37 +9,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 
-import dse_tune.integrations.ray.trainable as trainable_module
-from dse_tune.integrations.ray import RUNS_DIR, TRIAL_FILE, mark_run_stopped, run_sweep
-from dse_tune.runs import CURVE_PLOT, RunRecord, read_run, write_run
+from dse_tune.integrations.ray import run_sweep
+from dse_tune.integrations.ray.trainable import resume_point
+from dse_tune.runs import RunRecord, mark_stopped, write_run
 from dse_tune.search_space import load_search_space
+from dse_tune.sweeps import RUNS_DIR, TRIAL_FILE
 from tests.integrations.ray.helpers import history, tune_results
 from tests.sweep_helpers import write_space
-
-
-def test_docstring_examples():
-    failures, attempted = doctest.testmod(trainable_module)
-    assert attempted > 0 and failures == 0
-
-
-def test_a_stop_decided_on_the_driver_is_recorded_in_the_run_folder(tmp_path):
-    write_run(tmp_path, RunRecord.from_values("t", [0.2, 0.5, 0.3]))
-    (tmp_path / TRIAL_FILE).write_text(json.dumps({"status": "running", "attempts": [{"attempt": 1}]}))
-    mark_run_stopped("t", {"run_dir": str(tmp_path), "epoch": 2}, "degraded at evaluation 2")
-
-    run = read_run(tmp_path)
-    assert run.stopped_early and run.stop_reason == "stopped by the sweep's pruner: degraded at evaluation 2"
-    trial = json.loads((tmp_path / TRIAL_FILE).read_text())
-    assert (trial["status"], trial["stop_reason"], trial["epochs_completed"]) == ("stopped", "degraded at evaluation 2", 3)
-    assert trial["attempts"] == [{"attempt": 1}]
-    assert (tmp_path / CURVE_PLOT).stat().st_size > 0
-
-
-def test_a_stop_without_a_readable_run_folder_only_warns(tmp_path):
-    mark_run_stopped("t", {"epoch": 2}, "no run folder reported")  # nothing to record
-    with pytest.warns(UserWarning, match="cannot mark trial t as stopped: no readable history in"):
-        mark_run_stopped("t", {"run_dir": str(tmp_path), "epoch": 2}, "degraded")
-    assert not (tmp_path / TRIAL_FILE).exists()
 
 
 # --------------------------------------------------------------------------- on Ray
@@ -66,7 +41,7 @@ def test_a_killed_trial_resumes_from_its_last_checkpoint(ray_session, tmp_path):
             tmp_path / "crash.yaml",
             pretrain={"epochs": 4},
             pruner=None,
-            storage={"max_failures": 1, "checkpoints_to_keep": 1},
+            storage={"max_failures": 1},
         )
     )
     marker = tmp_path / "crashed"
@@ -80,7 +55,8 @@ def test_a_killed_trial_resumes_from_its_last_checkpoint(ray_session, tmp_path):
     assert first["pid"] == int(marker.read_text()) != second["pid"]
     assert first["resumed_from_evaluation"] is None
     assert second["resumed_from_evaluation"] == 1  # the evaluation after epoch 1
-    assert trial["status"] == "finished" and trial["epochs_completed"] == 4
+    assert trial["status"] == "finished"
+    assert not list((tmp_path / "sweep").glob("*/checkpoint_*")), "Tune keeps no copies: the run folder has them"
     # The epochs continue; no evaluation is lost or repeated, in the files and in Tune.
     evaluations = history(run_dir)["evaluations"]
     assert [(e["index"], e["epoch"]) for e in evaluations] == [(0, 0), (1, 1), (2, 2), (3, 3)]
@@ -116,7 +92,7 @@ def test_a_resumed_trial_retrains_no_evaluation_tune_never_heard_of(ray_session,
             tmp_path / "unheard.yaml",
             pretrain={"epochs": 4},
             pruner={"type": "dse_degradation", "warmup": 5},
-            storage={"max_failures": 1, "checkpoints_to_keep": 1},
+            storage={"max_failures": 1},
         )
     )
     log = tmp_path / "evaluations.log"
@@ -137,16 +113,12 @@ def test_a_resumed_trial_retrains_no_evaluation_tune_never_heard_of(ray_session,
     assert summary.trials[0].status == "finished" and summary.trial_epochs_saved == 0
 
 
-def test_a_late_finish_of_a_superseded_attempt_keeps_the_retrys_record(tmp_path):
-    # Attempt 1 (on a removed node) finishes after attempt 2 started elsewhere.
-    from dse_tune.integrations.ray.trainable import finish_attempt, read_trial_state, write_json
-
-    first = {"trial_id": "t", "status": "running", "attempts": [{"attempt": 1, "node_id": "a"}]}
-    write_json(tmp_path / TRIAL_FILE, {**first, "attempts": [*first["attempts"], {"attempt": 2, "node_id": "b"}]})
-    finish_attempt(tmp_path, first, stopped=False, epochs_completed=3, stop_reason=None)
-    state = read_trial_state(tmp_path)
-    assert [a["node_id"] for a in state["attempts"]] == ["a", "b"] and state["status"] == "running"
-    retry = {**state}
-    finish_attempt(tmp_path, retry, stopped=False, epochs_completed=4, stop_reason=None)
-    state = read_trial_state(tmp_path)
-    assert state["status"] == "finished" and state["epochs_completed"] == 4
+def test_an_attempt_resumes_from_the_latest_evaluation_whose_checkpoint_exists(tmp_path):
+    assert resume_point(tmp_path).path is None  # no history yet: from scratch
+    write_run(tmp_path, RunRecord.from_values("t", [0.1, 0.4, 0.3], checkpoints=["c0.ckpt", "c1.ckpt", "c2.ckpt"]))
+    for name in ("c0.ckpt", "c1.ckpt"):  # c2's save was cut short
+        (tmp_path / name).write_bytes(b"weights")
+    resume = resume_point(tmp_path)
+    assert (resume.path, resume.index, resume.finished) == (tmp_path / "c1.ckpt", 1, False)
+    mark_stopped(tmp_path, "degraded")
+    assert resume_point(tmp_path).finished  # the pruner ended it: nothing left to train

@@ -1,19 +1,24 @@
-"""summarize_sweep: per-trial status, epochs run and peak DSE, read from run folders."""
+"""The sweep folder (no Ray): the summary read from run folders, the trial attempts, the start record."""
 
 from __future__ import annotations
 
-import doctest
 import json
 import math
 
-import dse_tune.integrations.ray.summary as summary_module
-from dse_tune.integrations.ray import RUNS_DIR, TRIAL_FILE, summarize_sweep
+import pytest
+
 from dse_tune.runs import CONFIG_FILE, HISTORY_FILE, RunRecord, mark_stopped, write_config, write_run
-
-
-def test_docstring_examples():
-    failures, attempted = doctest.testmod(summary_module)
-    assert attempted > 0 and failures == 0
+from dse_tune.search_space import parse_search_space
+from dse_tune.sweeps import (
+    RUNS_DIR,
+    TRIAL_FILE,
+    finish_attempt,
+    load_saved_spec,
+    read_trial_state,
+    save_sweep_record,
+    start_attempt,
+    summarize_sweep,
+)
 
 
 def test_summary_of_an_unfinished_sweep(tmp_path):
@@ -40,7 +45,7 @@ def test_summary_of_an_unfinished_sweep(tmp_path):
 def test_a_trial_whose_first_evaluation_is_nan_shows_its_finite_peak(tmp_path):
     finished = tmp_path / RUNS_DIR / "nan_first"
     write_run(finished, RunRecord.from_values("nan_first", [math.nan, 0.3, 0.7, 0.5], config={"epochs": 4}))
-    (finished / TRIAL_FILE).write_text(json.dumps({"status": "finished", "epochs_completed": 4, "attempts": [{}]}))
+    (finished / TRIAL_FILE).write_text(json.dumps({"status": "finished", "attempts": [{}]}))
     all_nan = tmp_path / RUNS_DIR / "all_nan"
     write_run(all_nan, RunRecord.from_values("all_nan", [math.nan, math.nan], config={"epochs": 2}))
 
@@ -70,8 +75,8 @@ def test_only_real_stops_count_as_pruning_savings(tmp_path):
     # The issue's case: one trial stopped by the pruner, one interrupted by Ctrl-C.
     stopped = tmp_path / RUNS_DIR / "stopped"
     write_run(stopped, RunRecord.from_values("stopped", [0.5, 0.6, 0.4], config={"epochs": 4}))
-    mark_stopped(stopped, "degraded")
-    (stopped / TRIAL_FILE).write_text(json.dumps({"status": "stopped", "epochs_completed": 3, "attempts": [{}]}))
+    mark_stopped(stopped, "degraded")  # the run folder alone says it was stopped
+    (stopped / TRIAL_FILE).write_text(json.dumps({"status": "running", "attempts": [{}]}))
     interrupted = tmp_path / RUNS_DIR / "interrupted"
     write_run(interrupted, RunRecord.from_values("interrupted", [0.5], config={"epochs": 4}))
     (interrupted / TRIAL_FILE).write_text(json.dumps({"status": "running", "attempts": [{}]}))
@@ -87,3 +92,30 @@ def test_only_real_stops_count_as_pruning_savings(tmp_path):
     )
     written = summary.to_dict()
     assert written["trial_epochs_saved_by_pruning"] == 1 and written["interrupted_trials"] == ["interrupted"]
+
+
+def test_a_late_finish_of_a_superseded_attempt_keeps_the_retrys_record(tmp_path):
+    # Attempt 1 (on a removed node) finishes after attempt 2 started elsewhere.
+    assert start_attempt(tmp_path, "t", node_id="a") == 1
+    assert start_attempt(tmp_path, "t", node_id="b", resumed_from_evaluation=2) == 2
+    finish_attempt(tmp_path, 1)
+    state = read_trial_state(tmp_path)
+    assert [a["node_id"] for a in state["attempts"]] == ["a", "b"] and state["status"] == "running"
+    assert state["attempts"][1]["resumed_from_evaluation"] == 2
+    finish_attempt(tmp_path, 2)
+    assert read_trial_state(tmp_path)["status"] == "finished"
+
+
+def test_a_finished_trial_ran_its_configured_epochs(tmp_path):
+    run_dir = tmp_path / RUNS_DIR / "t"
+    write_run(run_dir, RunRecord.from_values("t", [0.1, 0.2], config={"epochs": 6}))  # evaluated every 3 epochs
+    finish_attempt(run_dir, start_attempt(run_dir, "t"))
+    (trial,) = summarize_sweep(tmp_path).trials
+    assert (trial.status, trial.epochs_run, trial.attempts) == ("finished", 6, 1)
+
+
+def test_a_sweep_folder_keeps_its_space_and_refuses_another_folder(tmp_path):
+    save_sweep_record(parse_search_space({"name": "demo"}), tmp_path, data="synthetic")
+    assert load_saved_spec(tmp_path).name == "demo"
+    with pytest.raises(FileNotFoundError, match="has no search_space.yaml; it was not started by dse_tune's sweep"):
+        load_saved_spec(tmp_path / "other")

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
+import pytest
 
-import dse_tune.integrations.ray.selection as selection_module
-from dse_tune.integrations.ray.selection import select_sweep
+from dse_tune.evaluation.sweep_selection import select_sweep
 from dse_tune.runs import SELECTION_FILE, RunRecord, write_run
 from dse_tune.search_space import parse_search_space
-
-
-def test_docstring_examples():
-    failures, attempted = doctest.testmod(selection_module)
-    assert attempted > 0 and failures == 0
 
 
 def test_an_empty_sweep_selects_nothing_and_writes_nothing(tmp_path):
@@ -52,6 +46,7 @@ def test_the_search_space_selection_section_takes_few_label_options():
         parse_search_space({"selection": {"confirm_with": 3}})
 
 
+@pytest.mark.slow
 def test_a_sweep_with_confirm_with_decides_by_few_labels(tmp_path, one_torch_thread):
     import json
 

@@ -1,4 +1,7 @@
-"""After the trials: select the sweep's checkpoint and beta, and write the decision.
+"""After a sweep's trials: select its checkpoint and beta, and write the decision.
+
+What ``dse-tune sweep`` runs once the trials are done (any tuner: it reads only the
+sweep folder, :mod:`dse_tune.sweeps`).
 
 A sweep's trials differ in ``dse_beta``, so DSE is not a fair judge across them
 (``docs/selection.md``): :func:`select_sweep` rescores every trial's candidate
@@ -85,9 +88,13 @@ def select_sweep(
     if rescore:
         rescored = rescore_candidates(sweep_dir, spec, rescore_data, rescore_splits, rescore_size, log=log)
     confirmed, parameters = _confirm(runs, spec, log)
-    result = selection.select_best(
-        runs, window=spec.window, top=spec.top, rescored=rescored, confirmed=confirmed, parameters=parameters
-    )
+    if confirmed is not None:  # a few-label winner only beyond the spread of its scored images
+        from dse_tune.evaluation.few_label import select_with_labels
+
+        result = select_with_labels(runs, confirmed, window=spec.window, top=spec.top, rescored=rescored,
+                                    parameters=parameters)
+    else:
+        result = selection.select_best(runs, window=spec.window, top=spec.top, rescored=rescored, parameters=parameters)
     written = (
         selection.write_selection(result, sweep_dir),
         plot_selection(result, sweep_dir / SELECTION_PLOT),
@@ -101,8 +108,9 @@ def select_sweep(
 
 
 def _confirm(runs: Sequence[RunRecord], spec: SweepSpec, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
-    """Few-label probe mIoU of the shortlisted candidates when the space names a labelled
-    folder (``selection.confirm_with``); (None, {}) otherwise."""
+    """Few-label probe mIoU (with its spread) of the shortlisted candidates when the space
+    names a labelled folder (``selection.confirm_with``): a
+    :class:`~dse_tune.evaluation.few_label.FewLabelScores`; (None, {}) otherwise."""
     folder = getattr(spec, "confirm_with", None)
     if folder is None:
         return None, {}
@@ -113,7 +121,7 @@ def _confirm(runs: Sequence[RunRecord], spec: SweepSpec, log: Callable[[str], No
     log(f"few-label confirmation: {len(scores.values)} candidate(s) probed with {scores.labels_used} labelled images")
     parameters = {"confirm_with": folder, "label_images": spec.label_images, "labels_used": scores.labels_used,
                   "few_label_images": scores.description, "few_label_problems": scores.problems}
-    return scores.values, parameters
+    return scores, parameters
 
 
 def rescore_candidates(

@@ -1,0 +1,25 @@
+"""benchmarks/bench_noise.py: plain and with-noise scoring timed side by side."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_one_line_per_shape_with_both_times_and_the_noise(capsys):
+    spec = importlib.util.spec_from_file_location("bench_noise", ROOT / "benchmarks" / "bench_noise.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--shapes", "16x16x8", "32x16x8", "--repeats", "1", "--threads", "1", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["shape"] for row in rows] == [[16, 16, 8], [32, 16, 8]]
+    for row in rows:
+        assert row["plain_s"] > 0 and row["with_noise_s"] > 0
+        assert row["ratio"] == pytest.approx(row["with_noise_s"] / row["plain_s"])
+        assert 0 < row["dse_noise"] < 1
