@@ -195,8 +195,15 @@ class CheckpointTracker:
         """Ordered checkpoint files of ``spec`` not yet in the history, and the files
         left out with the reason (unnumbered "latest" copies)."""
         from dse_tune.checkpoints import collect_checkpoints, order_checkpoints
+        from dse_tune.checkpoints.files import NoCheckpointsError
 
         order = order_checkpoints(collect_checkpoints(spec), regex=epoch_regex)
+        if not list(order) and order.unnumbered:  # nothing would be scored: say why instead of exit 0
+            names = ", ".join(p.name for p in order.unnumbered[:3]) + (" ..." if len(order.unnumbered) > 3 else "")
+            raise NoCheckpointsError(
+                f"no checkpoint in {spec} has an epoch or step ({names}: none in the name or the stored fields); "
+                "rename them (e.g. checkpoint0010.pth) or pass --epoch-regex"
+            )
         skipped = [(str(p), "no epoch or step in the name (a 'latest' copy)") for p in order.unnumbered]
         skipped += [(str(p), reason) for p, reason in order.copies]
         done = self.done()

@@ -169,3 +169,18 @@ def test_list_archs_prints_the_presets_with_their_sources(capsys):
 def test_track_without_checkpoints_or_out_is_one_error_line(tmp_path, capsys):
     assert main(["track", *TINY_ARCH, "--out", str(tmp_path / "t")]) == 2
     assert "CHECKPOINTS is required" in _error_line(capsys)
+
+
+def test_files_with_no_epoch_anywhere_are_an_error_not_an_empty_run(tmp_path, capsys):
+    """A lone state dict named without an epoch was left out as a 'latest' copy and the
+    command exited 0 having scored nothing."""
+    import timm
+
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2,
+                              num_heads=2, num_classes=0)
+    torch.save(model.state_dict(), tmp_path / "final.pth")
+    out = tmp_path / "tracked"
+    assert main(["track", str(tmp_path / "final.pth"), *TINY_ARCH, *TINY_PROBE, "--out", str(out), "--no-progress"]) == 2
+    line = _error_line(capsys)
+    assert "final.pth" in line and "--epoch-regex" in line
+    assert not out.exists()
