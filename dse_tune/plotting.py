@@ -370,8 +370,10 @@ def selection_figure(result: "SelectionResult") -> Any:
     if deciding_axes is not None:
         deciding_axes.set_ylabel(" / ".join(kinds))
         across = result.compare in ("rescored", "few_label")
-        deciding_axes.set_title(f"{' / '.join(kinds)} of the candidates: what chose within each trial"
-                                + (" and across trials" if across else ""), fontsize=9)
+        # rescored values choose within a trial only where its own choice is reliable (select_run)
+        deciding_axes.set_title(f"{' / '.join(kinds)} of the candidates (labels choose within a trial; held-out "
+                                "DSE only where its own choice is reliable)" + (", and across trials" if across else ""),
+                                fontsize=9)
         deciding_axes.grid(alpha=0.3)
     return figure
 
