@@ -6,10 +6,11 @@ within one file system, and it is removed if writing fails.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -39,3 +40,9 @@ def _umask() -> int:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, **dumps_options: Any) -> Path:
+    """Write ``data`` as indented JSON with a final newline to ``path`` atomically;
+    ``dumps_options`` go to :func:`json.dumps` (say ``allow_nan=False``, ``default=str``)."""
+    return atomic_write_text(path, json.dumps(data, indent=2, **dumps_options) + "\n")

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from dse_tune.checkpoints.tracked_run import TRACKED_KEY, ProbeSettings, ReadSettings, model_loader_for_run
+from dse_tune.degradation import finite_or_none
 from dse_tune.runs import CONFIG_FILE, Evaluation, RunRecord, read_config, read_run, write_config
 
 __all__ = [
@@ -266,10 +267,10 @@ class CheckpointTracker:
         for layer in range(self.layer_count):
             self.tracker.tokens_fn = lambda model, images, layer=layer: self._tokens(model, images, layer)
             try:
-                row["dse"].append(_finite(self.tracker.score(self.tracker.compute_tokens(self.model)).score))
+                row["dse"].append(finite_or_none(self.tracker.score(self.tracker.compute_tokens(self.model)).score))
             finally:
                 self.tracker.tokens_fn = lambda model, images: self._tokens(model, images, -1)
-        row["dse"].append(_finite(evaluation.dse))
+        row["dse"].append(finite_or_none(evaluation.dse))
         names = [layer_name(self.model, i, self.read.layer_norm) for i in range(self.layer_count)]
         names.append(layer_name(self.model, -1))
         scores = [(value, i) for i, value in enumerate(row["dse"]) if value is not None]
@@ -294,7 +295,7 @@ class CheckpointTracker:
 
     def finish(self, scored: list[Evaluation], skipped: list[tuple[str, str]] | None = None) -> TrackResult:
         """Write config.json, the standardised DSE, candidates, layers and the plot."""
-        from dse_tune.atomic import atomic_write_text
+        from dse_tune.atomic import atomic_write_json
         from dse_tune.selection import select_run
 
         run = self.tracker.run
@@ -312,9 +313,9 @@ class CheckpointTracker:
             "candidate_rule": {"window": CANDIDATE_WINDOW, "top": CANDIDATE_TOP},
             "alerts": self.alerts,
         }
-        atomic_write_text(self.run_dir / TRACKING_FILE, json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(self.run_dir / TRACKING_FILE, summary)
         if self.layers is not None:
-            atomic_write_text(self.run_dir / LAYERS_FILE, json.dumps(self.layers, indent=2) + "\n")
+            atomic_write_json(self.run_dir / LAYERS_FILE, self.layers)
         self.tracker.write_plot()
         return TrackResult(run, scored, self.format, self.load_summary, standardized, candidates, list(self.alerts),
                            self.layers, list(skipped or []))
@@ -333,16 +334,15 @@ def track_checkpoints(
     """Score every checkpoint of ``checkpoints`` (a folder, glob or list file) that the
     run folder's history lacks, in training order; see :class:`CheckpointTracker` for
     ``options``. Raises ``NoCheckpointsError`` when there are none."""
-    from tqdm.auto import tqdm
-
     from dse_tune.checkpoints import collect_checkpoints
+    from dse_tune.checkpoints.tracked_run import checkpoint_bar
 
     collect_checkpoints(checkpoints)  # no checkpoints: fail before building anything
     tracker = CheckpointTracker(run_dir, read, probe, checkpoints=str(checkpoints), **options)
     pending, skipped = tracker.pending(checkpoints, epoch_regex)
     for reason in skipped:
         tracker.warn(f"left out {reason[0]}: {reason[1]}")
-    scored = [tracker.score_file(item) for item in tqdm(pending, desc="tracking", unit="ckpt", disable=not progress)]
+    scored = [tracker.score_file(item) for item in checkpoint_bar(pending, "tracking", progress)]
     return tracker.finish(scored, skipped)
 
 
@@ -480,10 +480,6 @@ def _has_history(run_dir: Path) -> bool:
 def _read_layers(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / LAYERS_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
 
 
 def _stat(path: Path) -> tuple[int, int] | None:

@@ -201,10 +201,8 @@ class PretrainConfig:
         for name in ("lr", "student_temp", "teacher_temp", "warmup_teacher_temp", "moco_temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("min_lr", "weight_decay", "dse_beta", "drop_path_rate"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("warmup_epochs", "teacher_temp_warmup_epochs", "freeze_last_layer_epochs", "num_local_crops", "num_workers"):
+        for name in ("min_lr", "weight_decay", "dse_beta", "drop_path_rate", "warmup_epochs",
+                     "teacher_temp_warmup_epochs", "freeze_last_layer_epochs", "num_local_crops", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.warmup_teacher_temp > self.teacher_temp:
@@ -239,8 +237,6 @@ class PretrainConfig:
             self.resolved_probe_image_size
         except ValueError as error:
             raise ValueError(f"probe_image_size: {error}") from None
-        if not isinstance(self.degradation, dict):
-            raise ValueError(f"degradation must be a mapping of DegradationRule arguments, got {self.degradation!r}")
         self._validate_devices()
         return self
 
@@ -251,8 +247,6 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be a non-empty string (a Lightning {name} name), got {value!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not isinstance(self.dse_global_batch, bool):
-            raise ValueError(f"dse_global_batch must be true or false, got {self.dse_global_batch!r}")
         devices = self.devices
         if isinstance(devices, bool):
             pass

@@ -61,9 +61,7 @@ from dse_tune import search_space_parse as sections
 from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
 from dse_tune.pretrain_config import PretrainConfig
 from dse_tune.search_space_schema import (
-    ALGORITHMS,
     DEFAULT_STORAGE_PATH,
-    DOMAIN_KINDS,
     PRUNER_OPTIONS,
     PRUNER_TYPES,
     UNNAMED_SOURCE,
@@ -71,14 +69,11 @@ from dse_tune.search_space_schema import (
     PrunerSpec,
     Resources,
     SearchSpaceError,
-    check_pruner_options,
     plain,
 )
 from dse_tune.typed_config import read_yaml
 
 __all__ = [
-    "ALGORITHMS",
-    "DOMAIN_KINDS",
     "PRUNER_OPTIONS",
     "PRUNER_TYPES",
     "Dimension",
@@ -86,10 +81,8 @@ __all__ = [
     "Resources",
     "SearchSpaceError",
     "SweepSpec",
-    "check_pruner_options",
     "load_search_space",
     "parse_search_space",
-    "plain",
     "resolve_search_space",
     "shipped_search_spaces",
 ]
@@ -207,24 +200,14 @@ def parse_search_space(data: Any, source: str | Path = UNNAMED_SOURCE) -> SweepS
     where = str(source)
     data = sections.top_level(where, data)
     fixed, dimensions = sections.pretrain(where, data)
-    search = sections.search(where, data, dimensions)
-    storage = sections.storage(where, data)
-    selection = sections.selection(where, data)
     return SweepSpec(
         name=sections.sweep_name(where, data),
         fixed=fixed,
         dimensions=dimensions,
-        algorithm=search["algorithm"],
-        num_samples=search["num_samples"],
-        max_concurrent_trials=search["max_concurrent_trials"],
-        sampler_seed=search["seed"],
+        **sections.search(where, data, dimensions),
         pruner=sections.pruner(where, "pruner", data.get("pruner", {"type": "dse_degradation"})),
         resources=sections.resources(where, data),
-        storage_path=storage["path"],
-        max_failures=storage["max_failures"],
-        window=selection["window"],
-        top=selection["top"],
-        confirm_with=selection["confirm_with"],
-        label_images=selection["label_images"],
+        **sections.storage(where, data),
+        **sections.selection(where, data),
         source=None if where == UNNAMED_SOURCE else Path(where),
     )

@@ -19,13 +19,10 @@ Example:
 
 from __future__ import annotations
 
-import warnings
-
 import math
 import numbers
 import re
-import types
-import typing
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,7 +43,7 @@ from dse_tune.search_space_schema import (
     check_pruner_options,
     plain,
 )
-from dse_tune.typed_config import ConfigValueError, describe_type, field_types, suggest, typed_value
+from dse_tune.typed_config import ConfigValueError, describe_type, describe_value, field_types, suggest, typed_value, union_members
 
 __all__ = [
     "pretrain",
@@ -72,7 +69,7 @@ def pruner(where: str, label: str, value: Any) -> PrunerSpec | None:
     if isinstance(value, str):
         value = {"type": value}
     if not isinstance(value, Mapping):
-        raise SearchSpaceError(f"{where}: {label}: expected a mapping with 'type', got {_kind(value)}")
+        raise SearchSpaceError(f"{where}: {label}: expected a mapping with 'type', got {describe_value(value)}")
     kind = value.get("type", "dse_degradation")
     if kind not in PRUNER_TYPES:
         raise SearchSpaceError(f"{where}: {label}.type: must be one of {tuple(PRUNER_TYPES)}, got {kind!r}")
@@ -99,7 +96,7 @@ def top_level(where: str, data: Any) -> Mapping[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, Mapping):
-        raise SearchSpaceError(f"{where}: expected a mapping of sections, got {_kind(data)}")
+        raise SearchSpaceError(f"{where}: expected a mapping of sections, got {describe_value(data)}")
     _refuse_unknown(where, "", data, TOP_LEVEL_KEYS)
     return data
 
@@ -115,9 +112,8 @@ def sweep_name(where: str, data: Mapping[str, Any]) -> str:
 
 
 def search(where: str, data: Mapping[str, Any], dimensions: Mapping[str, Dimension]) -> dict[str, Any]:
-    """``search``: algorithm, num_samples, max_concurrent_trials, seed."""
-    section = _section(where, data, "search")
-    _refuse_unknown(where, "search.", section, SEARCH_KEYS)
+    """``search``: algorithm, num_samples, max_concurrent_trials, seed (as SweepSpec fields)."""
+    section = _section(where, data, "search", SEARCH_KEYS)
     has_grid = any(d.kind == "grid" for d in dimensions.values())
     algorithm = section.get("algorithm", "random" if has_grid else "optuna")
     if algorithm not in ALGORITHMS:
@@ -136,22 +132,16 @@ def search(where: str, data: Mapping[str, Any], dimensions: Mapping[str, Dimensi
                         f"{where}: pretrain.{name}: optuna's categorical distribution needs "
                         f"scalar options, got {value!r}; use search.algorithm: random"
                     )
-    concurrent, seed = section.get("max_concurrent_trials"), section.get("seed")
-    return {
-        "algorithm": algorithm,
-        "num_samples": _integer(where, "search.num_samples", section.get("num_samples", 1), minimum=1),
-        "max_concurrent_trials": None
-        if concurrent is None
-        else _integer(where, "search.max_concurrent_trials", concurrent, minimum=1),
-        "seed": None if seed is None else _integer(where, "search.seed", seed, minimum=0),
-    }
+    integers = _integers(where, "search", section, num_samples=1, max_concurrent_trials=1, seed=0)
+    if "seed" in integers:
+        integers["sampler_seed"] = integers.pop("seed")
+    return {"algorithm": algorithm, **integers}
 
 
 def resources(where: str, data: Mapping[str, Any]) -> Resources:
     """``resources``: CPUs and GPUs per trial (``cpu``, ``gpu``), or per worker of a
     trial over several workers (``workers``, ``cpus_per_worker``, ``gpus_per_worker``)."""
-    section = _section(where, data, "resources")
-    _refuse_unknown(where, "resources.", section, RESOURCE_KEYS)
+    section = _section(where, data, "resources", RESOURCE_KEYS)
     workers = section.get("workers", 1)
     if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
         raise SearchSpaceError(f"{where}: resources.workers: must be an integer >= 1 (processes per trial), got {workers!r}")
@@ -187,9 +177,8 @@ def _per_worker(where: str, section: Mapping[str, Any], short: str, long: str, d
 
 def storage(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """``storage``: path, max_failures (``checkpoints_to_keep`` is read and ignored, with a
-    warning: the run folder keeps every checkpoint and Tune keeps none)."""
-    section = _section(where, data, "storage")
-    _refuse_unknown(where, "storage.", section, STORAGE_KEYS)
+    warning: the run folder keeps every checkpoint and Tune keeps none), as SweepSpec fields."""
+    section = _section(where, data, "storage", STORAGE_KEYS)
     path = section.get("path", DEFAULT_STORAGE_PATH)
     if not isinstance(path, str) or not path:
         raise SearchSpaceError(f"{where}: storage.path: must be a folder path, got {path!r}")
@@ -205,26 +194,17 @@ def storage(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
             DeprecationWarning,
             stacklevel=2,
         )
-    return {
-        "path": path,
-        "max_failures": _integer(where, "storage.max_failures", section.get("max_failures", 1), minimum=0),
-    }
+    return {"storage_path": path, **_integers(where, "storage", section, max_failures=0)}
 
 
 def selection(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """``selection``: window and top of the selector; ``confirm_with`` (a labelled folder
     for few-label confirmation, or null) and ``label_images`` (its label budget)."""
-    section = _section(where, data, "selection")
-    _refuse_unknown(where, "selection.", section, SELECTION_KEYS)
+    section = _section(where, data, "selection", SELECTION_KEYS)
     confirm_with = section.get("confirm_with")
     if confirm_with is not None and (not isinstance(confirm_with, str) or not confirm_with):
         raise SearchSpaceError(f"{where}: selection.confirm_with: must be a folder path or null, got {confirm_with!r}")
-    return {
-        "window": _integer(where, "selection.window", section.get("window", 2), minimum=0),
-        "top": _integer(where, "selection.top", section.get("top", 3), minimum=1),
-        "confirm_with": confirm_with,
-        "label_images": _integer(where, "selection.label_images", section.get("label_images", 32), minimum=2),
-    }
+    return {"confirm_with": confirm_with, **_integers(where, "selection", section, window=0, top=1, label_images=2)}
 
 
 def pretrain(where: str, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Dimension]]:
@@ -283,8 +263,7 @@ def _dimension(where: str, label: str, name: str, spec: Mapping[str, Any], decla
         raise SearchSpaceError(f"{where}: {label}: {kind} needs [low, high], got {arguments!r}")
     low, high = arguments
     for bound_name, bound in (("low", low), ("high", high)):
-        if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not math.isfinite(bound):
-            raise SearchSpaceError(f"{where}: {label}: {kind} {bound_name} must be a finite number, got {bound!r}")
+        _number(where, label, bound, f"{kind} {bound_name} must be a finite number")
     if kind == "randint":
         if not all(isinstance(b, numbers.Integral) for b in (low, high)):
             raise SearchSpaceError(f"{where}: {label}: randint needs integer bounds, got {list(arguments)!r}")
@@ -311,8 +290,7 @@ def _is_domain(value: Any) -> bool:
 
 def _accepts(hint: Any, kind: type) -> bool:
     """Whether a field declared ``hint`` takes the numbers a range of ``kind`` draws."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    return any(option is kind or (kind is int and option is float) for option in options)
+    return any(option is kind or (kind is int and option is float) for option in union_members(hint))
 
 
 def _check_config(where: str, label: str, values: Mapping[str, Any]) -> None:
@@ -322,12 +300,15 @@ def _check_config(where: str, label: str, values: Mapping[str, Any]) -> None:
         raise SearchSpaceError(f"{where}: {label}: not a valid pretraining setting: {error}") from None
 
 
-def _section(where: str, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+def _section(where: str, data: Mapping[str, Any], key: str, known: tuple[str, ...] | None = None) -> Mapping[str, Any]:
+    """``data[key]``, a mapping (missing or null: empty) of ``known`` keys only (None: any)."""
     value = data.get(key)
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise SearchSpaceError(f"{where}: {key}: expected a mapping, got {_kind(value)}")
+        raise SearchSpaceError(f"{where}: {key}: expected a mapping, got {describe_value(value)}")
+    if known is not None:
+        _refuse_unknown(where, f"{key}.", value, known)
     return value
 
 
@@ -339,17 +320,17 @@ def _refuse_unknown(where: str, prefix: str, section: Mapping[str, Any], known: 
             )
 
 
-def _integer(where: str, label: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise SearchSpaceError(f"{where}: {label}: must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def _integers(where: str, name: str, section: Mapping[str, Any], **minimums: int) -> dict[str, int]:
+    """The keys of ``minimums`` that the ``name`` section gives, each an integer >= its
+    minimum; a key not given (or null) takes SweepSpec's default."""
+    given = {key: section[key] for key in minimums if section.get(key) is not None}
+    for key, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimums[key]:
+            raise SearchSpaceError(f"{where}: {name}.{key}: must be an integer >= {minimums[key]}, got {value!r}")
+    return {key: int(value) for key, value in given.items()}
 
 
-def _number(where: str, label: str, value: Any) -> float:
+def _number(where: str, label: str, value: Any, wanted: str = "must be a number") -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise SearchSpaceError(f"{where}: {label}: must be a number, got {value!r}")
+        raise SearchSpaceError(f"{where}: {label}: {wanted}, got {value!r}")
     return float(value)
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string"}.get(type(value), type(value).__name__)

@@ -19,12 +19,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dse_tune.atomic import atomic_write_text
+from dse_tune.atomic import atomic_write_json
 from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW, NOISE_Z
 from dse_tune.degradation import finite_or_none
 from dse_tune.runs import SELECTION_FILE
@@ -125,10 +124,7 @@ def selection_to_dict(result: SelectionResult) -> dict[str, Any]:
 
 def write_selection(result: SelectionResult, out_dir: str | os.PathLike, name: str = SELECTION_FILE) -> Path:
     """Write ``out_dir/name`` (default ``selection.json``) atomically."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(selection_to_dict(result), indent=2, allow_nan=False) + "\n"
-    return atomic_write_text(out_dir / name, text)
+    return atomic_write_json(Path(out_dir) / name, selection_to_dict(result), allow_nan=False)
 
 
 def _trial_to_dict(t: RunSelection, is_best: bool) -> dict[str, Any]:

@@ -51,6 +51,7 @@ __all__ = [
     "PARSE",
     "ConfigValueError",
     "describe_type",
+    "describe_value",
     "field_types",
     "load_yaml",
     "parse_assignment",
@@ -60,6 +61,7 @@ __all__ = [
     "recorded_image_size",
     "typed_fields",
     "typed_value",
+    "union_members",
 ]
 
 #: Field metadata key of a field's own parser (``value -> typed value``, ValueError if bad).
@@ -111,16 +113,16 @@ def read_yaml(path: str | Path, error: type[Exception] = ConfigValueError) -> An
         raise error(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {failure}") from None
 
 
-def read_config_file(path: str | Path, config_class: type, *, known_only: bool = True) -> dict[str, Any]:
+def read_config_file(path: str | Path, config_class: type) -> dict[str, Any]:
     """The typed fields a YAML/JSON file sets for ``config_class``; errors name the file
     and the key (``config.yaml: lr: expected a number, got 'fast' (a string)``)."""
     values = read_yaml(path)
     if values is None:
         return {}
     if not isinstance(values, Mapping):
-        raise ConfigValueError(f"{path}: must hold a mapping of field: value, got {_kind(values)}")
+        raise ConfigValueError(f"{path}: must hold a mapping of field: value, got {describe_value(values)}")
     try:
-        return typed_fields(config_class, values, known_only=known_only)
+        return typed_fields(config_class, values)
     except ConfigValueError as failure:
         raise ConfigValueError(f"{path}: {failure}") from None
 
@@ -150,19 +152,16 @@ def field_types(config_class: type) -> dict[str, tuple[Any, Callable[[Any], Any]
     return {f.name: (hints[f.name], f.metadata.get(PARSE)) for f in dataclasses.fields(config_class)}
 
 
-def typed_fields(config_class: type, values: Mapping[str, Any], *, known_only: bool = True) -> dict[str, Any]:
-    """Every value of ``values`` typed as its ``config_class`` field declares.
-
-    ``known_only``: refuse names that are not fields (with the closest field suggested);
-    otherwise leave them as they are.
-    """
+def typed_fields(config_class: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Every value of ``values`` typed as its ``config_class`` field declares; a name
+    that is not a field is refused, with the closest field suggested."""
     types_ = field_types(config_class)
     unknown = [name for name in values if name not in types_]
-    if unknown and known_only:
+    if unknown:
         raise ConfigValueError(
             f"unknown {config_class.__name__} field(s) {unknown}{suggest(str(unknown[0]), types_)}"
         )
-    return {name: typed_value(name, value, *types_[name]) if name in types_ else value for name, value in values.items()}
+    return {name: typed_value(name, value, *types_[name]) for name, value in values.items()}
 
 
 def typed_value(name: str, value: Any, hint: Any, parse: Callable[[Any], Any] | None = None) -> Any:
@@ -177,11 +176,11 @@ def typed_value(name: str, value: Any, hint: Any, parse: Callable[[Any], Any] | 
         except (TypeError, ValueError) as failure:
             raise ConfigValueError(f"{name}: {failure}") from None
     for lenient in (False, True):
-        for option in _options(hint):
+        for option in union_members(hint):
             converted = _convert(value, option, lenient)
             if converted is not _REFUSED:
                 return converted
-    raise ConfigValueError(f"{name}: expected {describe_type(hint)}, got {value!r} ({_kind(value)})")
+    raise ConfigValueError(f"{name}: expected {describe_type(hint)}, got {value!r} ({describe_value(value)})")
 
 
 _REFUSED = object()
@@ -232,7 +231,8 @@ def _sequence(value: Any, option: Any, lenient: bool) -> Any:
     return list(converted) if typing.get_origin(option) is list else tuple(converted)
 
 
-def _options(hint: Any) -> tuple[Any, ...]:
+def union_members(hint: Any) -> tuple[Any, ...]:
+    """The members of a union type (``float | None`` -> ``(float, NoneType)``), else ``(hint,)``."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return typing.get_args(hint)
     return (hint,)
@@ -246,7 +246,7 @@ def describe_type(hint: Any) -> str:
         ('a number', 'a list of 2 numbers', 'an integer or a string or a list of integers')
     """
     words = []
-    for option in _options(hint):
+    for option in union_members(hint):
         origin, arguments = typing.get_origin(option), typing.get_args(option)
         if origin in (tuple, list) and arguments and (origin is list or arguments[-1] is Ellipsis):
             words.append(f"a list of {_plural(describe_type(arguments[0]))}")
@@ -265,7 +265,8 @@ def _plural(words: str) -> str:
     return words.split(" ", 1)[-1] + "s" if words.startswith(("a ", "an ")) else words
 
 
-def _kind(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """What kind of value was given, in words (``'a mapping'``, ``'null'``, ``'int'``)."""
     return {dict: "a mapping", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
         type(value), type(value).__name__
     )

@@ -299,6 +299,12 @@ def test_empty_file_is_a_single_default_trial(tmp_path):
     assert spec.base_config() == {}
 
 
+def test_null_settings_take_the_sweep_spec_defaults():
+    spec = parse_search_space({"search": {"num_samples": None, "seed": None}, "selection": {"top": None}})
+    assert (spec.num_samples, spec.sampler_seed, spec.top) == (SweepSpec.num_samples, None, SweepSpec.top)
+    assert parse_search_space({"search": {"seed": 7}, "storage": {"max_failures": 0}}).sampler_seed == 7
+
+
 def test_corner_values_of_ranges():
     assert Dimension("e", "randint", low=1, high=4).corner_values() == [1, 3]
     assert Dimension("lr", "loguniform", low=1e-4, high=1e-2).corner_values() == [1e-4, 1e-2]

@@ -21,16 +21,18 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from torch import nn
 
 from dse_tune.runs import read_config
 
-__all__ = ["TRACKED_KEY", "LayerTokens", "ProbeSettings", "ReadSettings", "model_loader_for_run"]
+__all__ = ["TRACKED_KEY", "CheckpointResult", "LayerTokens", "ProbeSettings", "ReadSettings", "checkpoint_bar",
+           "checkpoint_loader", "model_loader_for_run", "score_checkpoints"]
 
 #: The config.json key holding how a tracked run's checkpoints are read.
 TRACKED_KEY = "tracked"
@@ -156,7 +158,7 @@ def checkpoint_loader(run_dir: str | Path | None, *, trust: bool = False) -> Cal
     pretraining run, whose scored network is rebuilt from the config the checkpoint
     records (:func:`~dse_tune.checkpoints.pretrain_run.load_pretrain_backbone`, weights-only
     unless ``trust``). Validate, rescore, the few-label confirmation and the demo's label
-    check all call this.
+    check all call this (through :func:`score_checkpoints`).
     """
     tracked = None if run_dir is None else model_loader_for_run(run_dir)
     if tracked is not None:
@@ -168,6 +170,49 @@ def checkpoint_loader(run_dir: str | Path | None, *, trust: bool = False) -> Cal
         return load_pretrain_backbone(path, map_location, trust=trust)[0]
 
     return load
+
+
+def checkpoint_bar(items: Any, desc: str, progress: bool = True) -> Any:
+    """The progress bar of every per-checkpoint loop (hidden when not ``progress``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="ckpt", disable=not progress)
+
+
+class CheckpointResult(NamedTuple):
+    """One job of :func:`score_checkpoints`: ``value`` is None when ``problem`` says why."""
+    run: Any
+    evaluation: Any
+    checkpoint: Path | None
+    value: Any
+    problem: str | None
+    seconds: float
+
+
+def score_checkpoints(jobs: Iterable[tuple[Any, Any, Path | None]], score: Callable[[Any, Any], Any], *, desc: str,
+                      progress: bool = True, device: Any = "cpu", load: Callable[..., Any] | None = None
+                      ) -> Iterator[CheckpointResult]:
+    """THE per-checkpoint loop of evaluation: for each ``(run, evaluation, checkpoint)``,
+    with a progress bar, ``score(model, run)`` of the checkpoint loaded in eval mode on
+    ``device`` (by ``load(path, map_location=...)``, default :func:`checkpoint_loader` of
+    the run's folder). A checkpoint that is absent, missing on disk, or fails to load or
+    score gives ``value=None`` and the reason; the others go on.
+    """
+    for run, evaluation, checkpoint in checkpoint_bar(list(jobs), desc, progress):
+        started, value, problem = time.perf_counter(), None, None
+        if checkpoint is None:
+            problem = "the evaluation has no checkpoint"
+        elif not Path(checkpoint).is_file():
+            problem = f"checkpoint {checkpoint} does not exist"
+        else:
+            try:
+                model = (load or checkpoint_loader(run.path))(checkpoint, map_location=device)
+                if isinstance(model, nn.Module):
+                    model = model.to(device).eval()
+                value = score(model, run)
+            except Exception as error:  # noqa: BLE001 - one bad checkpoint must not stop the others
+                problem = f"cannot score {checkpoint}: {type(error).__name__}: {error}"
+        yield CheckpointResult(run, evaluation, checkpoint, value, problem, time.perf_counter() - started)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -167,15 +167,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _selection(sweep_dir: Path) -> dict:
     """The sweep's ``selection.json`` ({} when missing or unreadable)."""
-    import json
-
     from dse_tune.runs import SELECTION_FILE
+    from dse_tune.sweeps import read_json
 
-    try:
-        selection = json.loads((Path(sweep_dir) / SELECTION_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return selection if isinstance(selection, dict) else {}
+    return read_json(Path(sweep_dir) / SELECTION_FILE) or {}
 
 
 def chosen_checkpoint(sweep_dir: Path) -> str | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -227,9 +226,9 @@ def run(args: argparse.Namespace) -> int:
         report["alpha_req_tokens"] = {"alpha": alpha.alpha, "r2": alpha.r2}
     _print_report(report, result, probe, tokens)
     if args.json is not None:
-        from dse_tune.atomic import atomic_write_text
+        from dse_tune.atomic import atomic_write_json
 
-        atomic_write_text(args.json, json.dumps(report, indent=2))
+        atomic_write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
 

@@ -20,7 +20,6 @@ input.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +70,14 @@ def recorded_settings(run_dir: Path) -> dict[str, Any]:
     """The comparison a sweep recorded in its ``selection.json``, and its held-out values
     (``rescored``: the sweep's ``rescored.json``) when it has them; {} for a plain run folder."""
     from dse_tune.runs import SELECTION_FILE, is_sweep
+    from dse_tune.sweeps import read_json
 
     path = run_dir / SELECTION_FILE
     if not (is_sweep(run_dir) and path.is_file()):
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        fail(f"cannot read the sweep's {path}: {error}")
+    data = read_json(path)
+    if data is None:
+        fail(f"cannot read the sweep's {path}: not a readable JSON object")
     parameters = data.get("parameters") or {}
     recorded = {key: data.get(key) for key in ("compare", "score", "window", "top") if data.get(key) is not None}
     for key in ("confirm_with", "label_images", "label_split"):

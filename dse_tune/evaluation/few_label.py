@@ -319,33 +319,32 @@ def confirm_candidates(
     A checkpoint that is missing or cannot be loaded is left out, with the reason in
     ``problems``; the others are still scored.
     """
-    from tqdm.auto import tqdm
-
-    from dse_tune.checkpoints.tracked_run import checkpoint_loader
+    from dse_tune.checkpoints.tracked_run import score_checkpoints
     from dse_tune.selection import select_run
 
-    shortlist: list[tuple[Any, Path]] = []
+    shortlist: list[tuple[Any, None, Path]] = []
     for run in runs:
         chosen = select_run(run, window, top, score=score, skip_untrained=skip_untrained)
         positions = list(chosen.candidates) + ([chosen.chosen] if chosen.chosen not in chosen.candidates else [])
         for position in (p for p in positions if p is not None):
             checkpoint = run.checkpoint_path(run.evaluations[position])
             if checkpoint is not None:
-                shortlist.append((run, checkpoint))
+                shortlist.append((run, None, checkpoint))
     splits_by_size: dict[int, FewLabelSplit] = {}
+    for size in dict.fromkeys(_image_size(run, image_size) for run, _, _ in shortlist):  # bad data raises here
+        splits_by_size[size] = load_few_label_split(data, image_size=size, label_images=label_images, splits=splits)
+
+    def confusions_of(model: Any, run: Any) -> np.ndarray:
+        split = splits_by_size[_image_size(run, image_size)]
+        return per_image_confusions(model, split.fit, split.score, split.num_classes, device=device)
+
     per_image: dict[str, np.ndarray] = {}
     problems: dict[str, str] = {}
-    for run, checkpoint in tqdm(shortlist, desc="few-label probe", unit="checkpoint", disable=not progress):
-        size = _image_size(run, image_size)
-        if size not in splits_by_size:
-            splits_by_size[size] = load_few_label_split(data, image_size=size, label_images=label_images, splits=splits)
-        split = splits_by_size[size]
-        try:
-            model = checkpoint_loader(run.path)(checkpoint, map_location=device)
-            per_image[str(checkpoint)] = per_image_confusions(model, split.fit, split.score, split.num_classes,
-                                                              device=device)
-        except Exception as error:  # noqa: BLE001 - one bad checkpoint must not stop the others
-            problems[str(checkpoint)] = f"{type(error).__name__}: {error}"
+    for result in score_checkpoints(shortlist, confusions_of, desc="few-label probe", progress=progress, device=device):
+        if result.problem:
+            problems[str(result.checkpoint)] = result.problem
+        else:
+            per_image[str(result.checkpoint)] = result.value
     values = {key: float(miou_of(confusions.sum(0))) for key, confusions in per_image.items()}
     samples = bootstrap_mious(per_image) if per_image else {}
     spread = {key: bootstrap_standard_error(samples[key], per_image[key].shape[0]) for key in per_image}

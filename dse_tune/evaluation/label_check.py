@@ -33,11 +33,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from dse_tune.degradation import finite_or_none
 
 __all__ = ["KEPT_LAST", "check_choice", "format_label_check"]
 
@@ -54,35 +56,37 @@ def _entry(scored: tuple | None, spread: Mapping[str, float]) -> dict[str, Any]:
     if scored is None:
         return {"run": None, "epoch": None, "miou": None, "se": None}
     run, evaluation, checkpoint, miou = scored
-    se = spread.get(str(checkpoint))
     return {"run": run.name, "epoch": getattr(evaluation, "epoch", None), "miou": miou,
-            "se": se if se is not None and math.isfinite(se) else None}
+            "se": finite_or_none(spread.get(str(checkpoint)))}
 
 
 def _score_all(runs: list, sizes: Mapping, splits_by_size: Mapping, progress: bool, options: Mapping) -> tuple:
     """(run, evaluation, checkpoint, mIoU) of every checkpoint on disk, and the per-image
     confusions of each scored one (keyed by path)."""
-    from tqdm.auto import tqdm
-
-    from dse_tune.checkpoints.tracked_run import checkpoint_loader
+    from dse_tune.checkpoints.tracked_run import score_checkpoints
     from dse_tune.evaluation.few_label import miou_of, per_image_confusions
 
     device = options.get("device", "cpu")
+
+    def score(model: Any, run: Any) -> Any:
+        splits = splits_by_size[sizes[run.name]]
+        return per_image_confusions(
+            model, splits.train, splits.evaluation, splits.num_classes, device=device,
+            batch_size=options.get("batch_size", 64), **dict(options.get("linear_probe_kwargs") or {}),
+        )
+
     scored, per_image = [], {}
     jobs = [(run, e, run.checkpoint_path(e)) for run in runs for e in run.evaluations]
-    for run, evaluation, checkpoint in tqdm(jobs, desc="label check", unit="ckpt", disable=not progress):
+    for run, evaluation, checkpoint, confusions, problem, _ in score_checkpoints(
+        jobs, score, desc="label check", progress=progress, device=device
+    ):
+        if problem and checkpoint is not None:  # a checkpoint on record that could not be probed
+            print(f"dse-tune label check: warning: {run.name}: {problem}", file=sys.stderr)
         miou = None
-        if checkpoint is not None and checkpoint.is_file():
-            model = checkpoint_loader(run.path)(checkpoint, map_location=device)
-            splits = splits_by_size[sizes[run.name]]
-            confusions = per_image_confusions(
-                model, splits.train, splits.evaluation, splits.num_classes, device=device,
-                batch_size=options.get("batch_size", 64), **dict(options.get("linear_probe_kwargs") or {}),
-            )
+        if confusions is not None:
             per_image[str(checkpoint)] = confusions
             miou = float(miou_of(confusions.sum(0)))
-            miou = miou if math.isfinite(miou) else None
-        scored.append((run, evaluation, checkpoint, miou))
+        scored.append((run, evaluation, checkpoint, finite_or_none(miou)))
     return scored, per_image
 
 
@@ -93,7 +97,7 @@ def _difference(per_image: Mapping[str, Any], a: tuple | None, b: tuple | None) 
     if a is None or b is None or a[3] is None or b[3] is None:
         return {"difference": None, "se": None}
     difference, se = FewLabelScores({}, 0, per_image=dict(per_image)).difference(a[2], b[2])
-    return {"difference": difference, "se": se if math.isfinite(se) else None}
+    return {"difference": difference, "se": finite_or_none(se)}
 
 
 def check_choice(

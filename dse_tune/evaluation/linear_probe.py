@@ -128,9 +128,7 @@ class LinearProbeResult:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN written as None); the confusion matrix as nested lists."""
-
-        def finite(value: float) -> float | None:
-            return value if math.isfinite(value) else None
+        from dse_tune.degradation import finite_or_none as finite
 
         return {
             "miou": finite(self.miou),

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dse_tune.degradation import finite_or_none
 from dse_tune.evaluation.report import MIN_CHECKPOINTS
 
 __all__ = ["plot_validation", "tau_text", "validation_figure"]
@@ -28,10 +29,6 @@ __all__ = ["plot_validation", "tau_text", "validation_figure"]
 
 def _nan(value: Any) -> float:
     return math.nan if value is None else float(value)
-
-
-def _finite(value: Any) -> float | None:
-    return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
 def tau_text(summary: Mapping[str, Any]) -> str:
@@ -79,7 +76,7 @@ def _plot_run(axis: Any, report: Mapping[str, Any], name: str) -> list[Any]:
     handles += twin.plot(x, monitored, linestyle=":", color="tab:orange", label="DSE, monitored (right)")
     noise = {key: [r.get(f"{key}_noise") for r in rows] for key in ("dse", "dse_monitored")}
     for key, values, color in (("dse", evaluated, "tab:blue"), ("dse_monitored", monitored, "tab:orange")):
-        band = draw_noise_band(twin, x, values, [_finite(n) for n in noise[key]], color, label="DSE noise (+-2 s.e.)")
+        band = draw_noise_band(twin, x, values, [finite_or_none(n) for n in noise[key]], color, label="DSE noise (+-2 s.e.)")
         handles += [band] if band is not None and key == "dse" else []
         marked = mark_nan(twin, x, values, label="NaN mIoU or DSE")
         missing = marked if marked is not None else missing
@@ -91,7 +88,7 @@ def _plot_run(axis: Any, report: Mapping[str, Any], name: str) -> list[Any]:
     handles.append(twin.scatter([x[i] for i in selected], [monitored[i] for i in selected], marker="*", s=160,
                                 color="tab:red", zorder=4, label="selected"))
     twin.set_ylabel("DSE")
-    note = honest_limits(twin, evaluated + monitored, [_finite(n) for n in noise["dse"] + noise["dse_monitored"]])
+    note = honest_limits(twin, evaluated + monitored, [finite_or_none(n) for n in noise["dse"] + noise["dse_monitored"]])
     if note:
         twin.text(0.02, 0.97, note, transform=twin.transAxes, fontsize=6, va="top", color="dimgray",
                   bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0})

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
-from dse_tune.degradation import peak
+from dse_tune.degradation import finite_or_none, peak
 from dse_tune.runs import COMPONENTS
 
 __all__ = [
@@ -64,15 +64,6 @@ SCORE_NAMES = (
 MIN_CHECKPOINTS = 8
 
 
-def finite(value: Any) -> float | None:
-    """``value`` as a finite float, else None."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def json_ready(value: Any) -> Any:
     """``value`` with non-finite floats as None and tuples as lists (for ``allow_nan=False``)."""
     if isinstance(value, float):
@@ -100,10 +91,10 @@ def _tau_and_rho(x: Sequence[float], y: Sequence[float]) -> dict[str, float | No
         tau = stats.kendalltau(x, y)
         rho = stats.spearmanr(x, y)
     return {
-        "kendall_tau": finite(tau.statistic),
-        "kendall_p": finite(tau.pvalue),
-        "spearman": finite(rho.statistic),
-        "spearman_p": finite(rho.pvalue),
+        "kendall_tau": finite_or_none(tau.statistic),
+        "kendall_p": finite_or_none(tau.pvalue),
+        "spearman": finite_or_none(rho.statistic),
+        "spearman_p": finite_or_none(rho.pvalue),
     }
 
 
@@ -112,7 +103,7 @@ def correlations(rows: Sequence[Mapping[str, Any]], scores: Sequence[str] = SCOR
     checkpoints ``n`` over the rows where both the score and ``target`` are finite."""
     table = {}
     for name in scores:
-        pairs = [(finite(r.get(name)), finite(r.get(target))) for r in rows]
+        pairs = [(finite_or_none(r.get(name)), finite_or_none(r.get(target))) for r in rows]
         pairs = [(s, t) for s, t in pairs if s is not None and t is not None]
         table[name] = {**_tau_and_rho([s for s, _ in pairs], [t for _, t in pairs]), "n": len(pairs)}
     return table
@@ -127,14 +118,14 @@ def _point(row: Mapping[str, Any] | None) -> dict[str, Any]:
     return {
         "epoch": row.get("epoch"),
         "index": row.get("index"),
-        "miou": finite(row.get("miou")),
-        "dse_monitored": finite(row.get("dse_monitored")),
+        "miou": finite_or_none(row.get("miou")),
+        "dse_monitored": finite_or_none(row.get("dse_monitored")),
     }
 
 
 def _best_miou(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The row with the highest mIoU (first of ties), None when no row has one."""
-    found = peak([finite(r.get("miou")) for r in rows])
+    found = peak([finite_or_none(r.get("miou")) for r in rows])
     return None if found.index is None else rows[found.index]
 
 
@@ -170,7 +161,7 @@ def selection_summary(
     run = monitored if isinstance(monitored, RunRecord) else RunRecord.from_values("run", monitored)
     chosen = select_run(run, window, top)
     candidates = chosen.candidates
-    with_miou = [r for r in rows if finite(r.get("miou")) is not None]
+    with_miou = [r for r in rows if finite_or_none(r.get("miou")) is not None]
     candidate_rows = [rows[i] for i in candidates]
     selected = _point(rows[chosen.chosen] if chosen.chosen is not None else None)
     last = _point(with_miou[-1] if with_miou else None)
@@ -228,7 +219,7 @@ def standardize_rows(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, floa
 
     scales = {}
     for prefix, target in (("dse_", "dse_standardized"), ("dse_monitored_", "dse_monitored_standardized")):
-        complete = [r for r in rows if all(finite(r.get(prefix + c)) is not None for c in COMPONENTS)]
+        complete = [r for r in rows if all(finite_or_none(r.get(prefix + c)) is not None for c in COMPONENTS)]
         if complete:
             series = standardize_dse([{c: r[prefix + c] for c in COMPONENTS} for r in complete])
             for r, value in zip(complete, series.standardized):
@@ -253,14 +244,14 @@ def run_summary(
     standardization = standardize_rows(rows)
     selection = selection_summary(run, rows, window=window, top=top)
     candidates = {c["index"] for c in selection["candidates"]}
-    baseline_miou = finite((baseline or {}).get("miou"))
+    baseline_miou = finite_or_none((baseline or {}).get("miou"))
     for r in rows:
         r["candidate"] = r["index"] in candidates
         r["selected"] = r["index"] == selection["selected"]["index"]
-        r["gain_vs_random_init"] = _difference(finite(r.get("miou")), baseline_miou)
+        r["gain_vs_random_init"] = _difference(finite_or_none(r.get("miou")), baseline_miou)
     selection["gain_vs_random_init"] = _difference(selection["selected"]["miou"], baseline_miou)
     table = correlations(rows)
-    probed = sum(1 for r in rows if finite(r.get("miou")) is not None)
+    probed = sum(1 for r in rows if finite_or_none(r.get("miou")) is not None)
     return {
         "path": str(run.path) if run.path is not None else None,
         "beta": run.beta,
@@ -369,7 +360,7 @@ def build_report(
         "kendall_p": {name: v["kendall_p"] for name, v in pooled.items()},
         "spearman": {name: v["spearman"] for name, v in pooled.items()},
         "spearman_p": {name: v["spearman_p"] for name, v in pooled.items()},
-        "random_init": {name: finite((summary["random_init"] or {}).get("miou")) for name, summary in per_run.items()},
+        "random_init": {name: finite_or_none((summary["random_init"] or {}).get("miou")) for name, summary in per_run.items()},
         "kendall_tau_mean_over_runs": {name: _mean(values) for name, values in taus.items()},
         "correlations": pooled,
         "selection": aggregate_selection(per_run),

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
 from dse_tune.degradation import finite_or_none
-from dse_tune.atomic import atomic_write_text
+from dse_tune.atomic import atomic_write_json
 from dse_tune.evaluation.held_out import HeldOutSet, held_out_set_for
 from dse_tune.runs import COMPONENTS, Evaluation, RunRecord, load_sweep, relative_path
 from dse_tune.selection import select_run
@@ -192,10 +191,7 @@ def rescore_checkpoint(
     """
     import torch
 
-    from dse_tune.features import dense_tokens_batched
-
     _check_scores(scores)
-    images = held_out.images if isinstance(held_out, HeldOutSet) else held_out
     path = Path(checkpoint)
     if loader is None:
         from dse_tune.checkpoints.tracked_run import checkpoint_loader
@@ -205,9 +201,17 @@ def rescore_checkpoint(
         model = loader(path)
     if isinstance(model, torch.nn.Module):
         model = model.to(device).eval()
+    return _score_model(model, held_out, seed=seed, scores=scores, dse_kwargs=dse_kwargs, batch_size=batch_size,
+                        device=device)
+
+
+def _score_model(model: Any, held_out: HeldOutSet | Tensor, *, batch_size: int, device: Any, **options: Any) -> dict:
+    """:func:`score_held_out_tokens` of ``model``'s dense tokens on the held-out images."""
+    from dse_tune.features import dense_tokens_batched
+
+    images = held_out.images if isinstance(held_out, HeldOutSet) else held_out
     tokens = dense_tokens_batched(model, images.to(device), batch_size=batch_size).float().cpu()
-    del model
-    return score_held_out_tokens(tokens, seed=seed, scores=scores, dse_kwargs=dse_kwargs)
+    return score_held_out_tokens(tokens, **options)
 
 
 def _checkpoints_to_rescore(
@@ -240,24 +244,13 @@ def _run_folder_of(checkpoint: Path) -> Path | None:
     return None
 
 
-def _rescore_one(
-    run: RunRecord, evaluation: Evaluation, checkpoint: Path, held_out: HeldOutSet, **options: Any
-) -> RescoredCheckpoint:
+def _row(result: Any) -> RescoredCheckpoint:
     """One row; a missing or unloadable checkpoint gives ``dse=None`` and the reason."""
-    started = time.perf_counter()
-    common = dict(
-        run=run.name,
-        evaluation=evaluation.index,
-        epoch=evaluation.epoch,
-        checkpoint=checkpoint,
-        monitored_dse=finite_or_none(evaluation.dse),
-    )
-    if not checkpoint.is_file():
-        return RescoredCheckpoint(**common, problem=f"checkpoint {checkpoint} does not exist")
-    try:
-        values = rescore_checkpoint(checkpoint, held_out, **options)
-    except Exception as error:  # noqa: BLE001 - one bad checkpoint must not stop the sweep
-        return RescoredCheckpoint(**common, problem=f"cannot score {checkpoint}: {type(error).__name__}: {error}")
+    evaluation, values = result.evaluation, result.value
+    common = dict(run=result.run.name, evaluation=evaluation.index, epoch=evaluation.epoch,
+                  checkpoint=result.checkpoint, monitored_dse=finite_or_none(evaluation.dse))
+    if values is None:
+        return RescoredCheckpoint(**common, problem=result.problem)
     return RescoredCheckpoint(
         **common,
         dse=values["dse"],
@@ -266,7 +259,7 @@ def _rescore_one(
         alpha_req=values.get("alpha_req"),
         alpha_req_r2=values.get("alpha_req_r2"),
         problem=values["problem"],
-        seconds=time.perf_counter() - started,
+        seconds=result.seconds,
     )
 
 
@@ -292,16 +285,18 @@ def rescore_runs(
     A checkpoint that is missing or cannot be loaded gives a row with ``dse=None`` and
     the reason in ``problem``; the others go on.
     """
-    from tqdm.auto import tqdm
+    from dse_tune.checkpoints.tracked_run import score_checkpoints
+
+    _check_scores(scores)
+
+    def score(model: Any, run: RunRecord) -> dict[str, Any]:
+        return _score_model(model, held_out, seed=seed, scores=scores, dse_kwargs=dse_kwargs, batch_size=batch_size,
+                            device=device)
 
     jobs = _checkpoints_to_rescore(runs, which, window, top)
-    options = dict(
-        seed=seed, scores=scores, dse_kwargs=dse_kwargs, batch_size=batch_size, device=device, loader=loader
-    )
-    return [
-        _rescore_one(run, evaluation, checkpoint, held_out, **options)
-        for run, evaluation, checkpoint in tqdm(jobs, desc="rescoring", unit="ckpt", disable=not progress)
-    ]
+    load = None if loader is None else (lambda path, map_location: loader(Path(path)))  # default: the run's reader
+    results = score_checkpoints(jobs, score, desc="rescoring", progress=progress, device=device, load=load)
+    return [_row(result) for result in results]
 
 
 def rescored_mapping(rows: Iterable[RescoredCheckpoint], score: str = "dse") -> dict[str, float]:
@@ -354,8 +349,8 @@ def write_rescored(
         for row in rows
     ]
     description = {"held_out_probe": held_out.describe(), "settings": dict(settings or {})}
-    atomic_write_text(path, json.dumps(records, indent=2, allow_nan=False) + "\n")
-    atomic_write_text(_held_out_set_file(path), json.dumps(description, indent=2, allow_nan=False) + "\n")
+    atomic_write_json(path, records, allow_nan=False)
+    atomic_write_json(_held_out_set_file(path), description, allow_nan=False)
     return path
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -219,14 +218,12 @@ def score_checkpoint(
     return row
 
 
-def _score_evaluation(run: Any, evaluation: Any, splits: Any, out: Path, dse_seed: int, **options: Any) -> dict[str, Any]:
+def _row(result: Any, out: Path) -> dict[str, Any]:
     """The row of one evaluation: what the run recorded, then the scores of its checkpoint
     (a missing or unusable checkpoint leaves them None and says why in ``problem``)."""
-    from dse_tune.checkpoints.tracked_run import checkpoint_loader
-
-    checkpoint = run.checkpoint_path(evaluation)
+    evaluation, checkpoint = result.evaluation, result.checkpoint
     row: dict[str, Any] = {
-        "run": run.name,
+        "run": result.run.name,
         "index": evaluation.index,
         "epoch": evaluation.epoch,
         "global_step": evaluation.global_step,
@@ -234,19 +231,11 @@ def _score_evaluation(run: Any, evaluation: Any, splits: Any, out: Path, dse_see
         "dse_monitored": finite_or_none(evaluation.dse),
         **{f"dse_monitored_{name}": finite_or_none(evaluation.components.get(name)) for name in COMPONENTS},
         **dict.fromkeys(SCORED_FIELDS),
+        **(result.value or {}),
     }
-    started = time.perf_counter()
-    if checkpoint is None:
-        row["problem"] = "the evaluation has no checkpoint"
-    elif not checkpoint.is_file():
-        row["problem"] = f"checkpoint {checkpoint} does not exist"
-    else:
-        try:
-            model = checkpoint_loader(run.path)(checkpoint, map_location=options.get("device", "cpu"))
-            row.update(score_checkpoint(model, splits, dse_seed=dse_seed, **options))
-        except Exception as error:  # noqa: BLE001 - one bad checkpoint must not stop the study
-            row["problem"] = f"cannot score {checkpoint}: {type(error).__name__}: {error}"
-    row["seconds"] = round(time.perf_counter() - started, 3)
+    if result.problem:
+        row["problem"] = result.problem
+    row["seconds"] = round(result.seconds, 3)
     return row
 
 
@@ -265,16 +254,20 @@ def score_runs(
 
     ``options``: ``batch_size``, ``device``, ``linear_probe_kwargs`` of :func:`score_checkpoint`.
     """
-    from tqdm.auto import tqdm
+    from dse_tune.checkpoints.tracked_run import score_checkpoints
 
-    jobs = [(run, evaluation) for run in runs for evaluation in run.evaluations]
+    def score(model: Any, run: Any) -> dict[str, Any]:
+        return score_checkpoint(model, splits_by_size[sizes[run.name]], dse_seed=_dse_seed(configs[run.name]), **options)
+
+    jobs = [(run, evaluation, run.checkpoint_path(evaluation)) for run in runs for evaluation in run.evaluations]
     rows_by_run: dict[str, list[dict[str, Any]]] = {run.name: [] for run in runs}
-    for run, evaluation in tqdm(jobs, desc="validating", unit="ckpt", disable=not progress):
-        splits = splits_by_size[sizes[run.name]]
-        row = _score_evaluation(run, evaluation, splits, out, _dse_seed(configs[run.name]), **options)
+    for result in score_checkpoints(jobs, score, desc="validating", progress=progress,
+                                    device=options.get("device", "cpu")):
+        row = _row(result, out)
         if row.get("problem"):
-            print(f"dse-tune validate: warning: {run.name} evaluation {evaluation.index}: {row['problem']}", file=sys.stderr)
-        rows_by_run[run.name].append(row)
+            print(f"dse-tune validate: warning: {result.run.name} evaluation {result.evaluation.index}: "
+                  f"{row['problem']}", file=sys.stderr)
+        rows_by_run[result.run.name].append(row)
     return rows_by_run
 
 
@@ -336,11 +329,11 @@ def _dse_seed(config: Mapping[str, Any]) -> int:
 
 def write_report(report: Mapping[str, Any], out: Path, plot: bool = True) -> Path:
     """Write ``OUT/validation.json`` (and ``validation.png`` with ``plot``), atomically."""
-    from dse_tune.atomic import atomic_write_text
+    from dse_tune.atomic import atomic_write_json
     from dse_tune.evaluation.plot import plot_validation
 
     out.mkdir(parents=True, exist_ok=True)
-    path = atomic_write_text(out / VALIDATION_JSON, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    path = atomic_write_json(out / VALIDATION_JSON, report, allow_nan=False)
     if plot:
         plot_validation(report, out / VALIDATION_PNG)
     return path

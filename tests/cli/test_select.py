@@ -112,6 +112,16 @@ def _as_ray_sweep(folder):
     return folder / SELECTION_FILE
 
 
+def test_a_sweep_whose_selection_json_is_unreadable_is_one_error_line(beta_sweep, capsys):
+    own = _as_ray_sweep(beta_sweep)
+    for text in ("{not json", "[1, 2]"):
+        own.write_text(text)
+        assert run_cli(str(beta_sweep), "--no-plot") == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: cannot read the sweep's {own}: not a readable JSON object"
+        ]
+
+
 def test_select_on_a_sweep_reuses_its_comparison_and_keeps_its_file(beta_sweep, capsys):
     own = _as_ray_sweep(beta_sweep)
     before = own.read_text()

@@ -12,7 +12,6 @@ Two jobs, both translations:
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import warnings
 from collections.abc import Callable, Mapping
@@ -64,10 +63,8 @@ def optuna_distribution(dimension: Dimension) -> BaseDistribution:
     """
     if dimension.kind in ("choice", "grid"):
         return CategoricalDistribution(list(dimension.values))
-    if dimension.kind == "uniform":
-        return FloatDistribution(float(dimension.low), float(dimension.high))
-    if dimension.kind == "loguniform":
-        return FloatDistribution(float(dimension.low), float(dimension.high), log=True)
+    if dimension.kind in ("uniform", "loguniform"):
+        return FloatDistribution(float(dimension.low), float(dimension.high), log=dimension.kind == "loguniform")
     if dimension.kind == "randint":
         return IntDistribution(int(dimension.low), int(dimension.high) - 1)  # high excluded
     raise ValueError(f"dimension {dimension.name!r}: unknown kind {dimension.kind!r}")
@@ -167,17 +164,18 @@ def _suggest(trial: Trial, name: str, distribution: BaseDistribution) -> Any:
 
 def check_search_space(search_space: SearchSpace) -> SearchSpace:
     """``search_space``, checked: a mapping may name only ``PretrainConfig`` fields."""
-    from dse_tune.ssl.config import PretrainConfig
+    from dse_tune.pretrain_config import PretrainConfig
+    from dse_tune.typed_config import field_types, suggest
 
     if isinstance(search_space, str):
         if ":" not in search_space:
             raise ValueError(f"search_space {search_space!r}: expected 'package.module:function'")
         return search_space
     if isinstance(search_space, Mapping):
-        fields = {f.name for f in dataclasses.fields(PretrainConfig)}
-        unknown = sorted(set(search_space) - fields)
+        fields = field_types(PretrainConfig)
+        unknown = sorted(set(search_space) - set(fields))
         if unknown:
-            raise ValueError(f"search_space: unknown PretrainConfig field(s) {unknown}")
+            raise ValueError(f"search_space: unknown PretrainConfig field(s) {unknown}{suggest(unknown[0], fields)}")
         return dict(search_space)
     if callable(search_space):
         return search_space

@@ -29,6 +29,9 @@ __all__ = ["DRIVER_CPU", "param_space", "tune_domain", "tune_resources"]
 
 #: What the Tune trial of a multi-worker trial (a driver that waits) holds.
 DRIVER_CPU = 0.01
+#: Search-space domain kind -> the ``ray.tune`` function that builds it.
+_TUNE_DOMAINS = {"choice": "choice", "grid": "grid_search", "uniform": "uniform", "loguniform": "loguniform",
+                 "randint": "randint"}
 
 
 def tune_domain(dimension: Dimension) -> Any:
@@ -36,17 +39,10 @@ def tune_domain(dimension: Dimension) -> Any:
 
     ``randint`` keeps Ray's convention: ``high`` is excluded.
     """
-    if dimension.kind == "choice":
-        return tune.choice(list(dimension.values))
-    if dimension.kind == "grid":
-        return tune.grid_search(list(dimension.values))
-    if dimension.kind == "uniform":
-        return tune.uniform(dimension.low, dimension.high)
-    if dimension.kind == "loguniform":
-        return tune.loguniform(dimension.low, dimension.high)
-    if dimension.kind == "randint":
-        return tune.randint(dimension.low, dimension.high)
-    raise ValueError(f"dimension {dimension.name!r}: unknown kind {dimension.kind!r}")
+    if dimension.kind not in _TUNE_DOMAINS:
+        raise ValueError(f"dimension {dimension.name!r}: unknown kind {dimension.kind!r}")
+    arguments = (list(dimension.values),) if dimension.kind in ("choice", "grid") else (dimension.low, dimension.high)
+    return getattr(tune, _TUNE_DOMAINS[dimension.kind])(*arguments)
 
 
 def param_space(spec: SweepSpec) -> dict[str, Any]:
