@@ -113,9 +113,9 @@ def candidate_indices(
         >>> candidate_indices([float("nan"), 1.0, 1.0], window=2)
         [1, 2]
     """
-    _check_int("window", window, minimum=0)
+    check_int("window", window, minimum=0)
     if top is not None:
-        _check_int("top", top, minimum=1, extra="or None")
+        check_int("top", top, minimum=1, extra="or None")
     series = as_floats(values, "values")
     found = []
     for i, value in enumerate(series):
@@ -335,7 +335,8 @@ def _finite_or_zero(value: float | None) -> float:
     return abs(number) if math.isfinite(number) else 0.0
 
 
-def _check_int(name: str, value: object, *, minimum: int, extra: str = "") -> None:
+def check_int(name: str, value: object, *, minimum: int, extra: str = "") -> None:
+    """A ValueError naming ``name`` unless ``value`` is an integer (not a bool) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         suffix = f" {extra}" if extra else ""
         raise ValueError(f"{name} must be an integer >= {minimum}{suffix}, got {value!r}")

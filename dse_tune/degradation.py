@@ -15,7 +15,7 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dse_tune.decision import NOISE_Z, RULE_MIN_DROP, RULE_PATIENCE, RULE_WARMUP, difference_noise
+from dse_tune.decision import NOISE_Z, RULE_MIN_DROP, RULE_PATIENCE, RULE_WARMUP, as_floats, check_int, difference_noise
 
 __all__ = ["NAN_POLICIES", "DegradationDecision", "DegradationRule", "Peak", "finite_or_none", "first_stop_index", "peak"]
 
@@ -127,8 +127,8 @@ class DegradationRule:
     nan_policy: str = "stop"
 
     def __post_init__(self) -> None:
-        _check_int("warmup", self.warmup, minimum=0)
-        _check_int("patience", self.patience, minimum=1)
+        check_int("warmup", self.warmup, minimum=0)
+        check_int("patience", self.patience, minimum=1)
         if (
             isinstance(self.min_drop, bool)
             or not isinstance(self.min_drop, numbers.Real)
@@ -139,7 +139,7 @@ class DegradationRule:
                 f"got {self.min_drop!r}"
             )
         if self.smoothing is not None:
-            _check_int("smoothing", self.smoothing, minimum=1, extra="or None")
+            check_int("smoothing", self.smoothing, minimum=1, extra="or None")
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
 
@@ -156,7 +156,7 @@ class DegradationRule:
         ``first_untrained``: the first evaluation scored the model before any optimizer
         step (it is then never the peak while a later value is finite).
         """
-        history = _as_floats(values)
+        history = as_floats(values, "values")
         evaluations = len(history)
         if noise is not None and len(noise) != evaluations:
             raise ValueError(f"noise has {len(noise)} entries but values has {evaluations}")
@@ -294,7 +294,7 @@ def peak(values: Sequence[float | None]) -> Peak:
         >>> bool(peak([]))
         False
     """
-    history = _as_floats(values)
+    history = as_floats(values, "values")
     finite = [(value, i) for i, value in enumerate(history) if math.isfinite(value)]
     skipped = len(history) - len(finite)
     if not finite:
@@ -340,27 +340,12 @@ def first_stop_index(
         True
     """
     rule = DegradationRule() if rule is None else rule
-    history = _as_floats(values)
+    history = as_floats(values, "values")
     for end in range(1, len(history) + 1):
         window_noise = None if noise is None else list(noise)[:end]
         if rule.decide(history[:end], noise=window_noise, first_untrained=first_untrained).stop:
             return end - 1
     return None
-
-
-def _as_floats(values: Sequence[float]) -> list[float]:
-    if isinstance(values, (str, bytes)):
-        raise TypeError(f"values must be a sequence of numbers, got {type(values).__name__}")
-    out = []
-    for i, value in enumerate(values):
-        if value is None:
-            out.append(math.nan)
-            continue
-        try:
-            out.append(float(value))
-        except (TypeError, ValueError):
-            raise TypeError(f"values[{i}] must be a number (a DSE value), got {value!r}") from None
-    return out
 
 
 def _trailing_mean(series: list[float], window: int) -> list[float]:
@@ -371,9 +356,3 @@ def _trailing_mean(series: list[float], window: int) -> list[float]:
         chunk = series[max(0, i - window + 1) : i + 1]
         out.append(math.fsum(chunk) / len(chunk))
     return out
-
-
-def _check_int(name: str, value: object, *, minimum: int, extra: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        suffix = f" {extra}" if extra else ""
-        raise ValueError(f"{name} must be an integer >= {minimum}{suffix}, got {value!r}")
