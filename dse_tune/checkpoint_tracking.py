@@ -101,18 +101,14 @@ class _SkipUnreadable:
     def __init__(self, rule: Any, unreadable: Callable[[], set[int]]) -> None:
         self.rule, self.unreadable = rule, unreadable
 
-    accepts_noise = True  # DSETracker passes noise= and first_untrained=
-
     def decide(self, values: Sequence[float], *, noise: Sequence | None = None, first_untrained: bool = False) -> Any:
+        from dse_tune.degradation import decide_with
+
         skip = self.unreadable()
         kept = [i for i in range(len(values)) if i not in skip]
-        from dse_tune.degradation import DegradationRule
-
-        context = {}  # a rule of the user's own may take values only
-        if isinstance(self.rule, DegradationRule):
-            context = {"noise": None if noise is None else [noise[i] for i in kept],
-                       "first_untrained": first_untrained and 0 in kept}
-        decision = self.rule.decide([values[i] for i in kept], **context)
+        kept_noise = None if noise is None else [noise[i] for i in kept]
+        decision = decide_with(self.rule, [values[i] for i in kept], noise=kept_noise,
+                               first_untrained=first_untrained and 0 in kept)
         index = None if decision.peak_index is None else kept[decision.peak_index]
         return dataclasses.replace(decision, peak_index=index, evaluations=len(values))
 

@@ -10,6 +10,7 @@ DSE is "higher is better". An adapter whose metric is minimized negates it first
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Sequence
@@ -17,7 +18,10 @@ from dataclasses import dataclass
 
 from dse_tune.decision import NOISE_Z, RULE_MIN_DROP, RULE_PATIENCE, RULE_WARMUP, as_floats, check_int, difference_noise
 
-__all__ = ["NAN_POLICIES", "DegradationDecision", "DegradationRule", "Peak", "finite_or_none", "first_stop_index", "peak"]
+__all__ = [
+    "NAN_POLICIES", "DegradationDecision", "DegradationRule", "Peak", "decide_with", "finite_or_none", "first_stop_index",
+    "peak",
+]
 
 #: ``"stop"``: a non-finite DSE stops the run at once (even during warm-up).
 #: ``"ignore"``: non-finite values are skipped as if they had not been reported.
@@ -319,6 +323,16 @@ def finite_or_none(value: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def decide_with(
+    rule: object, values: Sequence[float], *, noise: Sequence[float | None] | None = None, first_untrained: bool = False
+) -> DegradationDecision:
+    """``rule.decide(values)``, with ``noise`` and ``first_untrained`` when its ``decide``
+    takes them (a :class:`DegradationRule` does; a user's own rule may take values only)."""
+    if "noise" in inspect.signature(rule.decide).parameters:
+        return rule.decide(values, noise=noise, first_untrained=first_untrained)
+    return rule.decide(values)
 
 
 def first_stop_index(

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dse_tune.degradation import DegradationDecision, DegradationRule, Peak
+from dse_tune.degradation import DegradationDecision, Peak, decide_with
 from dse_tune.features import Kind, dense_tokens
 from dse_tune.metrics.tolerant import TokenScore, score_tokens
 from dse_tune.runs import CURVE_PLOT, Evaluation, RunRecord, write_run
@@ -347,10 +347,8 @@ class DSETracker:
 
     def _decide(self) -> DegradationDecision:
         values = self.run.dse
-        if isinstance(self.rule, DegradationRule) or getattr(self.rule, "accepts_noise", False):
-            return self.rule.decide(values, noise=self.run.dse_noise, first_untrained=self.run.first_untrained)
         if self.rule is not None:
-            return self.rule.decide(values)
+            return decide_with(self.rule, values, noise=self.run.dse_noise, first_untrained=self.run.first_untrained)
         found = self.run.peak
         reason = "no stopping rule" if values else "no evaluations yet"
         current = next((v for v in reversed(values) if math.isfinite(v)), None)
