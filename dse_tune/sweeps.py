@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dse_tune.atomic import atomic_write_text
+from dse_tune.atomic import atomic_write_json, atomic_write_text
 from dse_tune.runs import SWEEP_RUNS_DIR, RunRecord, history_file, read_config, read_run
 
 if TYPE_CHECKING:
@@ -81,8 +81,9 @@ def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as JSON atomically (a reader never sees half a file)."""
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+    """Write ``data`` as JSON atomically (a reader never sees half a file); values JSON
+    cannot hold (paths, ...) as text."""
+    atomic_write_json(path, data, default=str)
 
 
 # --------------------------------------------------------------------------- attempts
