@@ -336,7 +336,10 @@ def _compare(compare: str, eligible: list, warnings: list[str], all_betas: set[f
         return eligible, lambda t: t.chosen_confirmed, "few_label", reason
     if compare == "rescored":
         for t in eligible:
-            if t.chosen_rescored is None:
+            if t.chosen_rescored is None and t.rescored and t.chosen not in t.rescored:
+                # rescored values choose only where the trial's own choice is reliable (select_run)
+                warnings.append(f"trial {t.name}: its kept checkpoint was not rescored ({t.reliability}); left out")
+            elif t.chosen_rescored is None:
                 warnings.append(f"trial {t.name}: no rescored value for its candidates; left out")
         if not any(t.chosen_rescored is not None for t in eligible):
             raise ValueError("rescored gives no value for any candidate of any trial")

@@ -431,3 +431,20 @@ def test_rescored_values_do_not_override_a_drop_within_the_noise():
     assert select_run(sharp, rescored=rescored).chosen == 2
     assert kept.verdict == "within_noise" and kept.reliability.startswith("no reliable degradation")
     assert select_run(sharp, rescored=rescored).verdict == "rescored"
+
+
+def test_a_trial_that_kept_its_unrescored_latest_is_named_when_rescored_values_compare_trials():
+    from dse_tune.runs import Evaluation
+
+    def run(name, noise):
+        values = [0.40, 0.45, 0.52, 0.50, 0.49, 0.50]
+        return RunRecord(name, tuple(
+            Evaluation(index=i, dse=v, epoch=i, global_step=10 * (i + 1), noise=noise, checkpoint=f"{name}-{i}.ckpt",
+                       components={"inter": 1.0, "intra_image": 0.5, "intra_batch": 0.5, "dim": 0.3 + i / 10})
+            for i, v in enumerate(values)))
+
+    rescored = lambda run, evaluation: {2: 0.9, 1: 0.1}.get(evaluation.index)  # noqa: E731
+    result = select_best([run("noisy", 0.02), run("sharp", 0.001)], rescored=rescored, compare="rescored")
+    assert result.best.name == "sharp"
+    assert any(w.startswith("trial noisy: its kept checkpoint was not rescored (no reliable degradation")
+               for w in result.warnings), result.warnings
