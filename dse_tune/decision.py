@@ -208,8 +208,12 @@ def choose_checkpoint(
     latest = (later or finite)[-1]
     best = candidates[0]
     if ranking_reliable is False:
-        why = f" ({ranking_reason})" if ranking_reason else ""
-        reason = f"not reliable: confirm with a few labels{why}; kept the latest (evaluation {latest})"
+        # A verdict's reason may already say it in full (dse_tune.reliability's does): not twice.
+        if "confirm with a few labels" in ranking_reason:
+            said = ranking_reason
+        else:
+            said = "not reliable: confirm with a few labels" + (f" ({ranking_reason})" if ranking_reason else "")
+        reason = f"{said}; kept the latest (evaluation {latest})"
         return Choice(tuple(candidates), latest, latest, best, "not_reliable", reason)
     if best == latest or series[best] <= series[latest]:
         return Choice(tuple(candidates), latest, latest, best, "reliable", "the latest evaluation has the highest DSE")

@@ -152,3 +152,12 @@ def test_defaults_are_the_papers():
 def test_scatter_noise_needs_five_values_and_ignores_a_linear_trend():
     assert scatter_noise([0.1, 0.2, 0.3, 0.4]) is None
     assert scatter_noise([0.1 * i for i in range(10)]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_verdict_that_says_it_in_full_is_not_said_twice():
+    from dse_tune.reliability import ranking_verdict
+
+    verdict = ranking_verdict([0.30, 0.35, 0.41, 0.44, 0.52, 0.55], [0.10, 0.14, 0.19, 0.22, 0.29, 0.33])
+    choice = choose_checkpoint([0.30, 0.35, 0.41, 0.44, 0.52, 0.50], ranking_reliable=False, ranking_reason=verdict.reason)
+    assert choice.reason.startswith("not reliable: DSE moves with its cluster term")
+    assert choice.reason.count("confirm with a few labels") == 1 and choice.reason.endswith("kept the latest (evaluation 5)")
