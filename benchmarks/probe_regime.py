@@ -306,6 +306,54 @@ def cluster_share(dse: list, relevance: list) -> float | None:
     return None if value is None else -value
 
 
+def default_decision(name: str, rows: list[dict]) -> dict:
+    """What the product's default decision (:func:`dse_tune.decision.run_choice`, the one
+    ``dse-tune track`` and ``select`` make) does on one run's training-size history, and
+    whether that meets issue 17's bar: tau(DSE, mIoU) >= 0.25, or the ranking verdict
+    fired and the latest checkpoint was kept. ``rows``: per evaluation ``epoch``,
+    ``global_step``, ``dse``, ``components`` (inter, intra_image, intra_batch, dim) and
+    ``miou``. The histories record no ``dse_noise`` (they predate it): each value gets the
+    run's own scatter as its noise, as in benchmarks/selection_rules.py."""
+    from dse_tune.decision import run_choice, scatter_noise
+    from dse_tune.runs import Evaluation, RunRecord
+
+    values = [math.nan if r["dse"] is None else r["dse"] for r in rows]
+    noise = scatter_noise(values)
+    record = RunRecord(name, tuple(
+        Evaluation(index=i, dse=v, epoch=r["epoch"], global_step=r["global_step"], checkpoint=f"{name}#{i}",
+                   noise=noise, components=r["components"]) for i, (r, v) in enumerate(zip(rows, values))))
+    choice = run_choice(record)
+    mious = [r["miou"] for r in rows]
+    tau = kendall(values, mious)
+    kept_latest = choice.chosen == len(rows) - 1
+    return {"evaluations": len(rows), "tau": tau, "verdict": choice.verdict, "reason": choice.reason,
+            "chosen_epoch": rows[choice.chosen]["epoch"], "last_epoch": rows[-1]["epoch"],
+            "gain_vs_last": 100 * (mious[choice.chosen] - mious[-1]),
+            "bar_met": (tau is not None and tau >= BAD_TAU) or (choice.verdict == "not_reliable" and kept_latest)}
+
+
+def print_default_decisions(decisions: dict) -> None:
+    print("\nthe default decision on every run (training-size history; bar: tau >= %.2f, or 'not reliable' and the"
+          " latest kept)\n\n| run | evaluations | tau(DSE, mIoU) | decision | chosen / last epoch | gain vs last |"
+          " bar met |\n|---|---|---|---|---|---|---|" % BAD_TAU)
+    for name, d in decisions.items():
+        print(f"| {name} | {d['evaluations']} | {fmt(d['tau'])} | {d['verdict']} | {d['chosen_epoch']} / "
+              f"{d['last_epoch']} | {d['gain_vs_last']:+.2f} | {'yes' if d['bar_met'] else 'NO'} |")
+    met = sum(d["bar_met"] for d in decisions.values())
+    print(f"bar met on {met} of {len(decisions)} runs; not met: "
+          + (", ".join(n for n, d in decisions.items() if not d["bar_met"]) or "none"))
+
+
+def study_rows(scores: dict, size: str) -> list[dict]:
+    """A scored run's evaluations at ``size`` in :func:`default_decision`'s shape."""
+    def part(e, key):
+        return e["sizes"].get(size, {}).get(key) if e.get("sizes") else None
+
+    return [{"epoch": e["epoch"], "global_step": e["global_step"], "dse": part(e, "all"), "miou": e["miou"],
+             "components": {k: part(e, f"all_{k}") for k in ("inter", "intra_image", "intra_batch", "dim")
+                            if part(e, f"all_{k}") is not None}} for e in scores["evaluations"]]
+
+
 def committed_rows(paths) -> dict:
     """Committed validation reports (64 px only): the label and the one agreement they
     allow, monitored DSE (64 training images) vs DSE on the 232 test images."""
@@ -324,7 +372,11 @@ def committed_rows(paths) -> dict:
             gain = 100 * (mious[chosen] - mious[-1])
             tau = kendall(monitored, mious)
             relevance = [class_relevance(r, "dse_monitored_") for r in rows]
+            history = [{"epoch": r["epoch"], "global_step": r["global_step"], "dse": r["dse_monitored"], "miou": r["miou"],
+                        "components": {k: r[f"dse_monitored_{k}"] for k in ("inter", "intra_image", "intra_batch", "dim")
+                                       if r.get(f"dse_monitored_{k}") is not None}} for r in rows]
             out[name] = {"tau": tau, "gain_vs_last": gain, "bad": bad_ranking(tau, gain),
+                         "default_decision": default_decision(name, history),
                          "image_set_agreement": kendall(monitored, [r["dse"] for r in rows]),
                          "cluster_share": cluster_share(monitored, relevance)}
     return out
@@ -386,7 +438,10 @@ def analyse_folder(folder: Path, committed, write_json: bool) -> dict:
         print(f"all runs, cluster_share < {th}: hits {r['hits']}/{r['bad_runs']}, false alarms {r['false_alarms']}/{r['good_runs']}; "
               f"keeping the latest where it fires changes the summed selection gain by {-kept:+.2f} points; "
               f"missed: {', '.join(missed)}; false alarms: {', '.join(alarms)}")
-    result = {"sizes": sizes, "runs": tables, "labels": labels, "signals": signals, "signal_rates": judged,
+    decisions = {**{r: default_decision(r, study_rows(runs[r], sizes[0])) for r in runs},
+                 **{r: v["default_decision"] for r, v in old.items()}}
+    print_default_decisions(decisions)
+    result = {"sizes": sizes, "runs": tables, "default_decisions": decisions, "labels": labels, "signals": signals, "signal_rates": judged,
               "cost": costs, "committed": old, "committed_rates": old_judged, "cluster_share_rates_all_runs": pooled,
               "label_rule": {"bad_tau": BAD_TAU, "selection_loss_points": SELECTION_LOSS_POINTS}}
     if write_json:

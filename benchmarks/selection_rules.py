@@ -20,7 +20,9 @@ evaluation of a run gets the run's own scatter as its standard error
 (:func:`dse_tune.decision.scatter_noise`: the robust spread of the second differences
 of its monitored DSE, which also counts real changes between checkpoints, so it errs
 towards keeping the latest). ``default`` is :func:`select_best` with its defaults on
-those records; ``default_no_noise`` the same rule comparing bare values; the paper's and
+those records; ``default_replication_noise`` the same with each run's noise measured
+instead on two independent image sets (:func:`replication_noise`: monitoring vs test
+images); ``default_no_noise`` the same rule comparing bare values; the paper's and
 older rules compare bare values (``use_noise=False``), as they did.
 
 Few-label rules need per-checkpoint mIoU from few labels; the reports hold only
@@ -82,12 +84,31 @@ def comparison_key(name):
     return name if match is None else match.group(1) + (match.group(2) or "")
 
 
-def record(name, run, first_untrained=False):
-    """A RunRecord of the monitored history, each value with the run's scatter as its
-    noise; ``first_untrained`` marks the first evaluation as step 0 (so ``skip_untrained``
-    drops it, whatever its real step)."""
+def replication_noise(rows):
+    """A run's per-value noise measured on two independent image sets: the reports score
+    every checkpoint on the monitoring images (``dse_monitored``) and on the test images
+    (``dse``). Between consecutive checkpoints both see the same real change, so the
+    difference of their two changes is noise only: four values' worth, hence half its
+    robust spread (1.4826 x the median absolute deviation). None without test values.
+    Unlike the scatter it counts no real change; and as the errors of nearby checkpoints
+    on the same images partly cancel, it can only be too small for distant checkpoints,
+    so it errs towards an earlier checkpoint, the opposite way to the scatter."""
+    monitored = [r["dse_monitored"] for r in rows]
+    test = [r.get("dse") for r in rows]
+    if len(rows) < 3 or any(v is None or not math.isfinite(v) for v in monitored + test):
+        return None
+    gaps = [(monitored[i + 1] - monitored[i]) - (test[i + 1] - test[i]) for i in range(len(rows) - 1)]
+    centre = statistics.median(gaps)
+    return 1.4826 * statistics.median(abs(g - centre) for g in gaps) / 2
+
+
+def record(name, run, first_untrained=False, noise_from="scatter"):
+    """A RunRecord of the monitored history, each value with the run's scatter (or, with
+    ``noise_from="replication"``, :func:`replication_noise`) as its noise;
+    ``first_untrained`` marks the first evaluation as step 0 (so ``skip_untrained`` drops
+    it, whatever its real step)."""
     values = [math.nan if r["dse_monitored"] is None else r["dse_monitored"] for r in run["rows"]]
-    noise = scatter_noise(values)
+    noise = replication_noise(run["rows"]) if noise_from == "replication" else scatter_noise(values)
     evaluations = tuple(
         Evaluation(index=r["index"], dse=value, epoch=r["epoch"],
                    global_step=0 if first_untrained and r["index"] == 0 else r["global_step"],
@@ -141,6 +162,10 @@ def rule_choices(runs, names):
     first_dropped = [record(n, runs[n], first_untrained=True) for n in names]
     choices = {name: [select_best(first_dropped if name.endswith("skip_first") else records, **kwargs)]
                for name, kwargs in settings.items()}
+    # The same default with the noise measured on two image sets instead of the scatter:
+    # does the scatter (which also counts real change) alone keep the latest everywhere?
+    replicated = [record(n, runs[n], noise_from="replication") for n in names]
+    choices["default_replication_noise"] = [select_best(replicated)]
     draws = [runs[n]["few_label"] for n in names]
     if all(d is not None for d in draws):
         for budget in BUDGETS:

@@ -68,3 +68,25 @@ def test_histories_without_noise_get_their_own_scatter():
     run = bench.record("camvid_mae_b0", runs["camvid_mae_b0"])
     noise = {e.noise for e in run.evaluations}
     assert len(noise) == 1 and 0.005 < noise.pop() < 0.05
+
+
+def test_replication_noise_measures_the_noise_and_not_the_trend():
+    # Two image sets see the same (steep, curved) trend with independent noise of 0.01:
+    # the estimate recovers 0.01, where a trend-blind scatter would count the curve too.
+    import random
+
+    bench = load_benchmark()
+    rng = random.Random(0)
+    trend = [0.3 * (i / 200) ** 2 + 0.1 * (i % 7 == 0) for i in range(200)]
+    rows = [{"dse_monitored": t + rng.gauss(0, 0.01), "dse": t + rng.gauss(0, 0.01)} for t in trend]
+    assert 0.008 < bench.replication_noise(rows) < 0.012
+    assert bench.replication_noise([{"dse_monitored": 0.1, "dse": None}] * 5) is None
+
+
+def test_the_measured_noise_keeps_the_latest_too(capsys):
+    # The default's +0.00 is not an artefact of the scatter over-estimating the noise: with
+    # the noise measured on two image sets it keeps the latest in every comparison as well.
+    assert load_benchmark().main([*REPORTS, "--json"]) == 0
+    rules = {row["rule"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
+    measured = rules["default_replication_noise"]["per_comparison"]
+    assert all(m["gain_vs_last"] == 0 for m in measured.values())

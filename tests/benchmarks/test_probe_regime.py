@@ -1,0 +1,46 @@
+"""benchmarks/probe_regime.py analyse on the committed study files: the per-run table of
+what the default decision does, judged against issue 17's bar."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDY = ROOT / "docs" / "results" / "probe_regime"
+REPORTS = sorted((ROOT / "docs" / "results").glob("validation_camvid_*.json"))
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("probe_regime", ROOT / "benchmarks" / "probe_regime.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_run_gets_the_default_decision_and_the_bar(capsys):
+    result = load_benchmark().analyse_folder(STUDY, REPORTS, write_json=False)
+    decisions = result["default_decisions"]
+    assert set(decisions) >= {"dino_s0", "mae_s0", "camvid_mae150_b0"}
+    for d in decisions.values():
+        assert d["verdict"] in {"reliable", "within_noise", "not_reliable", "none"}
+        kept_latest = d["chosen_epoch"] == d["last_epoch"]
+        assert d["bar_met"] == ((d["tau"] is not None and d["tau"] >= 0.25)
+                                or (d["verdict"] == "not_reliable" and kept_latest))
+        if d["verdict"] in {"not_reliable", "within_noise"}:
+            assert kept_latest and d["gain_vs_last"] == 0
+    printed = capsys.readouterr().out
+    met = sum(d["bar_met"] for d in decisions.values())
+    assert f"bar met on {met} of {len(decisions)} runs" in printed
+
+
+def test_default_decision_flags_a_cluster_driven_run():
+    # DSE rising with its cluster term: the verdict fires and the latest is kept, so the
+    # bar is met although DSE ranks the checkpoints against the labels.
+    bench = load_benchmark()
+    rows = [{"epoch": e, "global_step": 10 * (e + 1), "dse": 0.1 * e, "miou": 0.3 - 0.01 * e,
+             "components": {"inter": 0.5 + 0.1 * e, "intra_image": 0.2, "intra_batch": 0.2, "dim": 0.05}}
+            for e in range(8)]
+    decision = bench.default_decision("toy", rows)
+    assert decision["tau"] == -1.0
+    assert decision["verdict"] == "not_reliable" and decision["chosen_epoch"] == 7 and decision["bar_met"]
