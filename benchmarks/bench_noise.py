@@ -8,6 +8,14 @@ noise=True)`` (what it records now: the score plus its leave-one-group-out jackk
 standard error, see :mod:`dse_tune.metrics.noise`) in the same process, alternating, and
 prints both with their ratio. The budget for every reliability signal together is 2x
 the plain scoring; the noise aims at <= ~1.4x.
+
+    python benchmarks/bench_noise.py --seed-share RUN [--checkpoints 2] [--seeds 12]
+
+What the recorded noise leaves out, the k-means seed's own share: on real checkpoints of
+a ``dse-tune pretrain`` run (``--checkpoints`` of them, spread over the run, the last
+included), the run's monitoring probe set is scored with ``--seeds`` seeds; prints the
+seeds' spread of DSE beside the median jackknife standard error and the factor by which
+adding the seed's share (in quadrature) would raise the noise.
 """
 
 from __future__ import annotations
@@ -48,14 +56,58 @@ def measure(shape: tuple[int, int, int], repeats: int) -> dict:
             "dse": result.score, "dse_noise": result.noise, "repeats": repeats}
 
 
+def seed_share(tokens: torch.Tensor, seeds: int) -> dict:
+    """DSE of ``tokens`` with seeds 0..seeds-1: the spread of the scores (the seed's own
+    noise), the median jackknife standard error (what ``dse_noise`` records), and
+    ``sqrt(1 + (seed_sd / jackknife)^2)``: how much larger the noise would be with both."""
+    results = [dse(tokens, seed=seed, noise=True) for seed in range(seeds)]
+    seed_sd = statistics.stdev(r.score for r in results)
+    jackknife = statistics.median(r.noise for r in results)
+    return {"seeds": seeds, "seed_sd": seed_sd, "jackknife": jackknife,
+            "factor": (1 + (seed_sd / jackknife) ** 2) ** 0.5, "dse": statistics.mean(r.score for r in results)}
+
+
+def seed_share_of_run(run_dir: Path, checkpoints: int, seeds: int) -> list[dict]:
+    """:func:`seed_share` on the monitoring probe tokens of ``checkpoints`` of the run's
+    checkpoints (spread evenly, the last included)."""
+    from dse_tune.checkpoints.tracked_run import checkpoint_loader
+    from dse_tune.data import dataset_for, probe_set_for
+    from dse_tune.features import dense_tokens_batched
+    from dse_tune.runs import read_config, read_run
+
+    run, config = read_run(run_dir), read_config(run_dir)
+    probe = probe_set_for(config, dataset=dataset_for(config))
+    saved = [e for e in run.evaluations if run.checkpoint_path(e) is not None and run.checkpoint_path(e).is_file()]
+    if not saved:
+        raise SystemExit(f"{run_dir}: no checkpoint files to score")
+    picks = sorted({round(i * (len(saved) - 1) / max(checkpoints - 1, 1)) for i in range(checkpoints)})
+    load, rows = checkpoint_loader(run_dir), []
+    for evaluation in (saved[i] for i in picks):
+        model = load(run.checkpoint_path(evaluation), map_location="cpu").eval()
+        with torch.no_grad():
+            tokens = dense_tokens_batched(model, probe.images).float()
+        rows.append({"run": run.name, "index": evaluation.index, "epoch": evaluation.epoch,
+                     "tokens": list(tokens.shape), **seed_share(tokens, seeds)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="one JSON object per shape and line")
     parser.add_argument("--shapes", nargs="*", default=None, help="BxNxd shapes (default: %s)" % (SHAPES,))
+    parser.add_argument("--seed-share", type=Path, metavar="RUN", help="a pretrain run folder: the k-means seed's share")
+    parser.add_argument("--checkpoints", type=int, default=2, help="with --seed-share: how many checkpoints")
+    parser.add_argument("--seeds", type=int, default=12, help="with --seed-share: how many k-means seeds")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.seed_share is not None:
+        for row in seed_share_of_run(args.seed_share, args.checkpoints, args.seeds):
+            print(json.dumps(row) if args.json else
+                  f"{row['run']} #{row['index']} (epoch {row['epoch']}, tokens {tuple(row['tokens'])}): DSE {row['dse']:.4f}, "
+                  f"seed spread {row['seed_sd']:.4f}, jackknife {row['jackknife']:.4f}, with both x{row['factor']:.3f}")
+        return 0
     shapes = SHAPES if not args.shapes else [tuple(int(x) for x in s.split("x")) for s in args.shapes]
     if not args.json:
         print(f"{'shape (B, N, d)':<18} {'plain s':>9} {'with noise s':>13} {'ratio':>6}  dse +- noise")

@@ -1,12 +1,8 @@
 """dse_tune: label-free model selection for self-supervised dense features.
 
-The core (``dse_tune.metrics``, ``dse_tune.degradation``, ``dse_tune.runs``,
-``dse_tune.selection``, ``dse_tune.tracker``) imports no Lightning, Ray or Optuna;
-framework adapters live in ``dse_tune.integrations``, the command line in
-``dse_tune.cli``.
-
-Names are loaded on first use, so ``import dse_tune.runs`` or ``dse_tune.selection``
-stays standard-library only (no torch) for tools that just read run folders.
+The core imports no Lightning, Ray or Optuna; framework adapters live in
+``dse_tune.integrations``, the command line in ``dse_tune.cli`` (docs/architecture.md).
+Names are loaded on first use, so ``import dse_tune.runs`` stays free of torch.
 
 Example:
     >>> import torch, dse_tune

@@ -1,12 +1,11 @@
 """Tracking checkpoints that other code wrote: score each once, keep a run folder.
 
-:class:`CheckpointTracker` reads a training run's checkpoint files (any format of
-:mod:`dse_tune.checkpoints`) into one architecture, scores the dense tokens of a fixed
-probe set with a :class:`~dse_tune.tracker.DSETracker` (the same tolerant scoring, history
-format and degradation rule as a monitored run), and writes a run folder that
-``dse-tune select`` and ``dse-tune validate`` read unchanged. :func:`track_checkpoints`
-scores what is there once; :func:`watch_checkpoints` keeps polling a live training
-folder. Re-running on the same folder scores only checkpoints the history lacks.
+:class:`CheckpointTracker` reads a run's checkpoint files (any format of
+:mod:`dse_tune.checkpoints`) into one architecture and scores a fixed probe set with a
+:class:`~dse_tune.tracker.DSETracker` (as a monitored run), into a run folder that
+``dse-tune select`` and ``validate`` read unchanged. :func:`track_checkpoints` scores
+what is there, once; :func:`watch_checkpoints` keeps polling a live training folder.
+Re-running on the same folder scores only checkpoints the history lacks.
 
 Besides the run folder's own files (``docs/run-folder.md``) a tracked run holds:
 
@@ -38,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -48,9 +46,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dse_tune.checkpoints.tracked_run import TRACKED_KEY, ProbeSettings, ReadSettings, model_loader_for_run
-from dse_tune.degradation import finite_or_none
-from dse_tune.runs import CONFIG_FILE, Evaluation, RunRecord, read_config, read_run, write_config
+from dse_tune.atomic import atomic_write_json
+from dse_tune.checkpoints import (
+    NOT_FITTING, CheckpointReadError, NoCheckpointsError, UntrustedCheckpointError, build_architecture,
+    collect_checkpoints, dense_tokens_at, layer_name, load_backbone, num_layers, order_checkpoints, read_checkpoint,
+)
+from dse_tune.checkpoints.layers import resolve_layer
+from dse_tune.checkpoints.tracked_run import (
+    TRACKED_KEY, ProbeSettings, ReadSettings, checkpoint_bar, model_loader_for_run,
+)
+from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
+from dse_tune.degradation import DegradationRule, decide_with, finite_or_none
+from dse_tune.metrics import standardize_dse
+from dse_tune.runs import (
+    COMPONENTS, CONFIG_FILE, Evaluation, RunRecord, history_file, read_config, read_json_object, read_run, write_config,
+)
+from dse_tune.selection import select_run
+from dse_tune.tracker import DSETracker
 
 __all__ = [
     "LAYERS_FILE",
@@ -70,8 +82,6 @@ LAYERS_FILE = "layers.json"
 #: architecture (not a DSE failure: the degradation rule skips it).
 UNREADABLE = "unreadable checkpoint"
 MISFIT = "does not fit the architecture"
-#: The paper's candidate rule (the selector's defaults).
-CANDIDATE_WINDOW, CANDIDATE_TOP = 2, 3
 
 
 @dataclass
@@ -102,8 +112,6 @@ class _SkipUnreadable:
         self.rule, self.unreadable = rule, unreadable
 
     def decide(self, values: Sequence[float], *, noise: Sequence | None = None, first_untrained: bool = False) -> Any:
-        from dse_tune.degradation import decide_with
-
         skip = self.unreadable()
         kept = [i for i in range(len(values)) if i not in skip]
         kept_noise = None if noise is None else [noise[i] for i in kept]
@@ -143,10 +151,6 @@ class CheckpointTracker:
         alert: Callable[[str], None] | None = None,
         checkpoints: str | None = None,
     ) -> None:
-        from dse_tune.checkpoints import build_architecture, num_layers
-        from dse_tune.degradation import DegradationRule
-        from dse_tune.tracker import DSETracker
-
         self.run_dir = Path(run_dir)
         self.warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr))
         self.alert = alert or print
@@ -174,7 +178,7 @@ class CheckpointTracker:
             plot=True,
             warn=self.warn,
         )
-        if _has_history(self.run_dir):
+        if history_file(self.run_dir).is_file():
             self.tracker.restore(read_run(self.run_dir).to_dict())
         self.alerts: list[str] = []
         self._alerted = self.tracker.stopped
@@ -191,9 +195,6 @@ class CheckpointTracker:
     def pending(self, spec: str | Path, epoch_regex: str | None = None) -> tuple[list[Any], list[tuple[str, str]]]:
         """Ordered checkpoint files of ``spec`` not yet in the history, and the files
         left out with the reason (unnumbered "latest" copies)."""
-        from dse_tune.checkpoints import collect_checkpoints, order_checkpoints
-        from dse_tune.checkpoints.files import NoCheckpointsError
-
         order = order_checkpoints(collect_checkpoints(spec), regex=epoch_regex)
         if not list(order) and order.unnumbered:  # nothing would be scored: say why instead of exit 0
             names = ", ".join(p.name for p in order.unnumbered[:3]) + (" ..." if len(order.unnumbered) > 3 else "")
@@ -207,12 +208,9 @@ class CheckpointTracker:
         return [item for item in order if item.path.resolve() not in done], skipped
 
     def score_file(self, item: Any) -> Evaluation:
-        """Load one ordered checkpoint and score it. A file that cannot be read or does
-        not fit the architecture is recorded as failed, with a warning, and the others are
-        still scored. Raises when a file needs ``trust`` or holds several networks
-        without a default (every file of a run shares that)."""
-        from dse_tune.checkpoints import NOT_FITTING, CheckpointReadError, UntrustedCheckpointError
-
+        """Load one ordered checkpoint and score it. A file that cannot be read or does not
+        fit is recorded as failed, with a warning; one that needs ``trust`` or holds several
+        networks without a default raises (every file of a run shares that)."""
         checkpoint = _recorded_path(item.path, self.run_dir)
         try:
             report = self._load(item.path)
@@ -235,8 +233,6 @@ class CheckpointTracker:
         return evaluation
 
     def _load(self, path: Path) -> Any:
-        from dse_tune.checkpoints import load_backbone
-
         spec = self.format or self.read.format
         report = load_backbone(self.model, path, spec, allow_missing=self.read.allow_missing,
                                allow_extra=self.read.allow_extra, prefix=self.read.prefix, trust=self.read.trust)
@@ -252,13 +248,9 @@ class CheckpointTracker:
     # ---------------------------------------------------------------- scoring
 
     def _tokens(self, model: Any, images: Any, layer: int) -> Any:
-        from dse_tune.checkpoints import dense_tokens_at
-
         return dense_tokens_at(model, images, layer, norm=self.read.layer_norm)
 
     def _score_layers(self, evaluation: Evaluation) -> None:
-        from dse_tune.checkpoints import layer_name
-
         row = {"index": evaluation.index, "epoch": evaluation.epoch, "checkpoint": evaluation.checkpoint, "dse": []}
         for layer in range(self.layer_count):
             self.tracker.tokens_fn = lambda model, images, layer=layer: self._tokens(model, images, layer)
@@ -291,9 +283,6 @@ class CheckpointTracker:
 
     def finish(self, scored: list[Evaluation], skipped: list[tuple[str, str]] | None = None) -> TrackResult:
         """Write config.json, the standardised DSE, candidates, layers and the plot."""
-        from dse_tune.atomic import atomic_write_json
-        from dse_tune.selection import select_run
-
         run = self.tracker.run
         write_config(self.run_dir, self.config)
         standardized, scales = _standardized(run)
@@ -330,9 +319,6 @@ def track_checkpoints(
     """Score every checkpoint of ``checkpoints`` (a folder, glob or list file) that the
     run folder's history lacks, in training order; see :class:`CheckpointTracker` for
     ``options``. Raises ``NoCheckpointsError`` when there are none."""
-    from dse_tune.checkpoints import collect_checkpoints
-    from dse_tune.checkpoints.tracked_run import checkpoint_bar
-
     collect_checkpoints(checkpoints)  # no checkpoints: fail before building anything
     tracker = CheckpointTracker(run_dir, read, probe, checkpoints=str(checkpoints), **options)
     pending, skipped = tracker.pending(checkpoints, epoch_regex)
@@ -361,8 +347,6 @@ def watch_checkpoints(
     when the DSE curve degrades. Ends after ``timeout`` seconds or ``max_checkpoints``
     new files; Ctrl-C ends it too (the run folder is written after each checkpoint).
     """
-    from dse_tune.checkpoints import CheckpointReadError, NoCheckpointsError, UntrustedCheckpointError
-
     tracker = CheckpointTracker(run_dir, read, probe, checkpoints=str(checkpoints), **options)
     started, scored, seen, waiting = time.monotonic(), [], {}, set()
     try:
@@ -377,7 +361,7 @@ def watch_checkpoints(
                     seen[item.path] = stat  # new or still growing: look again next poll
                     continue
                 try:
-                    _readable(item.path, tracker.read.trust)
+                    read_checkpoint(item.path, trust=tracker.read.trust)
                 except UntrustedCheckpointError:
                     raise
                 except CheckpointReadError as error:
@@ -408,16 +392,11 @@ def _continue_settings(recorded: Mapping[str, Any], read: ReadSettings, probe: P
         return read
     if not isinstance(tracked, Mapping):
         raise ValueError(f"{run_dir} is a run folder not written by 'dse-tune track'; give another --out folder")
-    before = ReadSettings.from_config(tracked)
-    mine = {"arch": read.arch, "arch_kwargs": dict(read.arch_kwargs), "layer": read.layer,
-            "layer_norm": read.layer_norm if read.layer != -1 else None}  # -1 always has the norm
-    theirs = {"arch": before.arch, "arch_kwargs": dict(before.arch_kwargs), "layer": before.layer,
-              "layer_norm": before.layer_norm if before.layer != -1 else None}
     recorded_probe = ProbeSettings.from_config(recorded)
     if probe.image_size is None:
         probe = dataclasses.replace(probe, image_size=recorded_probe.image_size)
-    mine.update(probe.to_config())
-    theirs.update(recorded_probe.to_config())
+    mine = {**_compared(read), **probe.to_config()}
+    theirs = {**_compared(ReadSettings.from_config(tracked)), **recorded_probe.to_config()}
     differ = [f"{key} {theirs[key]!r} (now {mine[key]!r})" for key in mine if mine[key] != theirs[key]]
     if differ:
         raise ValueError(
@@ -428,9 +407,13 @@ def _continue_settings(recorded: Mapping[str, Any], read: ReadSettings, probe: P
     return dataclasses.replace(read, format=found or read.format, prefix=tracked.get("prefix", read.prefix))
 
 
-def _check_layer(model: Any, layer: int) -> None:
-    from dse_tune.checkpoints.layers import resolve_layer
+def _compared(read: ReadSettings) -> dict[str, Any]:
+    # Layer -1 always has the final norm: its layer_norm setting changes nothing.
+    return {"arch": read.arch, "arch_kwargs": dict(read.arch_kwargs), "layer": read.layer,
+            "layer_norm": read.layer_norm if read.layer != -1 else None}
 
+
+def _check_layer(model: Any, layer: int) -> None:
     try:
         resolve_layer(model, layer)
     except TypeError as error:
@@ -454,9 +437,6 @@ def _recorded_path(path: Path, run_dir: Path) -> str:
 
 def _standardized(run: RunRecord) -> tuple[list[float | None], dict[str, Any] | None]:
     """The run-standardised DSE over the evaluations with finite components (None elsewhere)."""
-    from dse_tune.metrics import standardize_dse
-    from dse_tune.runs import COMPONENTS
-
     usable = [e for e in run.evaluations if all(math.isfinite(e.components.get(c, math.nan)) for c in COMPONENTS)]
     values: list[float | None] = [None] * len(run.evaluations)
     if not usable:
@@ -467,15 +447,9 @@ def _standardized(run: RunRecord) -> tuple[list[float | None], dict[str, Any] | 
     return values, {"lam": result.lam, "class_relevance_std": result.class_relevance_std, "dim_std": result.dim_std}
 
 
-def _has_history(run_dir: Path) -> bool:
-    from dse_tune.runs import HISTORY_FILE
-
-    return (run_dir / HISTORY_FILE).is_file()
-
-
 def _read_layers(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / LAYERS_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return read_json_object(path) if path.is_file() else None
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -484,9 +458,3 @@ def _stat(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_size, stat.st_mtime_ns
-
-
-def _readable(path: Path, trust: bool) -> None:
-    from dse_tune.checkpoints import read_checkpoint
-
-    read_checkpoint(path, trust=trust)

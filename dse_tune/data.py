@@ -1,28 +1,19 @@
 """Images for pretraining and for DSE evaluation.
 
-Three pieces:
+- :class:`ImageFolderDataset`: any folder of images, or CamVid's paired layout
+  ``SPLIT/images/NAME.png`` + ``SPLIT/masks/NAME.png`` (8-bit class index, 255 = ignore);
+- :class:`SyntheticScenes` (:mod:`dse_tune.synthetic`): generated scenes with exact masks;
+- :func:`build_probe_set` / :func:`probe_set_for`: the fixed probe images every DSE
+  evaluation of a run scores (the one place that rebuilds them from a run's settings);
+  :func:`check_images` reads every image of a folder before training starts.
 
-- :class:`ImageFolderDataset`: any folder of images (``.png``, ``.jpg``, ``.jpeg``,
-  searched recursively, sorted), or the paired layout ``SPLIT/images/NAME.png`` +
-  ``SPLIT/masks/NAME.png`` (8-bit class index, 255 = ignore) used by CamVid.
-- :class:`SyntheticScenes` (rendered in :mod:`dse_tune.synthetic`): procedurally
-  generated dense scenes with exact per-pixel masks, deterministic by ``(seed, index)``,
-  generated on the fly (no download).
-- :func:`build_probe_set`: the fixed probe images (same images, same order, no
-  augmentation) that every DSE evaluation of a run scores, at ``N``, ``HxW`` or
-  ``native`` size; :func:`probe_set_for` rebuilds a run's probe set from its settings
-  (the one place that does); :func:`check_images` reads every image of a folder before
-  training starts.
-
-Masks are never used by pretraining or by DSE; they exist for the labelled probe that
-validates the label-free score.
-
-Every dataset here returns ``(PIL.Image, mask or None)`` from ``__getitem__``; wrap it
-in :class:`dse_tune.ssl.views.ViewsDataset` to apply an SSL transform (lightly's multi-view transforms).
+Masks are never used by pretraining or by DSE, only by the labelled checks. Every dataset
+returns ``(PIL.Image, mask or None)``; :class:`dse_tune.ssl.views.ViewsDataset` adds the SSL views.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
@@ -48,16 +39,10 @@ class DatasetError(ValueError):
     """A file or folder of a dataset cannot be used; the message names it."""
 
 
-# --------------------------------------------------------------------------- folders
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-
-
 def _images_under(folder: Path) -> list[Path]:
+    images = (p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     # Sorted by relative path so that the order is the same on every machine.
-    return sorted((p for p in folder.rglob("*") if _is_image(p)), key=lambda p: p.relative_to(folder).as_posix())
+    return sorted(images, key=lambda p: p.relative_to(folder).as_posix())
 
 
 class ImageFolderDataset(Dataset):
@@ -72,7 +57,6 @@ class ImageFolderDataset(Dataset):
     3. Anything else: every image below the folder, recursively, without masks.
 
     Args:
-        root: the dataset folder.
         splits: a split name or a sequence of them (sub-folders of ``root``), e.g.
             ``("train", "val")``; ``None`` takes the whole folder.
         masks: read masks where the paired layout has them; ``False`` ignores them.
@@ -192,15 +176,15 @@ class ImageFolderDataset(Dataset):
         return f"folder {self.root}{splits} ({len(self)} images{', with masks' if self.has_masks else ''})"
 
 
-def _read_rgb(path: Path) -> Image.Image:
+def _read_rgb(path: Path, draft: tuple[int, int] | None = None) -> Image.Image:
+    """The image as RGB; ``draft``: a JPEG decodes at a reduced scale (still every byte)."""
     try:
         with Image.open(path) as image:
+            if draft is not None:
+                image.draft("RGB", draft)
             return image.convert("RGB")
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
         raise DatasetError(f"cannot read image {path}: {error}") from error
-
-
-# ------------------------------------------------------------------------- helpers
 
 
 def open_dataset(
@@ -211,11 +195,8 @@ def open_dataset(
     synthetic_image_size: int = 64,
     seed: int = 0,
 ) -> Dataset:
-    """``"synthetic"`` -> :class:`SyntheticScenes`; a folder -> :class:`ImageFolderDataset`.
-
-    A dataset object (anything with ``__len__`` and ``load_image(i) -> PIL.Image``) is
-    returned as is.
-    """
+    """``"synthetic"`` -> :class:`SyntheticScenes`; a folder -> :class:`ImageFolderDataset`;
+    a dataset object (``__len__`` and ``load_image(i) -> PIL.Image``) as is."""
     if isinstance(data, Dataset):
         if not hasattr(data, "load_image"):
             raise TypeError(
@@ -284,13 +265,6 @@ def _fit(image: Image.Image, size: tuple[int, int], interpolation: Any) -> Image
     return TF.center_crop(TF.resize(image, covering, interpolation), [height, width])
 
 
-def _most_common_size(images: Sequence[Image.Image]) -> tuple[int, int]:
-    counts: dict[tuple[int, int], int] = {}
-    for image in images:
-        counts[(image.height, image.width)] = counts.get((image.height, image.width), 0) + 1
-    return max(counts, key=counts.get)  # ties: the size seen first (dicts keep order)
-
-
 def build_probe_set(dataset: Dataset, *, size: int = 64, image_size: ImageSize = 32) -> ProbeSet:
     """The probe images: ``size`` images spread over ``dataset`` (:func:`probe_indices`),
     ImageNet-normalised, no augmentation; masks follow with nearest neighbour.
@@ -321,7 +295,8 @@ def build_probe_set(dataset: Dataset, *, size: int = 64, image_size: ImageSize =
     indices = probe_indices(len(dataset), size)
     pictures = [dataset.load_image(index) for index in indices]
     if target == NATIVE:
-        target = _most_common_size(pictures)
+        # Counter breaks ties by first occurrence: the first image's size.
+        target = Counter((picture.height, picture.width) for picture in pictures).most_common(1)[0][0]
     with_masks = bool(getattr(dataset, "has_masks", False))
     images, masks = [], []
     for index, picture in zip(indices, pictures):
@@ -339,21 +314,15 @@ def build_probe_set(dataset: Dataset, *, size: int = 64, image_size: ImageSize =
     )
 
 
-# ---------------------------------------------------------------- from settings
-
-
 def _setting(config: Any, name: str, default: Any = None) -> Any:
     value = config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
     return default if value is None else value
 
 
 def dataset_for(config: Any, data: PathLike | Dataset | None = None) -> Dataset:
-    """The dataset a run's settings name: ``data``, ``splits``, ``synthetic_size``, ``seed``.
-
-    ``config`` is a :class:`~dse_tune.ssl.config.PretrainConfig`, a tracked run's
-    probe settings, or the mapping of a ``config.json``; ``data`` overrides its
-    ``data`` (a folder, ``"synthetic"`` or a dataset object).
-    """
+    """The dataset a run's settings name (``data``, ``splits``, ``synthetic_size``, ``seed``
+    of a PretrainConfig, a tracked run's probe settings or a ``config.json`` mapping);
+    ``data`` overrides the settings' ``data`` (a folder, ``"synthetic"`` or a dataset object)."""
     return open_dataset(
         _setting(config, "data", "synthetic") if data is None else data,
         splits=_setting(config, "splits"),
@@ -376,9 +345,8 @@ def probe_set_for(config: Any, *, dataset: Dataset | None = None, image_size: Im
     pretraining, tracking, ``score``, the held-out set's exclusions all rebuild it here.
 
     ``dataset``: the already opened dataset of these settings; ``image_size``: overrides
-    the settings' size. Every probe image is read here, before any scoring: a corrupt one
-    is a :class:`DatasetError` naming the file (training checks all images first with
-    :func:`check_images`).
+    the settings' size. Every probe image is read before any scoring: a corrupt one is a
+    :class:`DatasetError` naming the file.
 
     Example:
         >>> probe = probe_set_for({"data": "synthetic", "synthetic_size": 8, "probe_size": 4, "image_size": 32})
@@ -391,15 +359,10 @@ def probe_set_for(config: Any, *, dataset: Dataset | None = None, image_size: Im
 
 
 def check_images(dataset: Dataset) -> None:
-    """Read every image of a folder dataset (and its mask) before any training or scoring:
-    a corrupt file fails now, as a :class:`DatasetError` naming it, not mid-epoch.
-    Other datasets (synthetic scenes, user objects) are left to themselves."""
+    """Read every image of a folder dataset before any training or scoring, so that a
+    corrupt file fails now (a :class:`DatasetError` naming it), not mid-epoch; other
+    datasets (synthetic scenes, user objects) are left to themselves."""
     if not isinstance(dataset, ImageFolderDataset):
         return
     for image_path in dataset.image_paths:
-        try:
-            with Image.open(image_path) as image:
-                image.draft("RGB", (64, 64))  # JPEG decodes at a reduced scale, still every byte
-                image.load()
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
-            raise DatasetError(f"cannot read image {image_path}: {error}") from error
+        _read_rgb(image_path, draft=(64, 64))

@@ -1,24 +1,12 @@
 """THE decision of a run: its defaults, its first evaluation, its noise, its checkpoint.
 
-One history gives one answer everywhere: the stopping rule
-(:mod:`dse_tune.degradation`), the tracker's ``best``, the selector
-(:mod:`dse_tune.selection`), the validation report, the selection benchmark and the
-demo's label check all decide through the functions of this module. Standard library
-only, like the rest of the core's decision code.
-
-- **Defaults** live here once: the candidate window and top (the paper's +-2
-  evaluations, top 3), the stopping rule's warm-up, patience and minimum drop, and
-  :data:`NOISE_Z`, how many standard errors a difference must exceed to count.
-- **Untrained** means nothing was trained yet: ``global_step == 0``, the evaluation
-  before any optimizer step. An evaluation "at epoch 0" after a full epoch (DINO's
-  ``checkpoint0000.pth``) is trained; an evaluation whose step is unknown is trained.
-- **Noise**: each DSE value may carry its standard error (``dse_noise`` in the run
-  folder, from the probe images and the k-means seed). An earlier checkpoint is
-  preferred to the latest, and a run is stopped, only on a difference beyond
-  ``NOISE_Z`` standard errors of that difference.
-- **Ranking reliability**: a per-run verdict (``ranking_reliable``: True, False or
-  None for unknown) from :mod:`dse_tune.reliability`; when it is False the latest
-  checkpoint is kept, with "not reliable: confirm with a few labels".
+One history gives one answer everywhere: the stopping rule (:mod:`dse_tune.degradation`),
+the tracker's ``best``, the selector, the validation report, the selection benchmark and
+the demo's label check all decide through this module (standard library only), which
+holds the defaults once. Each DSE value may carry its standard error (``dse_noise``,
+over the probe images); an earlier checkpoint is preferred to the latest, and a
+run is stopped, only on a difference beyond :data:`NOISE_Z` standard errors of it. A
+ranking verdict of False (:mod:`dse_tune.reliability`) keeps the latest checkpoint.
 
 Example:
     >>> choice = choose_checkpoint([0.1, 0.5, 0.42, 0.45], noise=[0.01] * 4)
@@ -56,6 +44,7 @@ __all__ = [
     "candidate_indices",
     "choose_checkpoint",
     "difference_noise",
+    "finite_or_none",
     "is_untrained",
     "run_choice",
     "scatter_noise",
@@ -84,7 +73,8 @@ VERDICTS = ("reliable", "within_noise", "not_reliable", "none")
 
 def is_untrained(evaluation: object) -> bool:
     """Whether ``evaluation`` (anything with ``global_step``) scored a model before any
-    optimizer step: ``global_step == 0``. Unknown steps and "epoch 0" are trained.
+    optimizer step: ``global_step == 0``. Unknown steps are trained, and so is "epoch 0"
+    after a full epoch (DINO's ``checkpoint0000.pth``).
 
     Example:
         >>> from types import SimpleNamespace as E
@@ -100,12 +90,10 @@ def candidate_indices(
 ) -> list[int]:
     """Indices of the local maxima of ``values``, best first: the paper's candidate set.
 
-    ``i`` is a candidate when ``values[i]`` is the maximum of
-    ``values[i - window : i + window + 1]`` (the window clipped at both ends; equal values
-    all count as maxima). Candidates are sorted by value, highest first, ties by earlier
-    index, and the first ``top`` are returned (all of them when ``top`` is None).
-    Non-finite values (NaN, +-inf, None) are never candidates and are ignored as
-    neighbours.
+    ``i`` is a candidate when ``values[i]`` is the maximum of ``values[i - window : i +
+    window + 1]`` (clipped at both ends; equal values all count as maxima). The ``top``
+    highest are returned (None: all), ties by earlier index. Non-finite values (NaN,
+    +-inf, None) are never candidates and are ignored as neighbours.
 
     Example:
         >>> candidate_indices([1.0, 3.0, 2.0, 2.5, 2.0, 1.0, 3.0], window=1, top=None)
@@ -132,18 +120,17 @@ def difference_noise(noise: Sequence[float | None] | None, a: int, b: int) -> fl
     """Standard error of ``values[a] - values[b]`` (independent noises); 0 when unknown."""
     if noise is None:
         return 0.0
-    parts = [_finite_or_zero(noise[i]) for i in (a, b)]
-    return math.sqrt(parts[0] ** 2 + parts[1] ** 2)
+    a_noise, b_noise = (finite_or_none(noise[i]) or 0.0 for i in (a, b))
+    return math.sqrt(a_noise**2 + b_noise**2)
 
 
 def scatter_noise(values: Sequence[float | None]) -> float | None:
     """A run's noise estimated from its own scatter, for histories that record none.
 
-    The robust spread of the second differences ``v[i-1] - 2 v[i] + v[i+1]`` (which
-    cancel any locally linear trend): for independent noise of standard error s their
-    standard deviation is ``sqrt(6) * s``; the median absolute value / 0.6745 estimates it
-    without being thrown by a few real jumps. Real changes between checkpoints add to
-    the scatter, so this over-estimates the measurement noise (it errs towards keeping
+    The second differences ``v[i-1] - 2 v[i] + v[i+1]`` cancel any locally linear trend;
+    for independent noise of standard error s their standard deviation is ``sqrt(6) * s``,
+    which their median absolute value / 0.6745 estimates robustly. Real changes between
+    checkpoints add to the scatter: this over-estimates the noise (erring towards keeping
     the latest checkpoint). None with fewer than 5 finite values.
 
     Example:
@@ -161,14 +148,9 @@ def scatter_noise(values: Sequence[float | None]) -> float | None:
 class Choice:
     """The checkpoint a run's history leads to, and how sure that is.
 
-    Attributes:
-        candidates: positions of the candidates, best first (an untrained first
-            evaluation only when nothing later qualifies).
-        chosen: the chosen position (None when no value is finite).
-        latest: the latest finite position (None likewise).
-        best: the best candidate (what DSE alone prefers), None likewise.
-        verdict: one of :data:`VERDICTS`.
-        reason: one line saying what was chosen and why.
+    Positions in the history: ``candidates`` best first, ``chosen``, the ``latest`` finite
+    one and the ``best`` candidate (what DSE alone prefers), None when no value is finite;
+    ``verdict``: one of :data:`VERDICTS`; ``reason``: one line, what was chosen and why.
     """
 
     candidates: tuple[int, ...]
@@ -241,10 +223,8 @@ def run_choice(
     use_noise: bool = True,
 ) -> Choice:
     """:func:`choose_checkpoint` of a :class:`~dse_tune.runs.RunRecord`: its DSE (or
-    ``scores``), the recorded noise (``dse_noise``; ignored with ``use_noise=False``),
-    whether its first evaluation is untrained (ignored with ``skip_untrained=False``),
-    and its ranking verdict (``run.ranking_reliable``; ``ranking`` = ``(reliable,
-    reason)`` given here wins)."""
+    ``scores``), recorded noise (unless ``use_noise=False``), untrained first evaluation
+    (unless ``skip_untrained=False``) and ranking verdict (``ranking``, given, wins)."""
     if ranking is None:
         ranking = ranking_of(run)
     evaluations = run.evaluations
@@ -331,12 +311,20 @@ def as_floats(values: Sequence[float | None], name: str) -> list[float]:
     return out
 
 
-def _finite_or_zero(value: float | None) -> float:
+def finite_or_none(value: object) -> float | None:
+    """``value`` as a finite float, else None (None, booleans, NaN, +-inf, text).
+
+    Example:
+        >>> finite_or_none("0.5"), finite_or_none(float("nan")), finite_or_none(True)
+        (0.5, None, None)
+    """
+    if value is None or isinstance(value, bool):
+        return None
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return 0.0
-    return abs(number) if math.isfinite(number) else 0.0
+        return None
+    return number if math.isfinite(number) else None
 
 
 def check_int(name: str, value: object, *, minimum: int, extra: str = "") -> None:

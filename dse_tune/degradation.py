@@ -1,11 +1,9 @@
 """The stopping rule for dense degradation: a pure function of a DSE history.
 
-Every adapter (the Lightning callback, the Optuna pruner, the Ray Tune stopper) feeds
-the same history to :meth:`DegradationRule.decide`, so one sequence of DSE values gives
-one decision everywhere. This module imports only the standard library: it is tested
-in milliseconds and usable from any training loop.
-
-DSE is "higher is better". An adapter whose metric is minimized negates it first.
+Every adapter (the Lightning callback, the Optuna pruner, the Ray Tune stopper) feeds the
+same history to :meth:`DegradationRule.decide`: one sequence of DSE values, one decision
+everywhere. Standard library only. DSE is "higher is better": an adapter whose metric is
+minimized negates it first.
 """
 
 from __future__ import annotations
@@ -16,7 +14,9 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dse_tune.decision import NOISE_Z, RULE_MIN_DROP, RULE_PATIENCE, RULE_WARMUP, as_floats, check_int, difference_noise
+from dse_tune.decision import (
+    NOISE_Z, RULE_MIN_DROP, RULE_PATIENCE, RULE_WARMUP, as_floats, check_int, difference_noise, finite_or_none,
+)
 
 __all__ = [
     "NAN_POLICIES", "DegradationDecision", "DegradationRule", "Peak", "decide_with", "finite_or_none", "first_stop_index",
@@ -33,19 +33,15 @@ class DegradationDecision:
     """What :meth:`DegradationRule.decide` concluded from a history.
 
     Attributes:
-        stop: True when the run should stop.
-        reason: One line for logs, saying why it stops or why it goes on.
-        peak_index: Position in the history of the (smoothed) peak; ``None`` while no
-            finite value has been seen.
-        peak_value: The (smoothed) DSE at the peak; ``None`` likewise.
-        evaluations: Length of the history, non-finite entries included.
-        current_value: The latest (smoothed) finite DSE, or ``None``.
+        reason: one line for logs: why it stops, or why it goes on.
+        peak_index, peak_value: where the (smoothed) peak is and its DSE; None while no
+            value is finite. ``current_value``: the latest (smoothed) finite DSE.
+        evaluations: length of the history, non-finite entries included.
         relative_drop: ``(peak - current) / (max - min)`` over the (smoothed) finite
-            history; ``0.0`` when the range is zero, ``None`` without finite values.
-        degraded_evaluations: How many of the latest finite evaluations in a row sit at
+            history; 0.0 when the range is zero, None without finite values.
+        degraded_evaluations: how many of the latest finite evaluations in a row sit at
             least ``min_drop`` of the range, and beyond the noise, below the peak.
-        recovering: True when the latest evaluations rise again (a dip followed by a
-            steady rise): such a run is not stopped.
+        recovering: the latest evaluations rise again (a dip, then a steady rise).
     """
 
     stop: bool
@@ -63,52 +59,31 @@ class DegradationDecision:
 class DegradationRule:
     """Stop a run once its DSE has fallen clearly and persistently below its peak.
 
-    Given the DSE history ``values`` (evaluation order, higher is better), the run stops
-    when all of these hold:
+    Stateless: :meth:`decide` reads the whole history (evaluation order, higher is better)
+    every time and stops when all hold (``docs/selection.md``, section 1, says why):
 
-    1. **warm-up**: at least ``warmup`` evaluations have been made (counting finite
-       values only under ``nan_policy="ignore"``). Early SSL training is transient; DSE
-       often dips or jumps before it rises.
+    1. **warm-up**: at least ``warmup`` evaluations made (finite ones only under
+       ``nan_policy="ignore"``);
     2. **persistent drop**: the latest ``patience`` evaluations *all* lie at least
-       ``min_drop * (max - min)`` below the peak, where the peak, max and min are taken
-       over the history seen so far. The run has therefore had at least ``patience``
-       evaluations since its peak, and a single recovery above that threshold (a noisy
-       spike, or a real partial recovery) restarts the count. A new peak resets it too.
-    3. **relative, not absolute**: ``min_drop`` is a fraction of the run's own DSE range,
-       because DSE scales differ between models, feature dimensions and probe sets. A
-       drop is also required to be strictly positive, so a constant history never stops.
-    4. **beyond the noise**: given ``noise`` (one standard error per value, the run
-       folder's ``dse_noise``), a drop counts only when it exceeds
-       :data:`~dse_tune.decision.NOISE_Z` standard errors of the difference.
-    5. **not recovering**: when the run climbed out of its lowest point after the peak by
-       at least half of that dip (and more than the drop threshold and the noise), only
-       the evaluations after that climb's high count as degraded; a run at that high, or
-       whose latest ``max(patience + 1, 3)`` evaluations after the peak rise steadily, is
-       recovering and goes on. So a dip followed by a steady rise never stops.
+       ``min_drop * (max - min)`` below the peak (peak, max and min over the history so
+       far): one evaluation back above that line, or a new peak, restarts the count;
+    3. **relative**: ``min_drop`` is a fraction of the run's own DSE range (DSE scales
+       differ between models and probe sets), and a drop must be strictly positive;
+    4. **beyond the noise**: given ``noise`` (one standard error per value), a drop counts
+       only beyond :data:`~dse_tune.decision.NOISE_Z` standard errors of the difference;
+    5. **not recovering**: after a climb out of the post-peak low that regains half the
+       dip (and beats the threshold and the noise), only evaluations after the climb's
+       high count; a run at that high, or whose latest ``max(patience + 1, 3)``
+       evaluations after the peak rise steadily, goes on.
 
-    An untrained first evaluation (``first_untrained=True``: ``global_step == 0``, see
-    :func:`dse_tune.decision.is_untrained`) is never the peak while a later value is
-    finite: the selector never keeps it either.
-
-    With ``smoothing=k`` the rule reads a trailing moving average over the last ``k``
-    finite values (fewer at the start) instead of the raw values; ``peak_value`` and
-    ``current_value`` are then smoothed values and ``peak_index`` is the evaluation that
-    ends the peak's window.
-
-    Non-finite values (NaN, +-inf) follow ``nan_policy``: ``"stop"`` (default) stops at
-    the first one, warm-up or not, with reason ``"non-finite DSE ..."``: NaN features mean
-    the run has diverged and will not recover; the peak before it stays the checkpoint to
-    keep. ``"ignore"`` drops them; warm-up and patience then count finite evaluations,
-    while reported indices still refer to positions in the full history. ``None`` in the
-    history is read as NaN.
-
-    Defaults (``warmup=5, patience=3, min_drop=0.1``) assume the paper's protocol of one
-    evaluation per checkpoint, every ~10 epochs: no stop in the first 5 evaluations, and
-    a stop needs 3 evaluations in a row 10% of the range below the peak. ``patience=3``
-    exceeds the selector's candidate window (+-2 evaluations), so a stopped run still
-    has the full window after its peak and its best checkpoint stays a clean candidate.
-
-    The rule is stateless: ``decide`` looks at the whole history every time.
+    An untrained first evaluation (``first_untrained=True``: ``global_step == 0``) is never
+    the peak while a later value is finite. ``smoothing=k`` reads a trailing mean over the
+    last ``k`` finite values; ``peak_index`` is then the evaluation that ends the peak's
+    window. Non-finite values (NaN, +-inf, None) follow ``nan_policy``: ``"stop"`` (the
+    default) stops at the first one, warm-up or not (a diverged run does not recover; its
+    earlier peak is kept); ``"ignore"`` skips them, indices still counting the full
+    history. The defaults suit one evaluation every ~10 epochs; ``patience=3`` exceeds
+    the candidate window (+-2), so a stopped run's peak stays a clean candidate.
 
     Example:
         >>> rule = DegradationRule(warmup=5, patience=3, min_drop=0.1)
@@ -133,33 +108,22 @@ class DegradationRule:
     def __post_init__(self) -> None:
         check_int("warmup", self.warmup, minimum=0)
         check_int("patience", self.patience, minimum=1)
-        if (
-            isinstance(self.min_drop, bool)
-            or not isinstance(self.min_drop, numbers.Real)
-            or not 0.0 <= self.min_drop <= 1.0
-        ):
-            raise ValueError(
-                f"min_drop must be a number in [0, 1] (a fraction of the run's DSE range), "
-                f"got {self.min_drop!r}"
-            )
+        min_drop = self.min_drop
+        if isinstance(min_drop, bool) or not isinstance(min_drop, numbers.Real) or not 0 <= min_drop <= 1:
+            raise ValueError(f"min_drop must be a number in [0, 1] (a fraction of the run's DSE range), "
+                             f"got {min_drop!r}")
         if self.smoothing is not None:
             check_int("smoothing", self.smoothing, minimum=1, extra="or None")
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
 
     def decide(
-        self,
-        values: Sequence[float],
-        *,
-        noise: Sequence[float | None] | None = None,
-        first_untrained: bool = False,
+        self, values: Sequence[float], *, noise: Sequence[float | None] | None = None, first_untrained: bool = False
     ) -> DegradationDecision:
         """Decide from the full DSE history (evaluation order) whether to stop now.
 
-        ``noise``: the standard error of each value (None, or None entries: unknown);
-        ``first_untrained``: the first evaluation scored the model before any optimizer
-        step (it is then never the peak while a later value is finite).
-        """
+        ``noise``: each value's standard error (None, or None entries: unknown);
+        ``first_untrained``: the first evaluation was made before any optimizer step."""
         history = as_floats(values, "values")
         evaluations = len(history)
         if noise is not None and len(noise) != evaluations:
@@ -172,45 +136,30 @@ class DegradationRule:
             # Report the peak reached before the divergence: that checkpoint is kept.
             finite_before = positions[: sum(1 for p in positions if p < first_bad)]
             peak = self._summarize(history, finite_before, **context)
-            return DegradationDecision(
-                stop=True,
-                reason=f"non-finite DSE ({history[first_bad]!r}) at evaluation {first_bad}",
-                evaluations=evaluations,
-                **peak,
-            )
+            reason = f"non-finite DSE ({history[first_bad]!r}) at evaluation {first_bad}"
+            return DegradationDecision(True, reason, evaluations=evaluations, **peak)
 
         if not positions:
             reason = "no evaluations yet" if evaluations == 0 else "no finite DSE yet"
             return DegradationDecision(False, reason, None, None, evaluations)
 
         summary = self._summarize(history, positions, **context)
-        counted = len(positions)
-        degraded = summary["degraded_evaluations"]
+        counted, degraded, current = len(positions), summary["degraded_evaluations"], summary["current_value"]
+        at_peak = f"the peak {summary['peak_value']:.6g} (evaluation {summary['peak_index']})"
+        beyond = " and beyond the noise" if noise is not None else ""
+        stop = False
         if counted < self.warmup:
             reason = f"warm-up: {counted} of {self.warmup} evaluations"
-            return DegradationDecision(False, reason, evaluations=evaluations, **summary)
-        if summary["recovering"]:
-            reason = (
-                f"recovering: DSE {summary['current_value']:.6g} is rising again towards the peak "
-                f"{summary['peak_value']:.6g} (evaluation {summary['peak_index']})"
-            )
-            return DegradationDecision(False, reason, evaluations=evaluations, **summary)
-        if degraded < self.patience:
-            reason = (
-                f"{degraded} of {self.patience} evaluations at least {self.min_drop:.0%} of the "
-                f"DSE range{' and beyond the noise' if noise is not None else ''} below the peak "
-                f"{summary['peak_value']:.6g} "
-                f"(evaluation {summary['peak_index']})"
-            )
-            return DegradationDecision(False, reason, evaluations=evaluations, **summary)
-        reason = (
-            f"degraded: DSE {summary['current_value']:.6g} is "
-            f"{summary['relative_drop']:.0%} of its range below the peak "
-            f"{summary['peak_value']:.6g} (evaluation {summary['peak_index']}), "
-            f"{degraded} evaluations in a row at least {self.min_drop:.0%} below"
-            f"{' and beyond the noise' if noise is not None else ''}"
-        )
-        return DegradationDecision(True, reason, evaluations=evaluations, **summary)
+        elif summary["recovering"]:
+            reason = f"recovering: DSE {current:.6g} is rising again towards {at_peak}"
+        elif degraded < self.patience:
+            reason = (f"{degraded} of {self.patience} evaluations at least {self.min_drop:.0%} of the DSE "
+                      f"range{beyond} below {at_peak}")
+        else:
+            stop = True
+            reason = (f"degraded: DSE {current:.6g} is {summary['relative_drop']:.0%} of its range below {at_peak}, "
+                      f"{degraded} evaluations in a row at least {self.min_drop:.0%} below{beyond}")
+        return DegradationDecision(stop, reason, evaluations=evaluations, **summary)
 
     def _summarize(
         self, history: list[float], positions: list[int], *, noise: Sequence | None, first_untrained: bool
@@ -264,13 +213,9 @@ class DegradationRule:
 class Peak:
     """The best value of a DSE history: where it is, what it is, or why there is none.
 
-    Attributes:
-        index: Position of the highest finite value (the first of ties); ``None`` when
-            the history holds no finite value.
-        value: That value; ``None`` likewise.
-        reason: ``None`` when there is a peak, else why not (``"no evaluations"``,
-            ``"no finite DSE in 3 evaluations"``).
-        skipped: How many non-finite values (NaN, +-inf, None) were passed over.
+    ``index``/``value``: the highest finite value (first of ties) and where, None when
+    there is none; ``reason``: then why (``"no finite DSE in 3 evaluations"``);
+    ``skipped``: how many non-finite values (NaN, +-inf, None) were passed over.
     """
 
     index: int | None
@@ -285,10 +230,8 @@ class Peak:
 def peak(values: Sequence[float | None]) -> Peak:
     """THE peak of a run: the highest finite DSE and its position (first of ties).
 
-    Every place that needs a run's best value (the monitor, the pretraining summary,
-    the Optuna objective, Ray's ``dse_best``, plots) calls this, so a history whose
-    first evaluation is NaN has the same finite peak everywhere. Non-finite values are
-    skipped; when nothing finite is left the peak is empty and says why.
+    Every place that needs a run's best value (the monitor, the Optuna objective, Ray's
+    ``dse_best``, plots) calls this: non-finite values are skipped the same way everywhere.
 
     Example:
         >>> peak([float("nan"), 0.2, 0.5, 0.5, 0.1])
@@ -307,22 +250,6 @@ def peak(values: Sequence[float | None]) -> Peak:
     # Highest value; on ties the earliest evaluation (the cheaper, earlier checkpoint).
     value, index = max(finite, key=lambda pair: (pair[0], -pair[1]))
     return Peak(index, value, None, skipped)
-
-
-def finite_or_none(value: object) -> float | None:
-    """``value`` as a finite float, else None (None, booleans, NaN, +-inf, text).
-
-    Example:
-        >>> finite_or_none("0.5"), finite_or_none(float("nan")), finite_or_none(True)
-        (0.5, None, None)
-    """
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def decide_with(
@@ -365,8 +292,4 @@ def first_stop_index(
 def _trailing_mean(series: list[float], window: int) -> list[float]:
     if window == 1:
         return series
-    out = []
-    for i in range(len(series)):
-        chunk = series[max(0, i - window + 1) : i + 1]
-        out.append(math.fsum(chunk) / len(chunk))
-    return out
+    return [math.fsum(series[max(0, i - window + 1) : i + 1]) / min(i + 1, window) for i in range(len(series))]

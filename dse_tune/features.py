@@ -2,23 +2,16 @@
 
 The model type decides how tokens are read, never the shape of a tensor:
 
-- ``"vit"``: a timm Vision Transformer (anything with ``forward_features`` and
-  ``num_prefix_tokens``, e.g. ``VisionTransformer``, DeiT, EVA). ``forward_features``
-  applies the final norm; the first ``num_prefix_tokens`` tokens (CLS and register
-  tokens) are dropped, leaving the patch tokens in raster order. A ViT built for one
-  size scores images of any other (a ``96x128`` or ``native`` probe set): for that call
-  it runs in timm's own ``dynamic_img_size`` mode, which resamples the position
-  embedding to the new token grid (:func:`any_input_size`); images whose sides are not
-  a multiple of the patch size are centre-cropped to the largest multiple first.
-- ``"convnet"``: a timm ConvNet; ``forward_features`` gives the last stage
-  (B, C, H, W), returned as (B, H*W, C) (channels-last models that declare
-  ``output_fmt == "NHWC"``, such as Swin, are read as (B, H, W, C)).
-- ``"callable"``: any callable ``images -> (B, N, d)``; also used for objects with a
+- ``"vit"``: a timm Vision Transformer (``forward_features`` and ``num_prefix_tokens``:
+  ``VisionTransformer``, DeiT, EVA): the normed tokens without the CLS and register
+  tokens, in raster order, at any image size (:func:`any_input_size`, :func:`crop_to_patches`).
+- ``"convnet"``: a timm ConvNet: its last stage (B, C, H, W) as (B, H*W, C) (channels-last
+  models that declare ``output_fmt == "NHWC"``, such as Swin, are read as (B, H, W, C)).
+- ``"callable"``: any callable ``images -> (B, N, d)``, or an object with a
   ``dense_tokens(images)`` method (the modules of :mod:`dse_tune.ssl`).
 
-This module does not switch train/eval mode or disable gradients: callers decide
-(:class:`dse_tune.integrations.lightning.DSEMonitor` uses eval mode and no_grad; the
-regularizer needs gradients).
+Train/eval mode and gradients are the caller's choice (the monitor scores in eval mode
+under no_grad; the regularizer needs gradients).
 """
 
 from __future__ import annotations
@@ -54,12 +47,8 @@ def model_kind(model: TokenSource) -> str:
 def dense_tokens(model: TokenSource, images: Tensor, kind: Kind = "auto") -> Tensor:
     """Dense tokens of ``images`` (B, 3, H, W) as a (B, N, d) tensor.
 
-    Args:
-        model: a timm ViT, a timm ConvNet, an object with ``dense_tokens(images)``,
-            or a callable returning (B, N, d).
-        images: the input batch.
-        kind: ``"auto"`` (see :func:`model_kind`), ``"vit"``, ``"convnet"`` or
-            ``"callable"``.
+    ``model``: a timm ViT or ConvNet, an object with ``dense_tokens(images)`` or a
+    callable returning (B, N, d); ``kind``: ``"auto"`` (:func:`model_kind`) or one of them.
 
     Example:
         >>> import timm
@@ -114,12 +103,11 @@ def dense_tokens(model: TokenSource, images: Tensor, kind: Kind = "auto") -> Ten
 def any_input_size(model: nn.Module, size: tuple[int, int]) -> Iterator[nn.Module]:
     """A timm ViT that takes ``size`` (H, W) images for the duration of the block.
 
-    Nothing changes for a model already built with ``dynamic_img_size=True`` (every
-    :mod:`dse_tune.ssl` backbone) or for images of its own size. Otherwise the model
-    runs in timm's ``dynamic_img_size`` mode (the patch embedding keeps its grid, the
-    position embedding is resampled to the new one on every forward, as timm does for
-    models built that way) and is restored afterwards: no parameter is replaced, so an
-    optimizer holding them is unaffected (``set_input_size`` would replace them).
+    Nothing changes for a model built with ``dynamic_img_size=True`` (every
+    :mod:`dse_tune.ssl` backbone) or for images of its own size. Otherwise the model runs
+    in timm's ``dynamic_img_size`` mode (position embedding resampled on every forward)
+    and is restored afterwards: no parameter is replaced, so an optimizer holding them
+    is unaffected (``set_input_size`` would replace them).
 
     Example:
         >>> import timm

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from dse_tune.atomic import atomic_write
-from dse_tune.decision import NOISE_Z, run_choice
+from dse_tune.decision import NOISE_Z, finite_or_none, run_choice
 from dse_tune.degradation import peak
-from dse_tune.runs import Evaluation, RunRecord, read_run
+from dse_tune.runs import Evaluation, RunRecord, read_config, read_run
 
 if TYPE_CHECKING:
     from dse_tune.selection import SelectionResult
@@ -54,12 +54,8 @@ def evaluation_noise(evaluation: Evaluation | Mapping[str, Any]) -> float | None
         >>> evaluation_noise({"dse": 0.4, "dse_noise": 0.002}), evaluation_noise(Evaluation(0, 0.4))
         (0.002, None)
     """
-    value = evaluation.get("dse_noise") if isinstance(evaluation, Mapping) else evaluation.noise
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return abs(number) if math.isfinite(number) else None
+    value = finite_or_none(evaluation.get("dse_noise") if isinstance(evaluation, Mapping) else evaluation.noise)
+    return None if value is None else abs(value)
 
 
 def _finite(values: Sequence[float | None]) -> list[float]:
@@ -119,12 +115,9 @@ def noise_note(ys: Sequence[float | None], noise: Sequence[float | None] = ()) -
 
 
 def honest_limits(axis: Any, ys: Sequence[float | None], noise: Sequence[float | None] = ()) -> str | None:
-    """Set the y-range of ``axis`` no narrower than the noise of ``ys``; return
-    :func:`noise_note`.
-
-    The span is at least the width of the noise band (``2 * BAND_STANDARD_ERRORS`` times
-    the median standard error) or, without a recorded noise, :data:`MIN_RELATIVE_SPAN`
-    of the largest |value|, centred on the values. Call it after drawing.
+    """Set the y-range of ``axis`` (after drawing) no narrower than the noise band of
+    ``ys`` (its median standard error) or, without a recorded noise, :data:`MIN_RELATIVE_SPAN`
+    of the largest |value|, centred on the values; return :func:`noise_note`.
 
     Example:
         >>> from matplotlib.figure import Figure
@@ -176,17 +169,14 @@ def _x_positions(evaluations: Sequence[Evaluation]) -> tuple[list[int], str]:
 def plot_dse_history(
     history: RunRecord | Mapping[str, Any] | str | Path, path: str | Path, *, title: str | None = None
 ) -> Path:
-    """Draw the DSE curve (top) and its components (bottom) over epochs to ``path``.
+    """Draw the DSE curve (top) and its components (bottom) over epochs to ``path`` (a PNG,
+    written atomically); returns ``path``.
 
     ``history`` is a :class:`~dse_tune.runs.RunRecord`, the dict of ``dse_history.json``,
-    or a run folder (or its history file). The peak is marked, NaN evaluations too; the
-    noise band is drawn where the history records ``dse_noise``; the DSE axis is never
-    narrower than that noise (a note says when every change is within it); an early stop
-    is noted in the title. The PNG is written atomically. Returns ``path``.
+    or a run folder (or its history file). The peak, the kept checkpoint, NaN evaluations,
+    the noise band and an early stop are marked (see the module's honest axes).
     """
-    figure = history_figure(history, title=title)
-    # Atomic: readers (a sweep dashboard, a human) never see half a PNG.
-    return atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110))
+    return _write_png(history_figure(history, title=title), path)
 
 
 def history_figure(history: RunRecord | Mapping[str, Any] | str | Path, *, title: str | None = None) -> Any:
@@ -257,11 +247,9 @@ def _short_value(value: Any) -> str:
 
 
 def trial_labels(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """A legend label per trial: the parameters whose values differ across the trials.
-
-    ``configs`` maps a trial name to its config (the run's ``config``); parameters that
-    are equal in every trial are left out, and a trial whose config lacks a varying
-    parameter shows it as ``?``. With no varying parameter the label is the name.
+    """A legend label per trial (``configs``: trial name -> its config): the parameters
+    whose values differ across the trials, ``?`` where a trial's config lacks one; with
+    no varying parameter, the trial's name.
 
     Example:
         >>> trial_labels({
@@ -289,8 +277,6 @@ def trial_labels(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
 
 def _trial_configs(trials: Any) -> dict[str, Mapping[str, Any]]:
     """Each trial's config: the one recorded in its run folder, else the history's copy."""
-    from dse_tune.runs import read_config
-
     configs = {}
     for t in trials:
         config: Mapping[str, Any] = dict(t.run.config or {})
@@ -318,12 +304,15 @@ def plot_selection(result: "SelectionResult", path: str | os.PathLike) -> Path:
     """Draw every trial's DSE curve with its candidates, stop point and the winner (PNG).
 
     Trials are labelled by the parameters that vary across them (:func:`trial_labels`).
-    The winner's star sits on its own DSE curve. Where the selection decided on other
-    values than the monitored DSE (held-out rescoring, few-label confirmation), those
-    are drawn in a panel of their own below, the winner's value starred there too.
+    Values that decided besides the monitored DSE (held-out rescoring, few-label
+    confirmation) get a panel of their own below, the winner starred on both.
     """
-    figure = selection_figure(result)
-    return atomic_write(Path(path), lambda temporary: figure.savefig(temporary, format="png", dpi=110))
+    return _write_png(selection_figure(result), path)
+
+
+def _write_png(figure: Any, path: str | os.PathLike) -> Path:
+    # Atomic: readers (a sweep dashboard, a human) never see half a PNG.
+    return atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110))
 
 
 def selection_figure(result: "SelectionResult") -> Any:
@@ -434,10 +423,9 @@ def _mark_chosen(axes: Any, deciding_axes: Any, result: "SelectionResult", x_of:
     if result.best is None or result.best.chosen_evaluation is None:
         return
     chosen = result.best.chosen_evaluation
-    edge = colors.get(result.best.name, "black")
-    axes.scatter([x_of(chosen)], [chosen.dse], marker="*", s=320, color="gold", edgecolors=edge, linewidths=1.5,
-                 zorder=5, label="_selected")
+    star = {"marker": "*", "s": 320, "color": "gold", "edgecolors": colors.get(result.best.name, "black"),
+            "linewidths": 1.5, "zorder": 5, "label": "_selected"}
+    axes.scatter([x_of(chosen)], [chosen.dse], **star)
     _, values = _deciding_values(result.best)
     if deciding_axes is not None and result.best.chosen in values:
-        deciding_axes.scatter([x_of(chosen)], [values[result.best.chosen]], marker="*", s=320, color="gold",
-                              edgecolors=edge, linewidths=1.5, zorder=5, label="_selected")
+        deciding_axes.scatter([x_of(chosen)], [values[result.best.chosen]], **star)

@@ -1,13 +1,9 @@
 """PretrainConfig: everything that defines a pretraining run, saved as ``config.json``.
 
-One flat dataclass so that a sweep can set any field by name (``lr``, ``dse_beta``,
-``teacher_momentum``, ...), a YAML file can hold a run, and ``config.json`` in the run
-folder is enough to rebuild the model of any of its checkpoints.
-
-It lives in the core (plain data, standard library only) because search spaces check
-their fields against it; :mod:`dse_tune.ssl.config` re-exports it. Every value is typed
-from the field declarations by :mod:`dse_tune.typed_config`, whether it comes from a
-dict, a YAML/JSON file, ``--set`` or a search space.
+One flat dataclass, so that a sweep or ``--set`` sets any field by name and the run
+folder's ``config.json`` rebuilds the model of any of its checkpoints. Plain data in the
+core (search spaces check their fields against it); every value is typed from the field
+declarations by :mod:`dse_tune.typed_config`, whatever its source.
 
 Example:
     >>> PretrainConfig.from_dict({"lr": "1E-4", "probe_image_size": "96x128"}).lr
@@ -34,9 +30,13 @@ PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 VIT_ONLY_METHODS = {"ibot": "masks patch tokens (masked image modelling)", "mae": "masks patch tokens and reconstructs them"}
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _precision_name(value: Any) -> str:
     """YAML and ``--set`` read ``precision: 32`` as a number: Lightning's name is the text."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if _is_int(value):
         return str(value)
     if not isinstance(value, str):
         raise ValueError(f"expected a string such as '32-true' or 'bf16-mixed', got {value!r}")
@@ -71,28 +71,21 @@ class PretrainConfig:
         local_crop_scale, num_local_crops (DINO, iBOT).
     DSE:
         dse_beta: regularizer weight (loss = ssl_loss - dse_beta * DSE(student patch
-        tokens)); dse_every_n_steps, dse_max_images: its cost controls.
-        dse_global_batch: under DDP, the regularizer scores the tokens of the global
-            batch (all-gathered with their gradient) instead of each device's local
-            batch (default, as the public code). See ``docs/pretraining.md``.
-        eval_every_n_epochs: DSE evaluation (and checkpoint) period.
-        probe_size: number of probe images; probe_image_size: their size, ``N`` (a
-        square), ``HxW`` (e.g. ``96x128``; resized with the aspect kept, then
-        centre-cropped) or ``native`` (each image at its own size; see
-        :func:`dse_tune.data.build_probe_set`); default: ``image_size``.
-        ``config.json`` records the resolved size (``[H, W]`` or ``"native"``).
-        probe_seed: seed of the DSE k-means.
+        tokens)); dse_every_n_steps, dse_max_images: its cost controls;
+        dse_global_batch: under DDP, score the global batch instead of each device's
+        (docs/pretraining.md). eval_every_n_epochs: DSE evaluation (and checkpoint) period.
+        probe_size: number of probe images; probe_image_size: their size, ``N``, ``HxW``
+        or ``native`` (:func:`dse_tune.data.build_probe_set`), default ``image_size``
+        (``config.json`` records it resolved); probe_seed: seed of the DSE k-means.
         early_stop: stop when the degradation rule says so; degradation: keyword
         arguments of ``dse_tune.degradation.DegradationRule``.
     Data:
         data: ``"synthetic"`` or a folder; splits: split names or None;
         synthetic_size: number of synthetic scenes; num_workers: data loader workers.
-    Devices (passed to ``lightning.pytorch.Trainer``):
-        accelerator: ``"auto"``, ``"cpu"``, ``"gpu"``, ...; devices: a count, ``"auto"``,
-        -1 (all) or a list of device indices; strategy: ``"auto"``, ``"ddp"`` (the one to
-        use on several GPUs), ``"ddp_spawn"``, ... (any Lightning strategy name);
-        precision: ``"32-true"`` (or ``"32"``), ``"bf16-mixed"`` or ``"16-mixed"``
-        (CUDA only). DSE is always computed in float32.
+    Devices (``lightning.pytorch.Trainer``'s): accelerator (``"auto"``, ``"cpu"``, ``"gpu"``,
+        ...); devices (a count, ``"auto"``, -1 (all) or a list of indices); strategy (any
+        Lightning strategy, ``"ddp"`` on several GPUs); precision (:data:`PRECISIONS`;
+        ``"16-mixed"`` on CUDA only). DSE is always computed in float32.
     seed: seeds Lightning (weights, augmentations) and the synthetic scenes.
     """
 
@@ -156,8 +149,6 @@ class PretrainConfig:
     strategy: str = "auto"
     precision: str = field(default="32-true", metadata={PARSE: _precision_name})
 
-    # ------------------------------------------------------------------ resolved
-
     @property
     def resolved_global_crop_size(self) -> int:
         return self.global_crop_size or self.image_size
@@ -183,8 +174,6 @@ class PretrainConfig:
     def uses_custom_vit(self) -> bool:
         return self.backbone == "vit"
 
-    # ---------------------------------------------------------------- validation
-
     def validate(self) -> "PretrainConfig":
         """Raise ValueError naming the first field with an unusable value."""
         if self.method not in METHODS:
@@ -196,7 +185,7 @@ class PretrainConfig:
         )
         for name in positive:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("lr", "student_temp", "teacher_temp", "warmup_teacher_temp", "moco_temperature"):
             if not getattr(self, name) > 0:
@@ -248,19 +237,16 @@ class PretrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         devices = self.devices
-        if isinstance(devices, bool):
-            pass
-        elif isinstance(devices, int) and (devices >= 1 or devices == -1):
-            return
-        elif devices == "auto" or (isinstance(devices, str) and all(p.strip().isdigit() for p in devices.split(","))):
-            return
-        elif isinstance(devices, list) and devices and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices):
-            return
-        raise ValueError(
-            f"devices must be a positive count, -1 (all), 'auto' or a list of device indices, got {devices!r}"
-        )
-
-    # ------------------------------------------------------------- (de)serialise
+        if isinstance(devices, str):
+            usable = devices == "auto" or all(part.strip().isdigit() for part in devices.split(","))
+        elif isinstance(devices, list):
+            usable = bool(devices) and all(_is_int(d) and d >= 0 for d in devices)
+        else:
+            usable = _is_int(devices) and (devices >= 1 or devices == -1)
+        if not usable:
+            raise ValueError(
+                f"devices must be a positive count, -1 (all), 'auto' or a list of device indices, got {devices!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

@@ -1,28 +1,18 @@
 """DSE as a differentiable loss term: ``loss = ssl_loss + DSERegularizer(beta)(student_tokens)``.
 
-Sign and meaning: higher DSE means better dense structure, so the term returned is
-``-beta * DSE``; minimising the total loss raises DSE. (The public regulariser returns
-DSE unsigned; the paper wants DSE to rise, which is what this sign does.)
+Higher DSE means better dense structure, so the term is ``-beta * DSE`` and minimising the
+loss raises DSE (the public regulariser returns DSE unsigned; the paper wants it to rise).
 
-The estimator is the metric's own engine (``dse_tune.metrics.dse_metric.dse_components``):
-k-means runs on detached tokens (cluster assignments carry no gradient, as in the
-paper), every other step (cluster means, spreads via Gram eigenvalues, distances to
-other centroids, effective rank) is differentiable.
+The estimator is the metric's own engine (``dse_components``): k-means runs on detached
+tokens (assignments carry no gradient, as in the paper), every other step is differentiable.
 
-Under DDP (``torch.distributed`` initialised, world size > 1) the default scores each
-process's local batch, as the public code does: its regulariser has no collective and
-scores the tensor it is given. ``global_batch=True`` scores the global batch instead: the
-tokens of every process are all-gathered WITH their gradient (:func:`gather_with_gradient`,
-what ``torch.distributed.nn.functional.all_gather`` does), every process computes the same DSE
-(same tokens, same seeded k-means), and the backward pass sums each process's share
-of the gradient back to it (each local token gradient is world_size times its slice of
-the global gradient; DDP's averaging of parameter gradients divides by world_size, so
-the parameters get exactly the gradient of ``-weight * DSE(global batch)``).
-Cost per computing step (B local images, N tokens, d channels, W processes): an
-all-gather of B*N*d float32 per process in the forward and a reduce-scatter of the
-same size in the backward (NCCL; gloo all-reduces the W*B*N*d gradient), and every
-process holds, scores and differentiates W times the tokens (memory and DSE compute
-grow W-fold; the k-means runs on W*B images on every process).
+Under DDP the default scores each process's local batch, as the public code does.
+``global_batch=True`` scores the global batch: the tokens of every process are
+all-gathered with their gradient (:func:`gather_with_gradient`), every process computes
+the same DSE, and the backward pass sums each process's share of the gradient back to it
+(each local gradient is world_size times its slice; DDP's averaging divides by world_size,
+so the parameters get exactly the gradient of ``-weight * DSE(global batch)``). What each
+mode costs: docs/pretraining.md.
 """
 
 from __future__ import annotations
@@ -51,10 +41,8 @@ class DSERegularizer(nn.Module):
             already shuffled), to bound the cost.
         seed: seeds the module's private generator; the global RNG is never used, so
             masking and dropout keep their own random streams.
-        global_batch: under ``torch.distributed`` (world size > 1), score the tokens of
-            all processes (gathered with gradient) instead of the local batch; without
-            a process group it is the local batch (one process: the same thing).
-            ``max_images`` applies per process, before the gather.
+        global_batch: under ``torch.distributed``, score the tokens of all processes,
+            gathered with their gradient; ``max_images`` applies per process, before.
 
     Example:
         >>> import torch
@@ -102,11 +90,9 @@ class DSERegularizer(nn.Module):
         self.last_components: dict[str, float] = {}
 
     def extra_repr(self) -> str:
-        return (
-            f"weight={self.weight}, local_clusters={self.local_clusters}, global_clusters={self.global_clusters}, "
-            f"group_size={self.group_size}, dim_estimator={self.dim_estimator!r}, every_n_steps={self.every_n_steps}, "
-            f"global_batch={self.global_batch}"
-        )
+        names = ("weight", "local_clusters", "global_clusters", "group_size", "dim_estimator", "every_n_steps",
+                 "global_batch")
+        return ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
 
     def forward(self, tokens: Tensor) -> Tensor:
         tokens = as_token_tensor(tokens, "tokens", argument="tokens")

@@ -1,16 +1,14 @@
 """Is DSE's ranking of a run's checkpoints reliable? A label-free verdict per run.
 
-DSE ranks a run's checkpoints and the selector keeps the top one; nothing in one DSE
-curve says whether that ranking is right. What the probe-regime study
-(docs/validation.md, "Probe regime"; ``benchmarks/probe_regime.py``) measured on 14
-CamVid runs against linear-probe mIoU:
+Nothing in one DSE curve says whether its ranking of the checkpoints is right. The
+probe-regime study (docs/validation.md, "Probe regime"; ``benchmarks/probe_regime.py``)
+measured on 14 CamVid runs against linear-probe mIoU:
 
-- **Sampling noise does not say it.** Split-half agreement (two disjoint halves of the
-  probe images) and agreement between the monitoring images and the test images were
-  +0.5 to +1.0 on runs DSE ranked wrongly as well as on runs it ranked well.
+- **Sampling noise does not say it.** Split-half agreement and agreement between the
+  monitoring and the test images were +0.5 to +1.0 on runs DSE ranked wrongly and well.
 - **The probe regime does not say it either.** The agreement between the rankings at
   the training size and at 1.5x (:func:`ranking_agreement`) was +0.95 on a run DSE
-  ranked badly and -0.60 on one it ranked well (the issue's); 1 hit in 3, 1 false alarm in 1.
+  ranked badly and -0.60 on one it ranked well: 1 hit in 3, 1 false alarm in 1.
 - **What DSE's own components say did separate them, on these runs.** DSE =
   class relevance (``inter - (intra_image + intra_batch) / 2``, the k-means cluster
   term) + ``dim``. Where DSE tracked mIoU, its rise came from ``dim`` while the cluster
@@ -21,19 +19,10 @@ CamVid runs against linear-probe mIoU:
   runs it is judged on: treat its rates (6 of 11 badly ranked runs flagged, 1 false
   alarm in 3 well ranked ones; docs/validation.md) as a first estimate, not a guarantee.
 
-The API, on plain numbers (one value per evaluation in evaluation order; NaN or None
-for an evaluation that could not be scored, which is left out):
-
-- :func:`ranking_verdict` ``(dse, class_relevance)`` -> :class:`RankingVerdict`
-  ``(reliable: bool | None, reason: str, agreement: float | None, evaluations: int)``;
-  ``reliable`` is None (unknown) with fewer than ``min_evaluations`` scored evaluations.
-- :func:`cluster_driven` ``(dse, class_relevance)``: the statistic behind it.
-- :func:`ranking_agreement` ``(primary, alternate)``: Kendall tau between two rankings
-  of the same checkpoints (another probe size, another image set), for reports.
-- :func:`kendall_tau`.
-
-The selector takes the verdict as plain data (``ranking_reliable`` and a reason,
-:mod:`dse_tune.decision`): when it is False it keeps the latest checkpoint.
+Every function takes plain numbers: one value per evaluation in evaluation order, NaN
+or None for one that could not be scored (left out). The selector takes the verdict as
+plain data (``ranking_reliable`` and a reason, :mod:`dse_tune.decision`): when it is
+False it keeps the latest checkpoint.
 
 Example:
     >>> dse = [0.30, 0.35, 0.41, 0.44, 0.52, 0.55]
@@ -51,9 +40,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 
-#: tau(class relevance, DSE) above this: DSE's ranking is driven by its cluster term.
-#: On the study's 14 runs (docs/validation.md) 0.5 flagged 6 of the 11 runs DSE ranked
-#: badly and 1 of the 3 it ranked well; 0 flagged 11/11 but also 1/3: 12 of 14 runs.
+#: tau(class relevance, DSE) above this: DSE's ranking is driven by its cluster term
+#: (on the study's 14 runs a threshold of 0 flagged 11 of 11 badly ranked, and 1 of 3 good).
 CLUSTER_THRESHOLD = 0.5
 #: Fewer scored evaluations than this: no verdict (tau over 4 points takes 7 values).
 MIN_EVALUATIONS = 5
@@ -102,11 +90,9 @@ def _sign(value: float) -> int:
 class RankingVerdict:
     """Whether DSE's checkpoint ranking of one run can be trusted.
 
-    Attributes:
-        reliable: True, False, or None when there is too little to judge.
-        reason: one sentence for the user (what was compared, and the number).
-        agreement: the statistic behind it (:func:`cluster_driven`), or None.
-        evaluations: how many evaluations were scored.
+    ``reliable``: True, False, or None when there is too little to judge; ``reason``: one
+    sentence for the user (what was compared, and the number); ``agreement``: the statistic
+    behind it (:func:`cluster_driven`), or None; ``evaluations``: how many were scored.
     """
 
     reliable: bool | None

@@ -13,8 +13,7 @@ versioned contract (``docs/run-folder.md``), so other tools can write it too::
       dse_curve.png      DSE and its components (optional)
       checkpoints/       one file per evaluation, paths recorded relative to RUN_DIR
 
-Standard library only (plus :mod:`dse_tune.degradation` for the peak): it imports no
-torch, Lightning, Ray or Optuna.
+Standard library only (plus the decision modules): no torch, Lightning, Ray or Optuna.
 
 Example:
     >>> import tempfile
@@ -106,17 +105,13 @@ class Evaluation:
 
     Attributes:
         index: position in the run's evaluation order (0-based).
-        dse: the DSE score; NaN when it could not be computed (see ``failure``).
-        epoch: 0-based training epoch at which it ran (None when unknown).
-        global_step: optimizer step (None when unknown).
-        checkpoint: the weights that were scored, as recorded: relative to the run
-            folder, or absolute.
+        dse: the DSE score; NaN when it could not be computed, and ``failure`` says why
+            (diverged or collapsed features, an unreadable checkpoint).
+        epoch, global_step: 0-based training epoch and optimizer step (None: unknown).
+        checkpoint: the weights scored, relative to the run folder or absolute.
         seconds: time the evaluation took (features + DSE).
         components: raw components ``inter``, ``intra_image``, ``intra_batch``, ``dim``.
-        failure: why ``dse`` is NaN (diverged or collapsed features, an unreadable
-            checkpoint), else None.
-        noise: the standard error of ``dse`` (``dse_noise`` in the file: probe images and
-            k-means seed), None when not measured.
+        noise: the standard error of ``dse`` (``dse_noise`` in the file), None when not measured.
     """
 
     index: int
@@ -367,31 +362,31 @@ def history_file(run_dir: str | os.PathLike) -> Path:
 
 
 def read_run(run_dir: str | os.PathLike, name: str | None = None) -> RunRecord:
-    """Read a run folder (or its ``dse_history.json``) strictly.
-
-    Raises ``FileNotFoundError`` naming the file when it is missing or unreadable, and
-    :class:`RunFormatError` (a ValueError) naming the file and field when it is not in
-    the format.
-    """
+    """Read a run folder (or its ``dse_history.json``) strictly: errors as
+    :func:`read_json_object`'s, and :class:`RunFormatError` naming file and field."""
     source = history_file(run_dir)
+    data = read_json_object(source)
+    return RunRecord.from_dict(data, name=name or source.parent.resolve().name, path=source.parent, source=str(source))
+
+
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in ``path``, every error naming the file: ``FileNotFoundError`` when
+    it cannot be read, :class:`RunFormatError` when it is not JSON or not an object."""
+    source = Path(path)
     try:
-        text = source.read_text(encoding="utf-8")
+        data = json.loads(source.read_text(encoding="utf-8"))
     except OSError as error:
         raise FileNotFoundError(f"cannot read {source}: {error.strerror or error}") from None
-    try:
-        data = json.loads(text)
     except json.JSONDecodeError as error:
         raise RunFormatError(f"{source}: not valid JSON ({error})") from None
-    folder = source.parent
-    return RunRecord.from_dict(data, name=name or folder.resolve().name, path=folder, source=str(source))
+    if not isinstance(data, dict):
+        raise RunFormatError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def write_run(run_dir: str | os.PathLike, run: RunRecord) -> Path:
     """Write ``dse_history.json`` and ``dse_history.csv`` atomically; returns the JSON path.
-
-    Non-finite values are written as ``NaN`` (Python's ``json`` reads them back); a
-    reader never sees half a file, even when the writer is killed.
-    """
+    Non-finite values are written as ``NaN`` (Python's ``json`` reads them back)."""
     folder = Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     target = atomic_write_text(folder / HISTORY_FILE, json.dumps(run.to_dict(), indent=2) + "\n")
@@ -411,11 +406,8 @@ def history_to_csv(evaluations: Sequence[Evaluation | Mapping[str, Any]]) -> str
 
 
 def mark_stopped(run_dir: str | os.PathLike, reason: str) -> RunRecord:
-    """Record in the run's history that it was stopped early, and why (atomic rewrite).
-
-    Used by stoppers that act outside the training process (a Ray Tune stopper), so the
-    selector and the plots show the stop. Returns the updated record.
-    """
+    """Record in the run's history that it was stopped early, and why (atomic rewrite), for
+    stoppers outside the training process (a Ray Tune stopper). Returns the updated record."""
     run = read_run(run_dir)
     if run.stopped_early and run.stop_reason:
         return run  # the first reason stands (the training process may have written it)
@@ -432,26 +424,16 @@ def write_config(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> Path:
 def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The run's settings: ``config.json`` if present, else the history's copy, else ``{}``."""
     folder = Path(run_dir)
-    source = folder / CONFIG_FILE
-    if source.is_file():
-        try:
-            data = json.loads(source.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise RunFormatError(f"cannot read {source}: {error}") from None
-        if not isinstance(data, dict):
-            raise RunFormatError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        return data
+    if (folder / CONFIG_FILE).is_file():
+        return read_json_object(folder / CONFIG_FILE)
     if history_file(folder).is_file():
         return dict(read_run(folder).config)
     return {}
 
 
 def find_runs(root: str | os.PathLike) -> list[Path]:
-    """Every run folder at or below ``root`` (a folder holding ``dse_history.json``), sorted.
-
-    The search does not descend into a run (copies of the history inside its checkpoint
-    folders are not runs).
-    """
+    """Every run folder at or below ``root`` (a folder holding ``dse_history.json``), sorted;
+    not inside a run (copies of the history in its checkpoint folders are not runs)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"not a directory: {root}")
@@ -465,12 +447,9 @@ def find_runs(root: str | os.PathLike) -> list[Path]:
 
 
 def load_sweep(root: str | os.PathLike, strict: bool = False) -> list[RunRecord]:
-    """Every run at or below ``root`` (a run folder or a sweep of them), sorted by name.
-
-    A run is named by its path relative to ``root`` (the folder's own name for a single
-    run). An unreadable history raises with ``strict``, else becomes an empty run whose
-    ``problem`` says what went wrong.
-    """
+    """Every run at or below ``root`` (a run folder or a sweep of them), sorted by name: its
+    path relative to ``root`` (a single run: the folder's own name). An unreadable history
+    raises with ``strict``, else becomes an empty run whose ``problem`` says why."""
     root = Path(root)
     runs = []
     for run_dir in find_runs(root):

@@ -1,32 +1,13 @@
 """YAML search spaces for label-free sweeps: plain data, no Ray, no Optuna.
 
 A search space file names the pretraining settings (any
-:class:`~dse_tune.pretrain_config.PretrainConfig` field, fixed or searched), the pruner, the
-resources of a trial and where the sweep is stored. The schema is documented in
-``docs/search_spaces.md``; in short::
-
-    name: dino_vits16                  # sweep folder name (default: the file's stem)
-    pretrain:                          # PretrainConfig fields
-      method: dino                     #   fixed value
-      lr: {loguniform: [1.0e-4, 2.0e-3]}
-      teacher_momentum: {choice: [0.99, 0.996]}
-      warmup_epochs: {randint: [5, 16]}    # integers 5..15 (high excluded, like Ray)
-      drop_path_rate: {uniform: [0.0, 0.2]}
-      dse_beta: {grid: [0.0, 0.05, 0.1]}   # every value, times num_samples
-    search: {algorithm: optuna, num_samples: 8, max_concurrent_trials: 4, seed: 0}
-    pruner: {type: dse_degradation, warmup: 5, patience: 3, min_drop: 0.1}
-    resources: {cpu: 8, gpu: 1}        # per trial; gpu may be fractional (0.5)
-    # or, a trial over several workers (Ray Train, one DDP process each):
-    # resources: {workers: 4, gpus_per_worker: 1, cpus_per_worker: 8}
-    storage: {path: runs/sweeps, max_failures: 2}
-    selection: {window: 2, top: 3}     # + confirm_with: LABELLED_DIR, label_images: 32
-
-:func:`load_search_space` refuses unknown keys (unknown PretrainConfig fields and pruner
-options included), malformed ranges and values of the wrong type with a
-:class:`SearchSpaceError` that names the file, the key and the reason (the checks live in
-:mod:`dse_tune.search_space_parse`). The result is plain data: the adapters turn it into
-their objects (:mod:`dse_tune.integrations.ray.space`: Tune domains and resources;
-:mod:`dse_tune.integrations.optuna.space`: distributions and the pruner).
+:class:`~dse_tune.pretrain_config.PretrainConfig` field, fixed or searched with
+``{choice|grid|uniform|loguniform|randint: ...}``), the search, the pruner, the resources
+of a trial, where the sweep is stored and how it is selected: the schema is in
+``docs/search_spaces.md``. :func:`load_search_space` refuses unknown keys, malformed
+ranges and values of the wrong type with a :class:`SearchSpaceError` naming the file, the
+key and the reason (the checks: :mod:`dse_tune.search_space_parse`). The adapters turn
+the plain result into their objects (``integrations/ray/space.py``, ``integrations/optuna/space.py``).
 
 Example:
     >>> spec = parse_search_space({
@@ -87,8 +68,6 @@ __all__ = [
     "shipped_search_spaces",
 ]
 
-# --------------------------------------------------------------------------- the spec
-
 
 @dataclass(frozen=True)
 class SweepSpec:
@@ -133,18 +112,11 @@ class SweepSpec:
         return {
             "name": self.name,
             "pretrain": pretrain,
-            "search": {
-                "algorithm": self.algorithm,
-                "num_samples": self.num_samples,
-                "max_concurrent_trials": self.max_concurrent_trials,
-                "seed": self.sampler_seed,
-            },
+            "search": {"algorithm": self.algorithm, "num_samples": self.num_samples,
+                       "max_concurrent_trials": self.max_concurrent_trials, "seed": self.sampler_seed},
             "pruner": None if self.pruner is None else plain(self.pruner.to_dict()),
             "resources": self.resources.to_dict(),
-            "storage": {
-                "path": self.storage_path,
-                "max_failures": self.max_failures,
-            },
+            "storage": {"path": self.storage_path, "max_failures": self.max_failures},
             "selection": {"window": self.window, "top": self.top, "confirm_with": self.confirm_with,
                           "label_images": self.label_images},
         }
@@ -155,9 +127,6 @@ class SweepSpec:
     def trial_config(self, sampled: Mapping[str, Any]) -> PretrainConfig:
         """The PretrainConfig of a trial: the fixed fields plus the sampled ones."""
         return PretrainConfig.from_dict({**self.fixed, **sampled})
-
-
-# --------------------------------------------------------------------------- loading
 
 
 def shipped_search_spaces() -> dict[str, Path]:
@@ -171,12 +140,8 @@ def shipped_search_spaces() -> dict[str, Path]:
 
 
 def resolve_search_space(path: str | Path) -> Path:
-    """``path`` itself if it exists, else the shipped space it names.
-
-    ``dino``, ``dino.yaml`` and ``search_spaces/dino.yaml`` name the shipped
-    ``dino.yaml`` when no such file exists here, so the examples work from any folder
-    and from a wheel install. A path into any other folder is never redirected.
-    """
+    """``path`` itself if it exists, else the shipped space it names (``dino``, ``dino.yaml``
+    or ``search_spaces/dino.yaml``: a path into any other folder is never redirected)."""
     path = Path(path)
     if path.exists() or path.parent not in (Path("."), Path("search_spaces")):
         return path
@@ -184,10 +149,8 @@ def resolve_search_space(path: str | Path) -> Path:
 
 
 def load_search_space(path: str | Path) -> SweepSpec:
-    """Read and check a YAML search space; raise :class:`SearchSpaceError` if unusable.
-
-    ``path`` may also name a shipped example (:func:`resolve_search_space`).
-    """
+    """Read and check a YAML search space (or a shipped one, :func:`resolve_search_space`);
+    raise :class:`SearchSpaceError` if unusable."""
     path = resolve_search_space(path)
     if not path.exists():
         shipped = ", ".join(sorted(shipped_search_spaces()))

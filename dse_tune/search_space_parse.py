@@ -1,12 +1,10 @@
 """How each section of a search space file is read and checked.
 
 :func:`dse_tune.search_space.parse_search_space` calls one function per section; each
-returns plain values (or :mod:`dse_tune.search_space_schema` classes) and raises
-:class:`~dse_tune.search_space_schema.SearchSpaceError` naming the file, the key and the
-reason. Nothing here imports Ray or Optuna: pruner options are checked against the plain
-table :data:`dse_tune.search_space_schema.PRUNER_OPTIONS`, so a bad option fails when
-the file is read, before any worker starts. ``pretrain`` values are typed by the one
-typed config reader (:mod:`dse_tune.typed_config`), as ``--config`` and ``--set`` are.
+returns plain values and raises a ``SearchSpaceError`` naming the file, the key and the
+reason. Pruner options are checked against the plain table ``PRUNER_OPTIONS`` (no Optuna
+import), so a bad option fails when the file is read, before any worker starts;
+``pretrain`` values are typed by :mod:`dse_tune.typed_config`, as ``--config`` and ``--set`` are.
 
 Example:
     >>> resources("space.yaml", {"resources": {"cpu": 2, "gpu": 0.5}})
@@ -27,22 +25,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dse_tune import search_space_schema as schema
 from dse_tune.pretrain_config import PretrainConfig
-from dse_tune.search_space_schema import (
-    ALGORITHMS,
-    DEFAULT_STORAGE_PATH,
-    DOMAIN_KINDS,
-    PRUNER_TYPES,
-    PRUNER_OPTIONS,
-    UNNAMED_SOURCE,
-    WRAPPED_KEY,
-    Dimension,
-    PrunerSpec,
-    Resources,
-    SearchSpaceError,
-    check_pruner_options,
-    plain,
-)
+from dse_tune.search_space_schema import Dimension, PrunerSpec, Resources, SearchSpaceError
 from dse_tune.typed_config import ConfigValueError, describe_type, describe_value, field_types, suggest, typed_value, union_members
 
 __all__ = [
@@ -62,6 +47,7 @@ RESOURCE_KEYS = ("cpu", "gpu", "workers", "cpus_per_worker", "gpus_per_worker")
 STORAGE_KEYS = ("path", "checkpoints_to_keep", "max_failures")
 SELECTION_KEYS = ("window", "top", "confirm_with", "label_images")
 
+
 def pruner(where: str, label: str, value: Any) -> PrunerSpec | None:
     """The ``pruner`` section (``None`` or ``type: none``: no pruning)."""
     if value is None:
@@ -71,24 +57,21 @@ def pruner(where: str, label: str, value: Any) -> PrunerSpec | None:
     if not isinstance(value, Mapping):
         raise SearchSpaceError(f"{where}: {label}: expected a mapping with 'type', got {describe_value(value)}")
     kind = value.get("type", "dse_degradation")
-    if kind not in PRUNER_TYPES:
-        raise SearchSpaceError(f"{where}: {label}.type: must be one of {tuple(PRUNER_TYPES)}, got {kind!r}")
-    if PRUNER_TYPES[kind] is None:
+    if kind not in schema.PRUNER_TYPES:
+        raise SearchSpaceError(f"{where}: {label}.type: must be one of {tuple(schema.PRUNER_TYPES)}, got {kind!r}")
+    if schema.PRUNER_TYPES[kind] is None:
         _refuse_unknown(where, f"{label}.", value, ("type",))
         return None
-    allowed = tuple(PRUNER_OPTIONS[kind]) + ((WRAPPED_KEY,) if kind == "patient" else ())
+    allowed = tuple(schema.PRUNER_OPTIONS[kind]) + ((schema.WRAPPED_KEY,) if kind == "patient" else ())
     options = {k: v for k, v in value.items() if k != "type"}
     _refuse_unknown(where, f"{label}.", options, allowed)
     wrapped = None
     if kind == "patient":
-        wrapped = pruner(where, f"{label}.{WRAPPED_KEY}", options.pop(WRAPPED_KEY, None))
-    reason = check_pruner_options(kind, options)
+        wrapped = pruner(where, f"{label}.{schema.WRAPPED_KEY}", options.pop(schema.WRAPPED_KEY, None))
+    reason = schema.check_pruner_options(kind, options)
     if reason is not None:
         raise SearchSpaceError(f"{where}: {label}: {kind} pruner refuses {options!r}: {reason}")
     return PrunerSpec(kind, options, wrapped)
-
-
-# --------------------------------------------------------------------------- sections
 
 
 def top_level(where: str, data: Any) -> Mapping[str, Any]:
@@ -103,11 +86,9 @@ def top_level(where: str, data: Any) -> Mapping[str, Any]:
 
 def sweep_name(where: str, data: Mapping[str, Any]) -> str:
     """``name``: a folder name; default the file's stem."""
-    name = data.get("name", Path(where).stem if where != UNNAMED_SOURCE else "sweep")
+    name = data.get("name", Path(where).stem if where != schema.UNNAMED_SOURCE else "sweep")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise SearchSpaceError(
-            f"{where}: name: must be a folder name (letters, digits, '.', '_', '-'), got {name!r}"
-        )
+        raise SearchSpaceError(f"{where}: name: must be a folder name (letters, digits, '.', '_', '-'), got {name!r}")
     return name
 
 
@@ -116,8 +97,8 @@ def search(where: str, data: Mapping[str, Any], dimensions: Mapping[str, Dimensi
     section = _section(where, data, "search", SEARCH_KEYS)
     has_grid = any(d.kind == "grid" for d in dimensions.values())
     algorithm = section.get("algorithm", "random" if has_grid else "optuna")
-    if algorithm not in ALGORITHMS:
-        raise SearchSpaceError(f"{where}: search.algorithm: must be one of {ALGORITHMS}, got {algorithm!r}")
+    if algorithm not in schema.ALGORITHMS:
+        raise SearchSpaceError(f"{where}: search.algorithm: must be one of {schema.ALGORITHMS}, got {algorithm!r}")
     if algorithm == "optuna" and has_grid:
         grids = sorted(n for n, d in dimensions.items() if d.kind == "grid")
         raise SearchSpaceError(
@@ -142,9 +123,7 @@ def resources(where: str, data: Mapping[str, Any]) -> Resources:
     """``resources``: CPUs and GPUs per trial (``cpu``, ``gpu``), or per worker of a
     trial over several workers (``workers``, ``cpus_per_worker``, ``gpus_per_worker``)."""
     section = _section(where, data, "resources", RESOURCE_KEYS)
-    workers = section.get("workers", 1)
-    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
-        raise SearchSpaceError(f"{where}: resources.workers: must be an integer >= 1 (processes per trial), got {workers!r}")
+    workers = _integers(where, "resources", section, workers=1).get("workers", 1)
     cpu = _per_worker(where, section, "cpu", "cpus_per_worker", 1)
     gpu = _per_worker(where, section, "gpu", "gpus_per_worker", 0)
     if cpu <= 0:
@@ -161,9 +140,7 @@ def resources(where: str, data: Mapping[str, Any]) -> Resources:
             f"use workers: {int(gpu)}, gpus_per_worker: 1 (one DDP process per GPU, Ray Train)"
         )
     if workers > 1 and gpu != int(gpu):
-        raise SearchSpaceError(
-            f"{where}: resources.gpus_per_worker: DDP workers need whole GPUs, got {gpu!r}"
-        )
+        raise SearchSpaceError(f"{where}: resources.gpus_per_worker: DDP workers need whole GPUs, got {gpu!r}")
     return Resources(cpu=float(cpu), gpu=float(gpu), workers=int(workers))
 
 
@@ -179,7 +156,7 @@ def storage(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """``storage``: path, max_failures (``checkpoints_to_keep`` is read and ignored, with a
     warning: the run folder keeps every checkpoint and Tune keeps none), as SweepSpec fields."""
     section = _section(where, data, "storage", STORAGE_KEYS)
-    path = section.get("path", DEFAULT_STORAGE_PATH)
+    path = section.get("path", schema.DEFAULT_STORAGE_PATH)
     if not isinstance(path, str) or not path:
         raise SearchSpaceError(f"{where}: storage.path: must be a folder path, got {path!r}")
     if "://" in path:
@@ -191,8 +168,7 @@ def storage(where: str, data: Mapping[str, Any]) -> dict[str, Any]:
         warnings.warn(
             f"{where}: storage.checkpoints_to_keep is ignored and will be refused in the next release: "
             "Tune keeps no checkpoints; the run folder keeps every one",
-            DeprecationWarning,
-            stacklevel=2,
+            DeprecationWarning, stacklevel=2,
         )
     return {"storage_path": path, **_integers(where, "storage", section, max_failures=0)}
 
@@ -222,7 +198,7 @@ def pretrain(where: str, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
         if isinstance(value, Mapping) and "a mapping" not in describe_type(declared[key][0]):
             raise SearchSpaceError(
                 f"{where}: {label}: a search domain is a mapping with one key out of "
-                f"{DOMAIN_KINDS}, got {dict(value)!r}"
+                f"{schema.DOMAIN_KINDS}, got {dict(value)!r}"
             )
         fixed[key] = _typed(where, label, key, value, declared[key])
 
@@ -245,7 +221,7 @@ def _typed(where: str, label: str, name: str, value: Any, declared: tuple[Any, A
         typed = typed_value(name, value, *declared)
     except ConfigValueError as error:
         raise SearchSpaceError(f"{where}: {label}: {str(error).removeprefix(f'{name}: ')}") from None
-    return value if declared[1] is not None else plain(typed)
+    return value if declared[1] is not None else schema.plain(typed)
 
 
 def _dimension(where: str, label: str, name: str, spec: Mapping[str, Any], declared: tuple[Any, Any]) -> Dimension:
@@ -281,11 +257,8 @@ def _dimension(where: str, label: str, name: str, spec: Mapping[str, Any], decla
     return Dimension(name, kind, low=low, high=high)
 
 
-# --------------------------------------------------------------------------- type checks
-
-
 def _is_domain(value: Any) -> bool:
-    return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in DOMAIN_KINDS
+    return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in schema.DOMAIN_KINDS
 
 
 def _accepts(hint: Any, kind: type) -> bool:
@@ -325,8 +298,9 @@ def _integers(where: str, name: str, section: Mapping[str, Any], **minimums: int
     minimum; a key not given (or null) takes SweepSpec's default."""
     given = {key: section[key] for key in minimums if section.get(key) is not None}
     for key, value in given.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimums[key]:
-            raise SearchSpaceError(f"{where}: {name}.{key}: must be an integer >= {minimums[key]}, got {value!r}")
+        reason = schema.integer_at_least(minimums[key])(value)
+        if reason:
+            raise SearchSpaceError(f"{where}: {name}.{key}: {reason}")
     return {key: int(value) for key, value in given.items()}
 
 

@@ -1,9 +1,7 @@
 """The vocabulary of search spaces: domain kinds, pruner types and their options,
 dimensions, resources, and the error every check raises. Plain data, no Ray, no Optuna.
 
-:mod:`dse_tune.search_space` (the spec and its loading) and
-:mod:`dse_tune.search_space_parse` (the section checks) both build on it; neither
-imports the other's way back.
+Shared by :mod:`dse_tune.search_space` and :mod:`dse_tune.search_space_parse` (no cycle).
 """
 
 from __future__ import annotations
@@ -41,9 +39,8 @@ DEFAULT_STORAGE_PATH = "runs/sweeps"
 #: Where the search space came from when the caller did not say.
 UNNAMED_SOURCE = "<search space>"
 
-#: Pruner type -> (module, class) of the Optuna pruner it builds; ``none`` disables
-#: pruning. Only names: nothing is imported here (:data:`PRUNER_OPTIONS` says which
-#: options each type takes).
+#: Pruner type -> (module, class) of the Optuna pruner it builds (names only, nothing is
+#: imported here); ``none`` disables pruning.
 PRUNER_TYPES: dict[str, tuple[str, str] | None] = {
     "dse_degradation": ("dse_tune.integrations.optuna", "DSEDegradationPruner"),
     "median": ("optuna.pruners", "MedianPruner"),
@@ -58,16 +55,19 @@ PRUNER_TYPES: dict[str, tuple[str, str] | None] = {
 WRAPPED_KEY = "wrapped"
 
 
-# --------------------------------------------------------------------------- pruner options
-
 #: An option check: ``value -> None`` when fine, else the reason it is refused.
 OptionCheck = Callable[[Any], "str | None"]
 
 
-def _integer_at_least(minimum: int) -> OptionCheck:
+def integer_at_least(minimum: int, *, auto: bool = False) -> OptionCheck:
+    """A check for an integer >= ``minimum`` (``auto``: the text ``'auto'`` too)."""
+    wanted = ("'auto' or " if auto else "") + f"an integer >= {minimum}"
+
     def check(value: Any) -> str | None:
+        if auto and value == "auto":
+            return None
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-            return f"must be an integer >= {minimum}, got {value!r}"
+            return f"must be {wanted}, got {value!r}"
         return None
 
     return check
@@ -83,17 +83,6 @@ def _number_in(low: float, high: float = math.inf) -> OptionCheck:
     return check
 
 
-def _auto_or_integer_at_least(minimum: int) -> OptionCheck:
-    integer = _integer_at_least(minimum)
-
-    def check(value: Any) -> str | None:
-        if value == "auto" or integer(value) is None:
-            return None
-        return f"must be 'auto' or an integer >= {minimum}, got {value!r}"
-
-    return check
-
-
 def _number_or_null(value: Any) -> str | None:
     if value is None or (not isinstance(value, bool) and isinstance(value, numbers.Real) and not math.isnan(value)):
         return None
@@ -101,10 +90,10 @@ def _number_or_null(value: Any) -> str | None:
 
 
 _PERCENTILE_STEPS = {
-    "n_startup_trials": _integer_at_least(0),
-    "n_warmup_steps": _integer_at_least(0),
-    "interval_steps": _integer_at_least(1),
-    "n_min_trials": _integer_at_least(1),
+    "n_startup_trials": integer_at_least(0),
+    "n_warmup_steps": integer_at_least(0),
+    "interval_steps": integer_at_least(1),
+    "n_min_trials": integer_at_least(1),
 }
 
 #: Options of each pruner type -> their check. For Optuna's pruners these are the
@@ -113,24 +102,24 @@ _PERCENTILE_STEPS = {
 PRUNER_OPTIONS: dict[str, dict[str, OptionCheck]] = {
     "median": dict(_PERCENTILE_STEPS),
     "percentile": {"percentile": _number_in(0.0, 100.0), **_PERCENTILE_STEPS},
-    "patient": {"patience": _integer_at_least(0), "min_delta": _number_in(0.0)},
+    "patient": {"patience": integer_at_least(0), "min_delta": _number_in(0.0)},
     "successive_halving": {
-        "min_resource": _auto_or_integer_at_least(1),
-        "reduction_factor": _integer_at_least(2),
-        "min_early_stopping_rate": _integer_at_least(0),
-        "bootstrap_count": _integer_at_least(0),
+        "min_resource": integer_at_least(1, auto=True),
+        "reduction_factor": integer_at_least(2),
+        "min_early_stopping_rate": integer_at_least(0),
+        "bootstrap_count": integer_at_least(0),
     },
     "hyperband": {
-        "min_resource": _integer_at_least(1),
-        "max_resource": _auto_or_integer_at_least(1),
-        "reduction_factor": _integer_at_least(2),
-        "bootstrap_count": _integer_at_least(0),
+        "min_resource": integer_at_least(1),
+        "max_resource": integer_at_least(1, auto=True),
+        "reduction_factor": integer_at_least(2),
+        "bootstrap_count": integer_at_least(0),
     },
     "threshold": {
         "lower": _number_or_null,
         "upper": _number_or_null,
-        "n_warmup_steps": _integer_at_least(0),
-        "interval_steps": _integer_at_least(1),
+        "n_warmup_steps": integer_at_least(0),
+        "interval_steps": integer_at_least(1),
     },
     # DegradationRule checks its own values (see check_pruner_options).
     "dse_degradation": {f.name: lambda value: None for f in dataclasses.fields(DegradationRule)},
@@ -179,9 +168,6 @@ class SearchSpaceError(ValueError):
     __module__ = "dse_tune.search_space"  # its public address
 
 
-# --------------------------------------------------------------------------- dimensions
-
-
 @dataclass(frozen=True)
 class Dimension:
     """One searched PretrainConfig field.
@@ -216,15 +202,10 @@ class Dimension:
         return [self.low, self.high]
 
 
-# --------------------------------------------------------------------------- pruner, resources
-
-
 @dataclass(frozen=True)
 class PrunerSpec:
-    """A pruner by type (a key of :data:`PRUNER_TYPES`) and its keyword arguments.
-
-    :func:`dse_tune.integrations.optuna.space.build_pruner` builds the Optuna pruner.
-    """
+    """A pruner by type (a key of :data:`PRUNER_TYPES`) and its keyword arguments; the
+    Optuna pruner is built by :func:`dse_tune.integrations.optuna.space.build_pruner`."""
 
     type: str = "dse_degradation"
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -241,17 +222,13 @@ class PrunerSpec:
 class Resources:
     """Resources of one trial: its workers, and the CPUs and GPUs of each.
 
-    One worker (the default) runs the trial in one process, Tune's function trainable;
-    ``gpu`` may be a fraction (0.5: two small trials share a device). Several workers
-    (``workers: 4, gpus_per_worker: 1, cpus_per_worker: 8``) run it as a Ray Train
-    ``TorchTrainer`` inside the Tuner, one DDP process per worker.
+    One worker (the default) runs the trial in one process, with ``cpu`` CPUs and ``gpu``
+    GPUs (a fraction shares a device); several workers run it as a Ray Train
+    ``TorchTrainer``, one DDP process per worker, each with ``cpu`` CPUs and ``gpu`` GPUs.
     """
 
-    #: CPUs of each worker (the trial's CPUs with one worker).
     cpu: float = 1.0
-    #: GPUs of each worker: a fraction (one worker only) or a whole number.
     gpu: float = 0.0
-    #: Training processes of one trial.
     workers: int = 1
 
     @property

@@ -1,24 +1,16 @@
 """Label-free selection: candidate checkpoints per run, then the best run and beta.
 
-Pure Python (standard library only). The data model (:class:`~dse_tune.runs.RunRecord`)
-does not care where histories come from: :func:`dse_tune.runs.load_sweep` reads run
-folders, and any other source (an Optuna study, a Ray result grid) only has to build
-``RunRecord`` objects. The plot is :func:`dse_tune.plotting.plot_selection`; the file
+Standard library only. Runs are :class:`~dse_tune.runs.RunRecord` objects from anywhere
+(:func:`dse_tune.runs.load_sweep` reads run folders; an Optuna study or a Ray result grid
+only has to build them). The plot is :func:`dse_tune.plotting.plot_selection`; the file
 and the printed decision are :mod:`dse_tune.selection_output`.
 
-Within a run (the paper's protocol): the candidates are the local maxima of the run's
-DSE curve (``score="raw"``, or the run-standardised DSE, ``score="standardized"``)
-within +-``window`` evaluations, the ``top`` highest of them; the run's first
-evaluation, when it is at step 0 (before any optimizer step), is not a candidate when a
-later one exists (``skip_untrained``). The chosen checkpoint is the best candidate,
-unless it beats the latest evaluation only within the recorded noise, or the run's
-ranking is judged not reliable: then the latest, and the choice says so
-(:func:`dse_tune.decision.run_choice`, the one decision every tool makes).
-
-Across runs, DSE is not a fair judge when the runs differ in ``beta`` (``beta > 0``
-optimizes DSE itself; on CamVid held-out rescored DSE was raised just as much), so
-:func:`select_best` keeps the smallest beta (``"conservative"``) or, given a few
-labels, decides by probe mIoU (``"few_label"``); see ``docs/selection.md``.
+Within a run, the choice is :func:`dse_tune.decision.run_choice`, the one decision every
+tool makes (the paper's candidates, then the noise and the ranking verdict). Across runs,
+DSE is not a fair judge when the runs differ in ``beta`` (``beta > 0`` optimizes DSE
+itself; on CamVid held-out rescored DSE was raised just as much), so :func:`select_best`
+keeps the smallest beta (``"conservative"``) or, given a few labels, decides by probe
+mIoU (``"few_label"``); see ``docs/selection.md``.
 
 Example:
     >>> candidate_indices([0.1, 0.5, 0.3, 0.2, 0.9, 0.4, 0.35, 0.6], window=2, top=3)
@@ -42,21 +34,16 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dse_tune.decision import (
-    CANDIDATE_TOP,
-    CANDIDATE_WINDOW,
-    Choice,
-    candidate_indices,
-    run_choice,
+    CANDIDATE_TOP, CANDIDATE_WINDOW, Choice, as_floats, candidate_indices, class_relevance, finite_or_none, run_choice,
     standardized_series,
 )
-from dse_tune.degradation import finite_or_none
-from dse_tune.runs import COMPONENTS, Evaluation, RunRecord, load_sweep
+from dse_tune.runs import Evaluation, RunRecord, load_sweep
 from dse_tune.signals import FailureSignature, run_signatures
 
 __all__ = [
@@ -85,9 +72,6 @@ SCORES = ("raw", "standardized")
 BASES = ("label_free_dse", "conservative", "few_label")
 
 
-# --------------------------------------------------------------------------- candidates
-
-
 def standardized_dse(run: RunRecord, lam: float = 1.0) -> list[float]:
     """The run-standardised DSE of every evaluation (:func:`dse_tune.decision.standardized_series`
     of its class relevance and M_dim); NaN where a component is missing.
@@ -99,18 +83,14 @@ def standardized_dse(run: RunRecord, lam: float = 1.0) -> list[float]:
         ...
         ValueError: run r: score="standardized" needs the DSE components (inter, intra_image, intra_batch, dim) of its evaluations; none has them
     """
-    relevance, dim = [], []
-    for evaluation in run.evaluations:
-        parts = [finite_or_none(evaluation.components.get(k)) for k in COMPONENTS]
-        ok = all(p is not None for p in parts)
-        relevance.append(parts[0] - (parts[1] + parts[2]) / 2 if ok else math.nan)
-        dim.append(parts[3] if ok else math.nan)
-    if run.evaluations and not any(math.isfinite(r) for r in relevance):
+    relevance = [class_relevance(e.components) for e in run.evaluations]
+    dim = [finite_or_none(e.components.get("dim")) for e in run.evaluations]
+    if run.evaluations and all(r is None or d is None for r, d in zip(relevance, dim)):
         raise ValueError(
             f'run {run.name}: score="standardized" needs the DSE components (inter, intra_image, '
             "intra_batch, dim) of its evaluations; none has them"
         )
-    return standardized_series(relevance, dim, lam)
+    return standardized_series(as_floats(relevance, "relevance"), as_floats(dim, "dim"), lam)
 
 
 def run_scores(run: RunRecord, score: str = "raw") -> list[float]:
@@ -120,9 +100,6 @@ def run_scores(run: RunRecord, score: str = "raw") -> list[float]:
     if score == "standardized":
         return standardized_dse(run)
     raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-
-
-# --------------------------------------------------------------------------- data model
 
 
 #: Held-out DSE (or few-label mIoU) of candidates: {checkpoint path: value} or a callable
@@ -255,9 +232,6 @@ class SelectionResult:
         return None if self.best is None else self.best.beta
 
 
-# --------------------------------------------------------------------------- selection
-
-
 def _values_for(run: RunRecord, positions: Iterable[int], scores: Rescored | None) -> dict[int, float]:
     lookup = _rescore_lookup(scores)
     found: dict[int, float] = {}
@@ -283,14 +257,11 @@ def select_run(
 ) -> RunSelection:
     """Candidates of one run and its chosen checkpoint.
 
-    The label-free choice is :func:`dse_tune.decision.run_choice` over the run's
-    ``score`` curve: the candidates (with ``skip_untrained``, a first evaluation at step
-    0 only when no later one qualifies), then the best candidate, unless it beats the
-    latest evaluation only within the noise (``use_noise``) or the ranking verdict
-    (``ranking`` = ``(reliable, reason)``, default the run's own) says DSE does not rank
-    this run: then the latest. Labels win over that: the candidate with the highest
-    ``confirmed`` (few-label) value when any has one. Held-out ``rescored`` values choose
-    among the candidates only when that choice is reliable (verdict ``reliable``).
+    The label-free choice is :func:`dse_tune.decision.run_choice` over the run's ``score``
+    curve (arguments as in :func:`select_best`; ``ranking``: this run's ``(reliable,
+    reason)``). Labels win over it: the candidate with the highest ``confirmed`` value
+    when any has one. Held-out ``rescored`` values choose among the candidates only when
+    that choice is reliable (verdict ``reliable``).
     """
     scores = run_scores(run, score)
     # dse_noise is in raw DSE units: a standardised series is compared without it.
@@ -299,9 +270,8 @@ def select_run(
     candidates = choice.candidates
     rescored_values = _values_for(run, candidates, rescored)
     confirmed_values = _values_for(run, candidates, confirmed)
-    # Labels decide among the candidates. Held-out rescored DSE does only while the run's own
-    # choice is reliable: it re-ranks DSE's candidates, it cannot tell a drop within the noise
-    # (or a ranking DSE cannot make) from a real one, since the latest checkpoint is never rescored.
+    # Held-out rescored DSE re-ranks DSE's candidates but never sees the latest checkpoint, so
+    # it cannot tell a drop within the noise (or a ranking DSE cannot make) from a real one.
     decisive = confirmed_values or (rescored_values if choice.verdict == "reliable" else {})
     # max() keeps the first of equal values: ties go to the higher score.
     chosen = max(candidates, key=lambda p: decisive.get(p, -math.inf)) if decisive else choice.chosen
@@ -382,13 +352,13 @@ def select_best(
     """Select every run's checkpoint, then the best run (and so the best beta).
 
     Args:
-        runs: The runs of a sweep; ties between runs go to the earlier one.
-        window: Candidate window, +- evaluations.
-        top: Candidates kept per run (None: all local maxima).
-        rescored: Held-out DSE of candidates (see :data:`Rescored`); decides within
+        runs: the runs of a sweep; ties between runs go to the earlier one.
+        window, top: the candidates: local maxima within +-``window`` evaluations, the
+            ``top`` highest (None: all).
+        rescored: held-out DSE of candidates (see :data:`Rescored`); decides within
             each run, and across runs only with ``compare="rescored"``.
-        compare: ``"conservative"``, ``"few_label"``, ``"rescored"``, ``"raw"``, or
-            ``"auto"`` (``"few_label"`` when ``confirmed`` is given, else ``"conservative"``).
+        compare: one of :data:`COMPARE_MODES`; ``"auto"`` is ``"few_label"`` when
+            ``confirmed`` is given, else ``"conservative"`` (the smallest beta only).
         score: rank candidates by ``"raw"`` DSE or the run-``"standardized"`` DSE.
         skip_untrained: a first evaluation at step 0 (before any optimizer step) is a
             candidate only when no later one is.
@@ -397,12 +367,10 @@ def select_best(
         confirmed: few-label probe mIoU of candidates (same forms as ``rescored``),
             e.g. :func:`dse_tune.evaluation.few_label.confirm_candidates`.
         parameters: extra settings recorded with the decision (e.g. ``label_images``).
-        ranking: per run name, ``(reliable, reason)``: the ranking verdict of
-            :mod:`dse_tune.reliability` (default: each run's recorded one). A run judged
-            not reliable keeps its latest checkpoint.
+        ranking: per run name, ``(reliable, reason)`` (default: each run's recorded
+            verdict, :mod:`dse_tune.reliability`); not reliable keeps the latest checkpoint.
         use_noise: an earlier checkpoint beats the latest only beyond the recorded noise
-            (``dse_noise``, raw DSE units: used with ``score="raw"`` only); False compares
-            the bare values.
+            (``dse_noise``, raw DSE units: with ``score="raw"`` only).
     """
     if compare not in COMPARE_MODES:
         raise ValueError(f"compare must be one of {COMPARE_MODES}, got {compare!r}")
@@ -432,10 +400,7 @@ def select_best(
         eligible = _guarded(eligible, warnings)
     eligible, value, basis, reason = _compare(compare, eligible, warnings, all_betas)
 
-    best = None
-    for t in eligible:  # strict > keeps the earlier run on ties
-        if best is None or value(t) > value(best):
-            best = t
+    best = max(eligible, key=value, default=None)  # max keeps the first of ties: the earlier run
     if best is not None:
         checkpoint = best.chosen_checkpoint
         if checkpoint is None:
@@ -456,15 +421,8 @@ def select_folder(root: str | os.PathLike, **options: Any) -> SelectionResult:
     return select_best(load_sweep(root), **options)
 
 
-from dse_tune.selection_output import (  # noqa: E402  (re-exported; they need the types above)
-    describe_decision,
-    describe_rule,
-    selection_to_dict,
-    write_selection,
-)
-
-
-# --------------------------------------------------------------------------- helpers
+# Re-exported, and imported last: they need the types above.
+from dse_tune.selection_output import describe_decision, describe_rule, selection_to_dict, write_selection  # noqa: E402
 
 
 def _rescore_lookup(rescored: Rescored | None) -> Callable[[RunRecord, Evaluation], Any] | None:

@@ -1,24 +1,18 @@
 """Failure signatures in a run's DSE components: label-free warnings of a collapsed or
-gamed run.
-
-Pure Python (standard library only), like :mod:`dse_tune.selection`. Two signatures,
-found on the CamVid study's recorded components (``docs/selection.md``, section 5;
-``benchmarks/selection_rules.py`` counts hits and false alarms):
+gamed run. Standard library only.
 
 ``dimension_collapse``
     ``M_dim`` falls below :data:`COLLAPSE_SHARE` of its running peak: the tokens lose
-    their dimensionality (MAE with beta 0.1: 0.72 -> 0.015 by epoch 17). Healthy runs of
-    the study never fell below 0.72 of their peak.
+    their dimensionality (MAE with beta 0.1: 0.72 -> 0.015 by epoch 17).
 ``tight_clusters``
-    The ratio of the mean intra-cluster spread to the inter-cluster distance falls below
-    :data:`TIGHTENING` times its value at the first evaluation: tokens packed into ever
-    tighter, well separated clusters, which DSE rewards whether or not the clusters are
-    the classes (DINO with beta 0.1: 0.88 -> 0.26, x0.30, while probe mIoU fell from 0.26
-    to 0.16; MAE beta 0.1: x0.38). Healthy runs of the study kept x0.64 or more.
+    The mean intra-cluster spread over the inter-cluster distance falls below
+    :data:`TIGHTENING` times its first value: ever tighter, well separated clusters,
+    which DSE rewards whether or not they are the classes (DINO with beta 0.1: x0.30
+    while probe mIoU fell from 0.26 to 0.16).
 
-The thresholds sit between the two groups of that study: 10 runs, 2 of them failed, so
-the counts are in-sample and say little about other data. A warning is a reason to
-check with labels, not a verdict.
+The thresholds lie between the failed and the healthy runs of one CamVid study (10 runs,
+2 failed; ``docs/selection.md``, section 3.2; ``benchmarks/selection_rules.py``): in
+sample, so a warning is a reason to check with labels, not a verdict.
 
 Example:
     >>> healthy = [{"inter": 0.5, "intra_image": 0.45, "intra_batch": 0.4, "dim": 0.3},
@@ -35,8 +29,9 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = [
@@ -69,8 +64,7 @@ class FailureSignature:
     message: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "position": self.position, "epoch": self.epoch,
-                "value": self.value, "message": self.message}
+        return asdict(self)
 
 
 def _component(row: Any, name: str) -> float:
@@ -151,12 +145,7 @@ def failure_signature_listener(
         >>> len(messages), messages[0].split(":")[0]
         (1, 'run mae_b0.1')
     """
-    if warn is None:
-        import warnings
-
-        def warn(message: str) -> None:
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-
+    warn = warn or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=2))
     heard: list[Any] = []
     reported: set[str] = set()
 
@@ -168,16 +157,10 @@ def failure_signature_listener(
                 where = f"run {run_name}: " if run_name else ""
                 at = f" (epoch {signature.epoch})" if signature.epoch is not None else ""
                 warn(f"{where}{signature.kind}{at}: {signature.message}; check this run with labels")
-        return None
 
     return listener
 
 
 def signature_warnings(runs: Iterable[Any]) -> dict[str, list[FailureSignature]]:
     """Run name -> its failure signatures, for the runs that have any."""
-    found = {}
-    for run in runs:
-        signatures = run_signatures(run)
-        if signatures:
-            found[run.name] = signatures
-    return found
+    return {run.name: signatures for run in runs if (signatures := run_signatures(run))}

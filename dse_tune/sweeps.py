@@ -1,8 +1,9 @@
 """A sweep folder besides its run folders: trial attempts, the start record, the summary.
 
-A sweep folder (``SWEEP_DIR``, written by ``dse-tune sweep``) holds one run folder per
-trial under :data:`RUNS_DIR` (:mod:`dse_tune.runs`), the tuner's own state
-(:data:`dse_tune.runs.TUNER_STATE_FILE`) and these files:
+A sweep folder (``SWEEP_DIR``, written by ``dse-tune sweep``; this module needs neither
+Ray nor torch) holds one run folder per trial under :data:`RUNS_DIR`
+(:mod:`dse_tune.runs`), the tuner's own state (:data:`dse_tune.runs.TUNER_STATE_FILE`)
+and these files:
 
 - :data:`SPACE_COPY`: the normalized search space, what a resumed sweep reparses;
 - :data:`SWEEP_FILE`: name, source, data and number of trials the sweep started with;
@@ -10,8 +11,6 @@ trial under :data:`RUNS_DIR` (:mod:`dse_tune.runs`), the tuner's own state
 - ``runs/<trial_id>/``:data:`TRIAL_FILE`: the trial's attempts (node, pid, devices, the
   evaluation each resumed from) and whether its last attempt finished. Everything
   else about a trial (evaluations, a stop and its reason) is its run folder's.
-
-Standard library only: no Ray, no torch.
 
 Example:
     >>> import tempfile
@@ -29,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -39,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dse_tune.atomic import atomic_write_json, atomic_write_text
-from dse_tune.runs import SWEEP_RUNS_DIR, RunRecord, history_file, read_config, read_run
+from dse_tune.runs import SWEEP_RUNS_DIR, RunRecord, history_file, read_config, read_json_object, read_run
 
 if TYPE_CHECKING:
     from dse_tune.search_space import SweepSpec
@@ -74,10 +72,9 @@ SUMMARY_FILE = "sweep_summary.json"
 def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
     """A JSON object from ``path``, or None when it is missing, unreadable or not an object."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_json_object(path)
+    except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
@@ -175,9 +172,8 @@ class TrialSummary:
 
     trial_id: str
     run_dir: Path
-    #: ``finished``, ``stopped`` (the run folder says stopped early: the sweep's pruner
-    #: or the run's own rule), ``failed`` (retries exhausted) or ``interrupted`` (the
-    #: sweep ended before the trial did: resume continues it). Only ``stopped`` is pruning.
+    #: ``finished``, ``stopped`` (early, by the sweep's pruner or the run's own rule: the only
+    #: pruning), ``failed`` (retries exhausted) or ``interrupted`` (resume continues it).
     status: str
     epochs_configured: int | None
     epochs_run: int
@@ -271,11 +267,8 @@ class SweepSummary:
 def summarize_sweep(
     sweep_dir: str | os.PathLike, spec: SweepSpec | None = None, *, errored_trial_dirs: Iterable[str] = ()
 ) -> SweepSummary:
-    """Read every run folder of a sweep into a :class:`SweepSummary`.
-
-    ``errored_trial_dirs``: names of the tuner's trial folders whose trial failed for
-    good (they contain the trial id).
-    """
+    """Read every run folder of a sweep into a :class:`SweepSummary`. ``errored_trial_dirs``:
+    names of the tuner's trial folders (they contain the trial id) that failed for good."""
     runs_root = Path(sweep_dir) / RUNS_DIR
     run_dirs = sorted(p for p in runs_root.iterdir() if p.is_dir()) if runs_root.is_dir() else []
     errored = list(errored_trial_dirs)

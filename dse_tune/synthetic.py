@@ -1,7 +1,6 @@
 """Synthetic scenes: procedurally generated dense scenes with exact per-pixel masks.
 
-Part of the data owner (:mod:`dse_tune.data` re-exports :class:`SyntheticScenes`); kept in
-its own module because rendering is a job of its own.
+:mod:`dse_tune.data` re-exports :class:`SyntheticScenes`; rendering is a job of its own.
 """
 
 from __future__ import annotations
@@ -13,13 +12,10 @@ from torch.utils.data import Dataset
 SYNTHETIC_CLASSES = ("background", "disc", "box", "triangle", "ring", "cross")
 
 
-# Why texture and not colour: when classes differ by colour, a randomly initialised
-# ViT already separates them (its patch embedding is a random linear map of the
-# pixels), so pretraining has nothing to add and the label check of a sweep measures
-# noise. Here every object and the background draw their colours from the same
-# distribution; a class is told apart by the spatial structure of its texture (kind and
-# period), which a linear read-out of random patch features cannot see because the
-# texture's phase and orientation are random.
+# Why texture and not colour: a randomly initialised ViT already separates classes that
+# differ by colour (its patch embedding is a random linear map of the pixels), so
+# pretraining would have nothing to add. A texture of random phase and orientation is
+# invisible to a linear read-out of random patch features.
 #
 # Per object class: texture kind and period (fraction of the image side; at the usual
 # 64 px rendering and 32 px model input a period of 0.1 is 3.2 input pixels).
@@ -48,18 +44,13 @@ class SyntheticScenes(Dataset):
     """Procedurally generated dense scenes with exact per-pixel masks.
 
     Each scene is a smooth background (class 0) with 1-4 overlapping objects of the
-    classes in :data:`SYNTHETIC_CLASSES` (disc, box, triangle, ring, cross). Classes are
-    told apart by texture (fine stripes, coarse checkerboard, dot lattice, coarse
-    stripes, speckle) and shape, never by colour: every object and the background take
-    a random hue, brightness and contrast, and each texture a random orientation, phase
-    and +-15% period. Scene ``i`` depends only on ``(seed, i)``: it is regenerated
-    identically on any machine, in any order, in any worker process.
+    classes in :data:`SYNTHETIC_CLASSES`, told apart by texture and shape, never by colour
+    (random hue, brightness and contrast; random texture orientation, phase and +-15%
+    period). Scene ``i`` depends only on ``(seed, i)``: it is the same on any machine, in
+    any order, in any worker process.
 
-    Args:
-        num_images: the dataset length.
-        image_size: side of the square images in pixels (textures are defined relative
-            to it; render at 64 px or more for the finest one to survive).
-        seed: selects the scene family; scene ``i`` of seed ``s`` never changes.
+    ``image_size`` is the side of the square images in pixels (textures are relative to
+    it; render at 64 px or more for the finest one to survive).
 
     Example:
         >>> scenes = SyntheticScenes(num_images=8, image_size=64, seed=0)

@@ -17,16 +17,15 @@ thin wrapper around it; a plain PyTorch loop uses it directly::
         if decision.stop:
             break
 
-Listeners (``tracker.add_listener(fn)``) are how adapters hear about evaluations: the
-Optuna trial reporter and the Ray Tune reporter are listeners. A listener is called
-after the evaluation is recorded, its checkpoint saved and the history written, as
-``fn(evaluation, decision)``; it may return a :class:`DegradationDecision` with
-``stop=True`` to stop the run (a pruner's verdict), which the tracker records like its
-own rule's.
+Adapters (the Optuna and Ray Tune reporters) are listeners: ``fn(evaluation, decision)``,
+called after the evaluation is recorded, its checkpoint saved and the history written. A
+listener may return a :class:`DegradationDecision` with ``stop=True`` (a pruner's
+verdict), which the tracker records like its own rule's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -40,12 +39,11 @@ from torch import Tensor, nn
 from dse_tune.degradation import DegradationDecision, Peak, decide_with
 from dse_tune.features import Kind, dense_tokens
 from dse_tune.metrics.tolerant import TokenScore, score_tokens
-from dse_tune.runs import CURVE_PLOT, Evaluation, RunRecord, write_run
+from dse_tune.runs import COMPONENTS, CURVE_PLOT, Evaluation, RunRecord, write_run
 
 __all__ = ["DSETracker", "Listener"]
 
-#: ``fn(evaluation, decision) -> DegradationDecision | None``; a returned decision with
-#: ``stop=True`` stops the run.
+#: ``fn(evaluation, decision)``; a returned decision with ``stop=True`` stops the run.
 Listener = Callable[[Evaluation, DegradationDecision], "DegradationDecision | None"]
 
 
@@ -54,26 +52,21 @@ class DSETracker:
 
     Args:
         probe_images: (P, 3, H, W) images, the same for every evaluation (see
-            :func:`dse_tune.data.build_probe_set`). May be None when the caller
-            always passes tokens.
-        run_dir: the run folder (``dse_history.json``/``.csv``, the plot); None keeps
-            the history in memory only.
+            :func:`dse_tune.data.build_probe_set`); None when the caller passes tokens.
+        run_dir: the run folder (history, plot); None keeps the history in memory only.
         every_n: :meth:`step` evaluates when ``step % every_n == 0``.
-        rule: a :class:`~dse_tune.degradation.DegradationRule` (anything with
-            ``decide(values)``); None never stops on its own.
+        rule: anything with ``decide(values)``, e.g. :class:`~dse_tune.degradation.DegradationRule`;
+            None never stops on its own.
         seed: seed of the DSE k-means (same seed: same score for the same features).
         dse_kwargs: more keyword arguments of :func:`dse_tune.dse`.
-        scorer: ``tokens -> result`` replacing :func:`dse_tune.dse` (see
-            :func:`dse_tune.score_tokens`).
-        tokens_fn: ``(model, images) -> (B, N, d)``; default
-            :func:`dse_tune.features.dense_tokens` with ``kind``.
-        kind: see :func:`dse_tune.features.dense_tokens`.
+        scorer: ``tokens -> result`` replacing :func:`dse_tune.dse` (see :func:`dse_tune.score_tokens`).
+        tokens_fn: ``(model, images) -> (B, N, d)``; default :func:`dse_tune.features.dense_tokens`
+            with ``kind``.
         batch_size: probe images per forward pass.
         config: JSON-able settings stored in the history.
         plot: :meth:`write_plot` draws ``dse_curve.png`` (needs ``run_dir``).
         name: the run's name (default: the folder's name).
-        warn: called with one line when an evaluation is NaN (default
-            :func:`warnings.warn`).
+        warn: called with one line when an evaluation is NaN (default :func:`warnings.warn`).
     """
 
     def __init__(
@@ -119,10 +112,9 @@ class DSETracker:
         self.batch_size = batch_size
         self.plot = plot
         self.warn = warn or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))
-        #: Only the writing process (rank 0 under DDP) writes files.
-        self.writes_files = True
-        #: Only one process (rank 0 under DDP) calls the listeners; the caller shares
+        #: Under DDP only rank 0 writes files and calls the listeners; the caller shares
         #: their verdict with the other processes.
+        self.writes_files = True
         self.notifies_listeners = True
         self._listeners: list[Listener] = []
         folder_name = self.run_dir.resolve().name if self.run_dir is not None else "run"
@@ -183,12 +175,9 @@ class DSETracker:
         checkpoint: str | None = None,
         save: Callable[[Path], None] | None = None,
     ) -> DegradationDecision:
-        """Evaluate when ``step`` is due (see ``every_n``); return the current decision.
-
-        ``step`` is the loop's counter, recorded as the epoch unless ``epoch`` is given.
-        ``global_step`` is the number of optimizer steps taken so far, recorded as such:
-        0 marks the evaluation as untrained (see :func:`dse_tune.decision.is_untrained`);
-        not given, it is recorded as unknown (never untrained).
+        """Evaluate when ``step`` (the loop's counter, recorded as the epoch unless ``epoch``
+        is given) is due (see ``every_n``); return the current decision. ``global_step``:
+        the optimizer steps taken so far (0: untrained; not given: unknown, never untrained).
         """
         if not self.due(step):
             return self.last_decision
@@ -216,9 +205,7 @@ class DSETracker:
                 in the history (so its metadata may include it) and before the history
                 is written (so the history never names a file that is not there yet).
         """
-        evaluation = self.score_evaluation(
-            model_or_tokens, epoch=epoch, global_step=global_step, checkpoint=checkpoint
-        )
+        evaluation = self.score_evaluation(model_or_tokens, epoch=epoch, global_step=global_step, checkpoint=checkpoint)
         return self.record(evaluation, save=save)
 
     def score_evaluation(
@@ -245,7 +232,7 @@ class DSETracker:
             global_step=global_step,
             checkpoint=checkpoint,
             seconds=float(seconds),
-            components={name: getattr(scored, name) for name in ("inter", "intra_image", "intra_batch", "dim")},
+            components={name: getattr(scored, name) for name in COMPONENTS},
             failure=scored.failure,
             noise=scored.noise,
         )
@@ -286,16 +273,12 @@ class DSETracker:
         modes = {module: module.training for module in model.modules()}
         model.eval()
         device = _device_of(model)
+        tokens_fn = self.tokens_fn or (lambda model, batch: dense_tokens(model, batch, kind=self.kind))
         try:
             chunks = []
             with torch.no_grad():
                 for start in range(0, images.shape[0], self.batch_size):
-                    batch = images[start : start + self.batch_size].to(device)
-                    if self.tokens_fn is not None:
-                        tokens = self.tokens_fn(model, batch)
-                    else:
-                        tokens = dense_tokens(model, batch, kind=self.kind)
-                    chunks.append(tokens.float())
+                    chunks.append(tokens_fn(model, images[start : start + self.batch_size].to(device)).float())
             return torch.cat(chunks)
         finally:
             for module, training in modes.items():
@@ -323,14 +306,9 @@ class DSETracker:
         """Take the evaluations of a saved history (``RunRecord.to_dict()`` content),
         keeping this tracker's config (a resumed run continues its own history)."""
         saved = RunRecord.from_dict(history, name=self.run.name, path=self.run_dir, source="saved history")
-        self.run = RunRecord(
-            name=self.run.name,
-            evaluations=saved.evaluations,
-            config=self.run.config or saved.config,
-            path=self.run_dir,
-            stopped_early=saved.stopped_early,
-            stop_reason=saved.stop_reason,
-        )
+        # The ranking verdict is judged again with the next evaluation (RunRecord.with_evaluation).
+        self.run = dataclasses.replace(saved, config=self.run.config or saved.config, ranking_reliable=None,
+                                       ranking_reason=None)
         self.last_decision = self._decide()
 
     def write(self) -> None:

@@ -1,21 +1,12 @@
 """THE typed config reader: YAML files, ``--set FIELD=VALUE`` and search spaces.
 
 Every value is typed from its field's declaration (a dataclass's annotations, e.g.
-:class:`~dse_tune.pretrain_config.PretrainConfig`), in one place, so that the three ways
-of giving a setting agree:
-
-- :func:`load_yaml` / :func:`read_yaml`: YAML where ``1e-4`` and ``1E-4`` are numbers
-  (YAML 1.1, and so ``yaml.safe_load``, reads them as strings);
-- :func:`typed_value`: one value for one field: ints become floats where a float is
-  declared, lists become tuples, a number becomes text where text is declared; anything
-  else is refused with a :class:`ConfigValueError` naming the field, the value and the
-  type wanted (a number is not silently text: ``method: 3`` is refused);
-- :func:`typed_fields`: a whole mapping (unknown fields refused, with a suggestion);
-- :func:`parse_assignment`: ``"lr=1e-4"`` -> ``("lr", 0.0001)``.
-
-A field may declare its own parser in its metadata (``field(metadata={PARSE: fn})``),
-e.g. a probe image size (:func:`parse_image_size`: ``N``, ``HxW`` or ``native``).
-Standard library and PyYAML only.
+:class:`~dse_tune.pretrain_config.PretrainConfig`) here, so that the three ways of giving
+a setting agree. YAML is read with ``1e-4`` a number (YAML 1.1, and so ``yaml.safe_load``,
+reads it as text); ints become floats where a float is declared, lists become tuples; a
+bad value is refused with a :class:`ConfigValueError` naming the field, the value and the
+type wanted (a number is never silently text). A field may declare its own parser in its
+metadata (``field(metadata={PARSE: fn})``), e.g. :func:`parse_image_size`.
 
 Example:
     >>> from dataclasses import dataclass
@@ -72,9 +63,6 @@ NATIVE = "native"
 
 class ConfigValueError(ValueError):
     """A setting cannot be used; the message names the field, the value and the type wanted."""
-
-
-# --------------------------------------------------------------------------- YAML
 
 
 class _Loader(yaml.SafeLoader):
@@ -141,9 +129,6 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         return name.strip(), load_yaml(value)
     except yaml.YAMLError as failure:
         raise ConfigValueError(f"{name.strip()}: {value!r} is not a YAML value: {failure}") from None
-
-
-# --------------------------------------------------------------------------- typing
 
 
 def field_types(config_class: type) -> dict[str, tuple[Any, Callable[[Any], Any] | None]]:
@@ -276,9 +261,6 @@ def suggest(key: str, known: Any) -> str:
     """`` (did you mean 'lr'?)`` for a near-miss of a known name, else ``''``."""
     close = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-# --------------------------------------------------------------------------- image sizes
 
 
 def parse_image_size(value: Any) -> tuple[int, int] | str:

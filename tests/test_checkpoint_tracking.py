@@ -12,8 +12,10 @@ import torch
 import dse_tune.tracker
 from dse_tune.checkpoints import build_architecture
 from dse_tune.metrics.tolerant import TokenScore
-from dse_tune.runs import read_run
-from dse_tune.checkpoint_tracking import ProbeSettings, ReadSettings, model_loader_for_run, track_checkpoints, watch_checkpoints
+from dse_tune.runs import RunFormatError, read_run
+from dse_tune.checkpoint_tracking import (
+    CheckpointTracker, ProbeSettings, ReadSettings, model_loader_for_run, track_checkpoints, watch_checkpoints,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -85,3 +87,11 @@ def test_layer_all_writes_a_table_and_validate_can_reload_the_run(tmp_path):
     load = model_loader_for_run(tmp_path / "run")
     model = load(folder / "checkpoint-1.pth", map_location="cpu")
     assert torch.equal(model.pos_embed, _weights(1)["model"]["pos_embed"])
+
+
+def test_a_corrupt_layers_file_is_an_error_naming_it(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "layers.json").write_text('{"layers": [')  # a run whose per-layer table was cut short
+    with pytest.raises(RunFormatError, match=r"layers\.json: not valid JSON"):
+        CheckpointTracker(run_dir, ReadSettings("vit_tiny_patch16_224", KWARGS, layer="all"), PROBE)

@@ -1,22 +1,11 @@
 """Reading other codebases' checkpoints: DINO, iBOT, MAE, MoCo v3, I-JEPA, DenseCL,
 SimSiam, SwAV, VICReg, Barlow Twins, BYOL, EsViT, Lightning and plain state dicts.
 
-The pieces a tracker strings together, one module each:
-
-- :mod:`~dse_tune.checkpoints.files`: :func:`collect_checkpoints` (folder, glob, list
-  file) and :func:`order_checkpoints` (epoch order, "latest" copies apart, duplicates refused);
-- :mod:`~dse_tune.checkpoints.epochs`: :func:`parse_epoch` / :func:`parse_position` from
-  file names, :func:`stored_position` / :func:`epoch_from_checkpoint` from stored fields;
-- :mod:`~dse_tune.checkpoints.read`: :func:`read_checkpoint` (weights-only unpickling,
-  :class:`CheckpointReadError` for broken files);
-- :mod:`~dse_tune.checkpoints.arch`: :func:`build_architecture` (presets, timm, torchvision,
-  ``module:function``); :mod:`~dse_tune.checkpoints.presets`: the official models (:data:`PRESETS`);
-- :mod:`~dse_tune.checkpoints.formats`: where each method keeps its backbone (:data:`FORMATS`);
-  :mod:`~dse_tune.checkpoints.branches`: which network of a file is read (the paper's, or a refusal);
-- :mod:`~dse_tune.checkpoints.load`: :func:`load_backbone`, strict both ways, returning a
-  :class:`LoadReport`; :mod:`~dse_tune.checkpoints.fit` (what a file's shapes fit) and
-  :mod:`~dse_tune.checkpoints.fingerprints` (what a file says it is) make its errors actionable;
-- :mod:`~dse_tune.checkpoints.layers`: :func:`dense_tokens_at` a chosen block or stage.
+A tracker strings the pieces together: :func:`collect_checkpoints` and
+:func:`order_checkpoints` (a run's files in training order), :func:`read_checkpoint`
+(weights-only), :func:`build_architecture` (timm, torchvision, ``module:function`` or one of
+the :data:`PRESETS`), :func:`load_backbone` (strict both ways, into a :class:`LoadReport`;
+where each method keeps its backbone: :data:`FORMATS`) and :func:`dense_tokens_at`.
 
 Example:
     >>> import os, tempfile, torch

@@ -1,25 +1,16 @@
 """Building the architecture a checkpoint's weights go into, from a name.
 
-``arch`` is one of:
-
-- a preset of an official model (``"dino_vits16"``, ``"mocov3_vits16"``, ``"ijepa_vith14"``,
-  ...: :data:`~dse_tune.checkpoints.presets.PRESETS`), a timm model with the kwargs
-  that make it the official network (``arch_kwargs`` add to them, e.g. ``img_size``);
-- a timm model name (``"vit_small_patch16_224"``, ``"resnet50"``), created with
-  ``pretrained=False`` (no download: the weights come from the checkpoint) and
-  ``num_classes=0`` (no classifier head), plus ``arch_kwargs`` for non-standard shapes
-  (``{"img_size": 64, "patch_size": 8, "embed_dim": 192, "depth": 4, "num_heads": 3}``);
-- a torchvision model name of the ResNet family (``"resnet50"`` is also a timm name, and
-  timm is tried first; write ``"torchvision:resnet50"`` to insist), wrapped in
-  :class:`TorchvisionResNet`: the same weight names without ``fc``, and
-  ``dense_tokens(images)`` giving the last stage (``layer4``) as (B, H*W, C);
-- ``"module:function"`` or ``"path/to/file.py:function"``: a user's builder, called with
-  ``arch_kwargs``; it must return an ``nn.Module`` (build it without a classifier head,
-  or allow the head's keys to be missing when loading).
-
-``"timm:NAME"`` forces timm. timm's ResNets use torchvision's weight names, so the
-official ResNet checkpoints (SwAV, Barlow Twins, VICReg, DenseCL, SimSiam, MoCo v3) load
-into either.
+``arch`` is a preset of an official model (``"mocov3_vits16"``: the timm model with the
+kwargs that make it that network, :data:`~dse_tune.checkpoints.presets.PRESETS`); a timm name
+(``"timm:NAME"`` forces timm), created with ``pretrained=False`` (the weights come from the
+checkpoint) and ``num_classes=0`` (no classifier head); a torchvision ResNet-family name
+(timm is tried first for names both have; ``"torchvision:resnet50"`` insists), wrapped in
+:class:`TorchvisionResNet`; or ``"module:function"`` / ``"path/to/file.py:function"``, a
+user's builder returning an ``nn.Module`` (without a classifier head, or allow its keys to
+be missing when loading). ``arch_kwargs`` go to the constructor (``{"img_size": 64,
+"patch_size": 8, ...}``; for a preset they add to its own). timm's ResNets use torchvision's
+weight names, so the official ResNet checkpoints (SwAV, Barlow Twins, VICReg, DenseCL,
+SimSiam, MoCo v3) load into either.
 
 Example:
     >>> vit = build_architecture("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 2})
@@ -54,18 +45,16 @@ class ArchitectureError(ValueError):
 
 
 def build_architecture(arch: str, arch_kwargs: Mapping[str, Any] | str | None = None) -> nn.Module:
-    """The model named by ``arch`` (see the module docstring), in eval mode.
-
-    Args:
-        arch: a timm or torchvision name, ``"timm:NAME"``, ``"torchvision:NAME"``,
-            ``"module:function"`` or ``"file.py:function"``.
-        arch_kwargs: keyword arguments for the constructor, as a dict or a JSON object string.
+    """The model named by ``arch`` (see the module docstring), in eval mode; ``arch_kwargs``
+    as a dict or a JSON object string.
 
     Raises:
         ArchitectureError: unknown names (with close matches), kwargs the constructor
             refuses, a module or function that cannot be found, a builder that does not
             return an ``nn.Module``.
     """
+    import timm
+
     kwargs = _parse_kwargs(arch_kwargs)
     if kwargs.get("pretrained"):
         raise ArchitectureError(
@@ -82,7 +71,7 @@ def build_architecture(arch: str, arch_kwargs: Mapping[str, Any] | str | None = 
         model = _build_torchvision(name, kwargs)
     elif name:
         model = _build_from_function(library, name, kwargs)
-    elif _is_timm_name(arch):
+    elif timm.is_model(arch):
         model = _build_timm(arch, kwargs)
     elif arch in _torchvision_names():
         model = _build_torchvision(arch, kwargs)
@@ -105,12 +94,6 @@ def _parse_kwargs(arch_kwargs: Mapping[str, Any] | str | None) -> dict[str, Any]
     if not isinstance(arch_kwargs, Mapping):
         raise ArchitectureError(f"arch kwargs must be a JSON object (a dict), got {type(arch_kwargs).__name__}")
     return dict(arch_kwargs)
-
-
-def _is_timm_name(name: str) -> bool:
-    import timm
-
-    return timm.is_model(name)
 
 
 def _torchvision_names() -> list[str]:

@@ -1,25 +1,19 @@
 """Which network of a checkpoint to read: one, the paper's, or a refusal that names them.
 
-A checkpoint often holds several networks of the same shapes (student and teacher,
-online and momentum encoder). :func:`match_formats` ranks the formats that fit;
-:func:`choose_network` then decides:
-
-- another format that fits as well but reads *different* tensors (a ReSA file also fits
-  MoCo v3's ``momentum_encoder.``) stops ``auto`` with :class:`AmbiguousCheckpointError`
-  naming each ``--format NAME:BRANCH``, unless the chosen format's telltale keys
-  (markers) outnumber the other's: that layout's documented default, named in a note;
-- inside a format, the default branch is the network the DSE paper's code scores; other
-  branches that hold other weights are named in a note (``--format dino:student``);
-- a Lightning checkpoint with several attributes that fit (``student_backbone.`` and
-  ``teacher_backbone.``; ``backbone.`` and ``momentum_backbone.``) and different weights
-  stops with the ``--prefix`` choices, except for ``dse-tune pretrain``'s own files,
-  whose ``hyper_parameters`` name the method and so the network its monitor scored.
-
+A checkpoint often holds several networks of the same shapes (student and teacher, online
+and momentum encoder). :func:`match_formats` ranks the formats that fit;
+:func:`choose_network` then reads the documented default, the network the DSE paper's code
+scores, and names the other branches with other weights in a note (``--format dino:student``).
+It refuses (:class:`AmbiguousCheckpointError`, naming each ``--format NAME:BRANCH`` or
+``--prefix``) when ``auto`` finds another format that fits as well with *different* tensors
+(a ReSA file also fits MoCo v3's ``momentum_encoder.``) and no more telltale keys (markers)
+for the chosen one, or when a Lightning checkpoint has several attributes that fit with
+different weights (``student_backbone.``/``teacher_backbone.``), except in ``dse-tune
+pretrain``'s own files, whose ``hyper_parameters`` name the method and so the scored network.
 Formats or prefixes that read the same tensors (VICReg and Barlow Twins) go on silently.
 
 Example:
     >>> import torch
-    >>> state = {"w": torch.ones(2)}
     >>> checkpoint = {"state_dict": {"student_backbone.w": torch.zeros(2), "teacher_backbone.w": torch.ones(2)}}
     >>> choose_network(match_formats({"w": (2,)}, checkpoint), checkpoint, {"w": (2,)}, "auto", None)
     Traceback (most recent call last):
@@ -174,14 +168,15 @@ def _lightning_choice(
             distinct.append(FormatMatch(best.format, extraction, _loadable(shapes, extraction), best.markers))
     if len(distinct) <= 1:
         return best, []
-    scored = _dse_tune_scored(checkpoint)
+    scored = dse_tune_scored_prefix(checkpoint)
     own = [m for m in distinct if scored is not None and m.extraction.prefix.startswith(scored)]
     if own:
         return own[0], [f"the network a dse-tune pretrain run scores ({own[0].extraction.prefix})"]
     raise AmbiguousCheckpointError([f"--prefix {m.extraction.prefix}" for m in distinct])
 
 
-def _dse_tune_scored(checkpoint: Mapping[str, Any]) -> str | None:
+def dse_tune_scored_prefix(checkpoint: Mapping[str, Any]) -> str | None:
+    """The scored network's attribute prefix in a ``dse-tune pretrain`` checkpoint; None in others."""
     hyper = checkpoint.get("hyper_parameters")
     config = hyper.get("config") if isinstance(hyper, Mapping) else None
     return DSE_TUNE_SCORED.get(config.get("method")) if isinstance(config, Mapping) else None

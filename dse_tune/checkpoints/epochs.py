@@ -1,22 +1,16 @@
 """The epoch (or step) of a checkpoint, from its file name or its stored fields, and the
 order of a run's checkpoints.
 
-Names are read in this order (the number is the file's own convention: DINO names
-``checkpoint0000.pth`` the file that stores ``epoch: 1``; this module does not shift it):
-
-1. ``regex`` when given: its named group ``epoch`` (and ``step``) or its first group;
-2. Lightning's ``epoch=N`` and ``step=N`` fields (``epoch=0010-step=000500.ckpt``);
-3. a keyword followed by the number, with an optional ``-``, ``_`` or ``.`` between:
-   ``checkpoint``, ``ckpt``, ``ckp``, ``epoch``, ``ep``, ``model`` give an epoch,
-   ``iteration``, ``iter``, ``step`` a step (``checkpoint0100``, ``checkpoint-99``,
-   ``checkpoint_0100``, ``epoch_100``, ``ckp-100``, ``model_100``, ``ijepa-ep100``,
-   ``iter_5000``); a keyword counts only at the start of a word (``jepa`` holds no ``ep``);
-4. otherwise a trailing all-digit part of the name (``resnet50_100`` -> 100; ``resnet50``
-   has none, the 50 belongs to a word).
-
-A name without a number (``checkpoint.pth``, ``last.ckpt``, ``latest.pth``) is a
-"latest" copy that training code overwrites; :func:`order_checkpoints` reports such
-files apart from the numbered ones.
+Names are read in this order (the number is the file's own convention, never shifted:
+DINO's ``checkpoint0000.pth`` stores ``epoch: 1``): the ``regex`` when given (its named group
+``epoch``, and ``step``, or its first group); Lightning's ``epoch=N`` and ``step=N``; a
+keyword at the start of a word, then the number with an optional ``-``, ``_`` or ``.``
+between (``checkpoint``, ``ckpt``, ``ckp``, ``epoch``, ``ep``, ``model`` give an epoch,
+``iteration``, ``iter``, ``step`` a step; ``jepa`` holds no ``ep``); else a trailing
+all-digit part of the name (``resnet50_100`` -> 100; ``resnet50`` has none). A name without
+a number (``checkpoint.pth``, ``last.ckpt``) is a "latest" copy that training overwrites;
+:func:`~dse_tune.checkpoints.files.order_checkpoints` reports it apart. The official names:
+``docs/tracking.md``.
 
 Example:
     >>> [parse_epoch(n) for n in ("checkpoint0100.pth", "checkpoint-99.pth", "ckp-100.pth",
@@ -74,17 +68,16 @@ def compile_epoch_regex(regex: str | re.Pattern[str] | None) -> re.Pattern[str] 
     if regex is None or isinstance(regex, re.Pattern):
         return regex
     try:
-        pattern = re.compile(regex)
+        return re.compile(regex)
     except re.error as error:
         raise ValueError(f"epoch regex {regex!r} is not a valid regular expression: {error}") from error
-    return pattern
 
 
 def parse_position(path: str | Path, regex: str | re.Pattern[str] | None = None) -> Position:
     """The epoch and step named by the file name of ``path`` (see the module docstring).
 
-    ``regex`` is searched in the file name (with its ending); its named group ``epoch``
-    (and ``step``), else its first group, else the whole match must be digits.
+    ``regex`` is searched in the file name with its ending; without groups, the whole match
+    must be digits.
 
     >>> parse_position("iter_5000.pth")
     Position(epoch=None, step=5000)
@@ -97,7 +90,7 @@ def parse_position(path: str | Path, regex: str | re.Pattern[str] | None = None)
     stem = file_stem(path)
     epoch_match, step_match = _LIGHTNING_EPOCH.search(stem), _LIGHTNING_STEP.search(stem)
     if epoch_match or step_match:
-        return Position(_group_int(epoch_match, 1), _group_int(step_match, 1))
+        return Position(*(int(match.group(1)) if match else None for match in (epoch_match, step_match)))
     epoch = step = None
     for match in _KEYWORD.finditer(stem):
         if match.group(1).lower() in _STEP_KEYWORDS:
@@ -133,10 +126,6 @@ def _digits(text: str | None, pattern: re.Pattern[str], name: str) -> int | None
     return int(text)
 
 
-def _group_int(match: re.Match[str] | None, group: int) -> int | None:
-    return int(match.group(group)) if match else None
-
-
 def parse_epoch(path: str | Path, regex: str | re.Pattern[str] | None = None) -> int | None:
     """The epoch named by the file name of ``path``, or None (see :func:`parse_position`)."""
     return parse_position(path, regex).epoch
@@ -156,20 +145,17 @@ def stored_position(checkpoint: Mapping[str, Any]) -> Position:
     """
     meta = checkpoint.get("meta")
     meta = meta if isinstance(meta, Mapping) else {}
-    epoch = _as_int(checkpoint.get("epoch"))
-    if epoch is None:
-        epoch = _as_int(meta.get("epoch"))
-    step = None
-    for source, key in ((checkpoint, "global_step"), (checkpoint, "step"), (checkpoint, "iteration"), (meta, "iter")):
-        step = _as_int(source.get(key))
-        if step is not None:
-            break
-    return Position(epoch, step)
+    steps = (*(checkpoint.get(key) for key in ("global_step", "step", "iteration")), meta.get("iter"))
+    return Position(_first_int(checkpoint.get("epoch"), meta.get("epoch")), _first_int(*steps))
 
 
 def epoch_from_checkpoint(checkpoint: Mapping[str, Any]) -> int | None:
     """The epoch a checkpoint dict stores, or None (see :func:`stored_position`)."""
     return stored_position(checkpoint).epoch
+
+
+def _first_int(*values: Any) -> int | None:
+    return next((number for number in map(_as_int, values) if number is not None), None)
 
 
 def _as_int(value: Any) -> int | None:

@@ -1,10 +1,5 @@
 """Finding a run's checkpoint files and putting them in training order.
 
-:func:`collect_checkpoints` turns a folder, a glob or a list file into paths;
-:func:`order_checkpoints` sorts them by the epoch (or step) their names carry (see
-:mod:`dse_tune.checkpoints.epochs`), reports the "latest" copies without a number
-apart, and refuses duplicate epochs.
-
 Example:
     >>> import os, tempfile
     >>> run = tempfile.mkdtemp()
@@ -21,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import filecmp
+import functools
 import glob
 import os
 import re
@@ -161,19 +157,16 @@ def order_checkpoints(
     regex: str | re.Pattern[str] | None = None,
     read_fields: Callable[[Path], Mapping[str, Any]] | None = None,
 ) -> CheckpointOrder:
-    """``paths`` in training order, by the epoch (or step) their names carry.
+    """``paths`` in training order, by the epoch (or step) their names carry; names with
+    steps only (``iter_5000.pth``, ``step=500.ckpt``) are ordered by step (``order.by == "step"``).
 
     Args:
-        paths: checkpoint files (e.g. from :func:`collect_checkpoints`).
         regex: an epoch regex for names the built-in rules do not read (see
             :func:`~dse_tune.checkpoints.epochs.parse_position`).
-        read_fields: ``path -> checkpoint dict`` (e.g. :func:`~dse_tune.checkpoints.read.read_checkpoint`).
-            When given, files without a number in the name are placed by their stored
-            epoch (:func:`~dse_tune.checkpoints.epochs.stored_position`) unless they copy
-            a numbered file; without it they stay in ``unnumbered``.
-
-    Runs whose names carry only steps (``iter_5000.pth``, ``step=500.ckpt``) are ordered
-    by step (``order.by == "step"``).
+        read_fields: ``path -> checkpoint dict`` (e.g. :func:`~dse_tune.checkpoints.read.read_checkpoint`):
+            files without a number in the name are then placed by their stored epoch
+            (:func:`~dse_tune.checkpoints.epochs.stored_position`) unless they copy a
+            numbered file; without it they stay in ``unnumbered``.
 
     Raises:
         DuplicateEpochError: different files with the same epoch (and step).
@@ -231,7 +224,15 @@ def _place_unnumbered(
 ) -> None:
     """Move unnumbered files to ``copies``, ``unreadable``, ``unnumbered`` or (by stored epoch) ``ordered``."""
     latest = max(order.ordered, key=lambda item: _key(item, order.by), default=None)
-    latest_stored: dict[str, Position | None] = {}  # read once, only when an unnumbered file needs it
+
+    @functools.cache
+    def latest_stored() -> Position | None:
+        """The latest numbered file's stored position, read once and only when needed."""
+        try:
+            return stored_position(read_fields(latest.path))
+        except CheckpointReadError:  # its own turn to fail comes when it is scored
+            return None
+
     placed: list[CheckpointFile] = []
     for path in sorted(unnumbered):
         copied = _copy_of(path, order.ordered, latest)
@@ -246,12 +247,10 @@ def _place_unnumbered(
         except CheckpointReadError as error:
             order.unreadable.append((path, error.cause))
             continue
-        if latest is not None and "latest" not in latest_stored:
-            latest_stored["latest"] = _stored_or_none(latest.path, read_fields)
         item = CheckpointFile(position.epoch, path, position.step, "stored")
         if (position.epoch if order.by == "epoch" else position.step) is None:
             order.unnumbered.append(path)
-        elif latest is not None and position == latest_stored["latest"]:
+        elif latest is not None and position == latest_stored():
             order.copies.append((path, f"stores the same epoch/step as {latest.path.name}"))
         elif any(_key(other, order.by) == _key(item, order.by) for other in order.ordered):
             reason = f"stores {order.by} {_key(item, order.by)[0]}, which a numbered file already has"
@@ -260,15 +259,6 @@ def _place_unnumbered(
             placed.append(item)
     _raise_on_duplicates(placed, order.by)
     order.ordered.extend(placed)
-
-
-def _stored_or_none(path: Path, read_fields: Callable[[Path], Mapping[str, Any]]) -> Position | None:
-    """The stored position of a numbered file; None when it cannot be read (its own turn
-    to fail comes when it is scored)."""
-    try:
-        return stored_position(read_fields(path))
-    except CheckpointReadError:
-        return None
 
 
 def _copy_of(path: Path, ordered: list[CheckpointFile], latest: CheckpointFile | None) -> str | None:

@@ -1,21 +1,17 @@
 """What a checkpoint says about its own network, checked against the architecture given.
 
-Shapes cannot tell everything: MoCo v3's ViT-S has 12 heads where DINO's has 6, with
-every weight of the same shape. Many checkpoints describe their network, though:
-
-- DINO, iBOT (and EsViT): ``args.arch`` (``"vit_small"``) and ``args.patch_size``;
-- MAE: ``args.model`` (``"mae_vit_base_patch16"``);
-- MoCo v3: a top-level ``arch`` (``"vit_small"``, which has 12 heads there);
-- I-JEPA: ``meta.model_name`` and ``mask.patch_size`` of the ``params-*.yaml`` its
-  training writes next to the checkpoints (the checkpoint itself holds no config);
-- Lightning: ``hyper_parameters`` (``embed_dim``, ``depth``, ``num_heads``,
-  ``patch_size``, at the top or under ``config``, as ``dse-tune pretrain`` writes them).
-
-:func:`check_fingerprint` compares what is known with the model and raises
-:class:`FingerprintMismatchError` naming both and the preset to use.
+Shapes cannot tell everything: MoCo v3's ViT-S has 12 heads where DINO's has 6, with every
+weight of the same shape. Many checkpoints describe their network, though: DINO, iBOT and
+EsViT in ``args.arch`` (``"vit_small"``) and ``args.patch_size``, MAE in ``args.model``
+(``"mae_vit_base_patch16"``), MoCo v3 in a top-level ``arch`` (``"vit_small"`` has 12 heads
+there), I-JEPA in the ``params-*.yaml`` its training writes next to the checkpoints
+(``meta.model_name``, ``mask.patch_size``), Lightning in ``hyper_parameters`` (``embed_dim``,
+``depth``, ``num_heads``, ``patch_size``, at the top or under ``config``, as ``dse-tune
+pretrain`` writes them). :func:`check_fingerprint` compares what is known with the model and
+raises :class:`FingerprintMismatchError` naming both and the preset to use.
 
 Example:
-    >>> import types, timm
+    >>> import timm
     >>> vit = timm.create_model("vit_small_patch16_224", num_classes=0, depth=2)
     >>> model_facts(vit)
     ArchFacts(width=384, depth=2, heads=6, patch=16)
@@ -110,7 +106,7 @@ def read_fingerprint(checkpoint: Mapping[str, Any], path: str | Path | None = No
             return Fingerprint(where, ArchFacts(*found[1], patch), _preset_name(method, found[0], patch))
     if args is not None and isinstance(_attr(args, "model"), str):  # MAE
         name = _attr(args, "model")
-        found = _vit_name(name, {**VIT_SIZES, "small": (384, 12, 6)})
+        found = _vit_name(name, VIT_SIZES)
         patch = re.search(r"patch(\d+)", name)
         patch = int(patch.group(1)) if patch else None
         if found is not None:

@@ -1,13 +1,11 @@
 """Which checkpoint keys belong to the backbone, and what architecture a backbone's shapes fit.
 
-:func:`backbone_namespace` names what a backbone's keys start with: the model's own
-top-level names plus those any ViT or ResNet backbone may have (a second norm ``fc_norm``,
-``norm`` where the model moved it away, register tokens, extra stages). A checkpoint key
-there with no place in the model is a mismatch, not a head to ignore.
-
-:func:`fit_hint` reads a backbone's shapes (width from ``cls_token`` or ``pos_embed``,
-depth from the highest block index, patch size from ``patch_embed.proj.weight``) and says
-which preset or kwargs would fit; heads cannot be read from shapes.
+:func:`backbone_namespace` names what a backbone's keys start with: the model's own top-level
+names plus those any ViT or ResNet backbone may have (``fc_norm``, ``norm`` where the model
+moved it away, register tokens, extra stages); a checkpoint key there with no place in the
+model is a mismatch, not a head to ignore. :func:`fit_hint` reads a ViT backbone's shapes
+(width and patch size from ``patch_embed.proj.weight``, depth from the highest block index)
+and says which preset or kwargs would fit; heads cannot be read from shapes.
 
 Example:
     >>> import torch
@@ -26,6 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from dse_tune.checkpoints.fingerprints import VIT_SIZES
 from dse_tune.checkpoints.presets import PRESETS
 
 #: Top-level names any ViT / ResNet / Swin backbone may have besides the model's own.
@@ -75,10 +74,9 @@ def _preset_shape(name: str) -> tuple[int, int, int, bool] | None:
     """(width, depth, patch, class token) of a ViT preset, from timm's config of its model."""
     preset = PRESETS[name]
     match = re.match(r"vit_(\w+?)_patch(\d+)_", preset.timm_name)
-    sizes = {"small": (384, 12), "base": (768, 12), "large": (1024, 24), "huge": (1280, 32), "giant": (1408, 40)}
-    if match is None or match.group(1) not in sizes:
+    if match is None or match.group(1) not in VIT_SIZES:
         return None
-    width, depth = sizes[match.group(1)]
+    width, depth, _ = VIT_SIZES[match.group(1)]
     patch = int(preset.kwargs.get("patch_size", match.group(2)))
     return width, depth, patch, bool(preset.kwargs.get("class_token", True))
 

@@ -1,24 +1,17 @@
 """Where each method's official checkpoint keeps its backbone weights.
 
-A :class:`CheckpointFormat` lists :class:`Layout` s: a ``container`` (the key path from
-the top of the checkpoint dict to a state dict) and a ``prefix`` that marks the
-backbone's keys inside it. Leading ``module.`` (DistributedDataParallel) and
-``_orig_mod.`` (``torch.compile``) are always stripped first, so one layout covers a
-model saved with or without those wrappers. ``prefix=None`` means "find it" (the
-Lightning format, where the prefix is the LightningModule's attribute name).
-
-A layout's ``branch`` names which network it reads when a checkpoint holds several
-(``teacher``/``student``, ``momentum_encoder``/``base_encoder``, ...). The first
-layout's branch is the format's default: the network the DSE paper's code scores
+A :class:`CheckpointFormat` lists :class:`Layout` s: a ``container`` (the key path from the
+top of the checkpoint dict to a state dict), a ``prefix`` that marks the backbone's keys in
+it (``None``: find it, as for Lightning, where it is the LightningModule's attribute name),
+and the ``branch`` it reads when a checkpoint holds several networks. Leading ``module.``
+(DDP) and ``_orig_mod.`` (``torch.compile``) are always stripped first. The first layout's
+branch is the format's default: the network the DSE paper's code scores
 (``EldercatSAM/SSL-Degradation`` ``models/__init__.py::get_models``: DINO's and iBOT's
-teacher, MoCo v3's momentum encoder, I-JEPA's ``encoder``, ReSA's ``encoder``);
-``"dino:student"`` keeps another branch.
-
-``markers`` tell methods with the same layout apart (iBOT and DINO both keep
-``teacher``/``backbone.``; iBOT also stores ``ibot_loss``): a top-level key, or
-``"key:PATTERN"`` for a key inside the container (fnmatch, after ``module.`` stripping).
-
-Sources, checked against the public repositories, are in ``docs/tracking.md``.
+teacher, MoCo v3's momentum encoder, I-JEPA's and ReSA's ``encoder``); ``"dino:student"``
+keeps another branch. ``markers`` tell methods with the same layout apart (iBOT, unlike
+DINO, stores ``ibot_loss``): a top-level key, or ``"key:PATTERN"`` for a key inside the
+container (fnmatch, after ``module.`` stripping). Sources, checked against the public
+repositories: ``docs/tracking.md``.
 
 Example:
     >>> import torch
@@ -98,146 +91,85 @@ def _layouts(branch: str, container: tuple[str, ...], *prefixes: str | None) -> 
     return tuple(Layout(branch, container, prefix) for prefix in prefixes)
 
 
-_DINO_LIKE = (*_layouts("teacher", ("teacher",), "backbone."), *_layouts("student", ("student",), "backbone."))
-_ESVIT_PREFIXES = ("", "backbone.backbone.")  # transformers: head on the backbone; ResNets: two wrappers
+def _own_containers(prefixes: tuple[str, ...], *branches: str) -> tuple[Layout, ...]:
+    """Each branch in its own top-level dict of that name (DINO's ``teacher``/``student``)."""
+    return tuple(layout for branch in branches for layout in _layouts(branch, (branch,), *prefixes))
 
+
+def _in_state_dict(*branches: str) -> tuple[Layout, ...]:
+    """Each branch under ``state_dict`` with its own name as prefix (MoCo v3's ``momentum_encoder.``)."""
+    return tuple(layout for branch in branches for layout in _layouts(branch, ("state_dict",), f"{branch}."))
+
+
+_BACKBONE_IN_MODEL_OR_TOP = (*_layouts("backbone", ("model",), "backbone."), *_layouts("backbone", (), ""))
+_DINO_NAMES = "checkpoint.pth, checkpoint{epoch:04}.pth"
+_MOCO_NAMES = "checkpoint_{epoch:04d}.pth.tar"
+
+# One row per format: CheckpointFormat(name, method, layouts, markers, file_names, source).
 _FORMAT_LIST = (
     CheckpointFormat(
-        name="dino",
-        method="DINO",
-        layouts=_DINO_LIKE,
-        markers=("dino_loss",),
-        file_names="checkpoint.pth, checkpoint{epoch:04}.pth",
-        source="facebookresearch/dino main_dino.py (train_dino: save_dict)",
-    ),
+        "dino", "DINO", _own_containers(("backbone.",), "teacher", "student"), ("dino_loss",),
+        _DINO_NAMES, "facebookresearch/dino main_dino.py (train_dino: save_dict)"),
     CheckpointFormat(
-        name="ibot",
-        method="iBOT",
-        layouts=_DINO_LIKE,
-        markers=("ibot_loss",),
-        file_names="checkpoint.pth, checkpoint{epoch:04}.pth",
-        source="bytedance/ibot main_ibot.py (train_ibot: save_dict)",
-    ),
+        "ibot", "iBOT", _own_containers(("backbone.",), "teacher", "student"), ("ibot_loss",),
+        _DINO_NAMES, "bytedance/ibot main_ibot.py (train_ibot: save_dict)"),
     CheckpointFormat(
-        name="mae",
-        method="MAE",
-        layouts=_layouts("encoder", ("model",), ""),
-        markers=("key:decoder_embed.*", "key:mask_token"),
-        file_names="checkpoint-{epoch}.pth",
-        source="facebookresearch/mae util/misc.py (save_model), models_mae.py",
-    ),
+        "mae", "MAE", _layouts("encoder", ("model",), ""), ("key:decoder_embed.*", "key:mask_token"),
+        "checkpoint-{epoch}.pth", "facebookresearch/mae util/misc.py (save_model), models_mae.py"),
     CheckpointFormat(
-        name="mocov3",
-        method="MoCo v3",
-        layouts=(
-            *_layouts("momentum_encoder", ("state_dict",), "momentum_encoder."),
-            *_layouts("base_encoder", ("state_dict",), "base_encoder."),
-        ),
-        markers=("key:momentum_encoder.*", "key:base_encoder.*"),
-        file_names="checkpoint_{epoch:04d}.pth.tar",
-        source="facebookresearch/moco-v3 main_moco.py (save_checkpoint), moco/builder.py",
-    ),
+        "mocov3", "MoCo v3", _in_state_dict("momentum_encoder", "base_encoder"),
+        ("key:momentum_encoder.*", "key:base_encoder.*"), _MOCO_NAMES,
+        "facebookresearch/moco-v3 main_moco.py (save_checkpoint), moco/builder.py"),
     CheckpointFormat(
-        name="ijepa",
-        method="I-JEPA",
-        layouts=(*_layouts("encoder", ("encoder",), ""), *_layouts("target_encoder", ("target_encoder",), "")),
-        markers=("target_encoder", "predictor"),
-        file_names="{tag}-ep{epoch}.pth.tar, {tag}-latest.pth.tar",
-        source="facebookresearch/ijepa src/train.py (save_checkpoint)",
-    ),
+        "ijepa", "I-JEPA", _own_containers(("",), "encoder", "target_encoder"),
+        ("target_encoder", "predictor"), "{tag}-ep{epoch}.pth.tar, {tag}-latest.pth.tar",
+        "facebookresearch/ijepa src/train.py (save_checkpoint)"),
     CheckpointFormat(
-        name="densecl",
-        method="DenseCL",
-        layouts=(
-            *_layouts("backbone", ("state_dict",), "backbone.", ""),
-            *_layouts("encoder_k", ("state_dict",), "encoder_k.0."),
-        ),
-        markers=("meta", "key:encoder_k.*", "key:queue2"),
-        file_names="epoch_{epoch}.pth, latest.pth",
-        source="WXinlong/DenseCL openselfsup/models/densecl.py, tools/extract_backbone_weights.py; "
-        "open-mmlab/mmcv mmcv/runner/checkpoint.py (save_checkpoint)",
-    ),
+        "densecl", "DenseCL",
+        (*_layouts("backbone", ("state_dict",), "backbone.", ""),
+         *_layouts("encoder_k", ("state_dict",), "encoder_k.0.")),
+        ("meta", "key:encoder_k.*", "key:queue2"), "epoch_{epoch}.pth, latest.pth",
+        "WXinlong/DenseCL openselfsup/models/densecl.py, tools/extract_backbone_weights.py; "
+        "open-mmlab/mmcv mmcv/runner/checkpoint.py (save_checkpoint)"),
     CheckpointFormat(
-        name="simsiam",
-        method="SimSiam",
-        layouts=_layouts("encoder", ("state_dict",), "encoder."),
-        markers=("key:predictor.*",),
-        file_names="checkpoint_{epoch:04d}.pth.tar",
-        source="facebookresearch/simsiam main_simsiam.py (save_checkpoint), simsiam/builder.py",
-    ),
+        "simsiam", "SimSiam", _in_state_dict("encoder"), ("key:predictor.*",), _MOCO_NAMES,
+        "facebookresearch/simsiam main_simsiam.py (save_checkpoint), simsiam/builder.py"),
     CheckpointFormat(
-        name="resa",
-        method="ReSA / MEC (encoder beside a momentum encoder)",
-        layouts=(
-            *_layouts("encoder", ("state_dict",), "encoder."),
-            *_layouts("momentum_encoder", ("state_dict",), "momentum_encoder."),
-        ),
-        markers=("key:encoder.*", "key:momentum_encoder.*"),
-        file_names="checkpoint_{epoch:04d}.pth.tar",
-        source="EldercatSAM/SSL-Degradation models/__init__.py (get_models: 'mec', 'resa' read module.encoder.)",
-    ),
+        "resa", "ReSA / MEC (encoder beside a momentum encoder)",
+        _in_state_dict("encoder", "momentum_encoder"), ("key:encoder.*", "key:momentum_encoder.*"),
+        _MOCO_NAMES,
+        "EldercatSAM/SSL-Degradation models/__init__.py (get_models: 'mec', 'resa' read module.encoder.)"),
     CheckpointFormat(
-        name="swav",
-        method="SwAV",
-        layouts=_layouts("backbone", ("state_dict",), ""),
-        markers=("key:prototypes*",),
-        file_names="checkpoints/ckp-{epoch}.pth, checkpoint.pth.tar",
-        source="facebookresearch/swav main_swav.py (save_dict), src/resnet50.py",
-    ),
+        "swav", "SwAV", _layouts("backbone", ("state_dict",), ""), ("key:prototypes*",),
+        "checkpoints/ckp-{epoch}.pth, checkpoint.pth.tar",
+        "facebookresearch/swav main_swav.py (save_dict), src/resnet50.py"),
     CheckpointFormat(
-        name="vicreg",
-        method="VICReg",
-        layouts=(*_layouts("backbone", ("model",), "backbone."), *_layouts("backbone", (), "")),
-        markers=("key:projector.*",),
-        file_names="model.pth (overwritten each epoch), resnet50.pth (final backbone)",
-        source="facebookresearch/vicreg main_vicreg.py (main: state, resnet50.pth)",
-    ),
+        "vicreg", "VICReg", _BACKBONE_IN_MODEL_OR_TOP, ("key:projector.*",),
+        "model.pth (overwritten each epoch), resnet50.pth (final backbone)",
+        "facebookresearch/vicreg main_vicreg.py (main: state, resnet50.pth)"),
     CheckpointFormat(
-        name="barlowtwins",
-        method="Barlow Twins",
-        layouts=(*_layouts("backbone", ("model",), "backbone."), *_layouts("backbone", (), "")),
-        markers=("key:projector.*", "key:bn.running_mean"),
-        file_names="checkpoint.pth (overwritten each epoch), resnet50.pth (final backbone)",
-        source="facebookresearch/barlowtwins main.py (main_worker: state, resnet50.pth)",
-    ),
+        "barlowtwins", "Barlow Twins", _BACKBONE_IN_MODEL_OR_TOP, ("key:projector.*", "key:bn.running_mean"),
+        "checkpoint.pth (overwritten each epoch), resnet50.pth (final backbone)",
+        "facebookresearch/barlowtwins main.py (main_worker: state, resnet50.pth)"),
     CheckpointFormat(
-        name="byol",
-        method="BYOL (lucidrains/byol-pytorch)",
-        layouts=(*_layouts("target", (), "target_encoder.net."), *_layouts("online", (), "online_encoder.net.", "")),
-        markers=("key:online_encoder.*", "key:target_encoder.*"),
-        file_names="checkpoints/checkpoint.{n}.pt",
-        source="lucidrains/byol-pytorch byol_pytorch/trainer.py (BYOLTrainer), byol_pytorch/byol_pytorch.py (BYOL)",
-    ),
+        "byol", "BYOL (lucidrains/byol-pytorch)",
+        (*_layouts("target", (), "target_encoder.net."), *_layouts("online", (), "online_encoder.net.", "")),
+        ("key:online_encoder.*", "key:target_encoder.*"), "checkpoints/checkpoint.{n}.pt",
+        "lucidrains/byol-pytorch byol_pytorch/trainer.py (BYOLTrainer), byol_pytorch/byol_pytorch.py (BYOL)"),
     CheckpointFormat(
-        name="esvit",
-        method="EsViT",
-        layouts=(
-            *_layouts("teacher", ("teacher",), *_ESVIT_PREFIXES),
-            *_layouts("student", ("student",), *_ESVIT_PREFIXES),
-        ),
-        markers=("key:head_dense.*", "key:backbone.backbone.*"),
-        file_names="checkpoint.pth, checkpoint{epoch:04}.pth",
-        source="microsoft/esvit main_esvit.py (save_dict), utils.py (MultiCropWrapper, ResNetWrapper)",
-    ),
+        # transformers keep the head on the backbone (prefix ""); ResNets have two wrappers
+        "esvit", "EsViT", _own_containers(("", "backbone.backbone."), "teacher", "student"),
+        ("key:head_dense.*", "key:backbone.backbone.*"), _DINO_NAMES,
+        "microsoft/esvit main_esvit.py (save_dict), utils.py (MultiCropWrapper, ResNetWrapper)"),
     CheckpointFormat(
-        name="lightning",
-        method="Lightning",
-        layouts=_layouts("found", ("state_dict",), None),
-        markers=("pytorch-lightning_version",),
-        file_names="epoch={epoch}-step={step}.ckpt, last.ckpt",
-        source="Lightning-AI/pytorch-lightning (checkpoint dict: state_dict, epoch, global_step)",
-    ),
+        "lightning", "Lightning", _layouts("found", ("state_dict",), None), ("pytorch-lightning_version",),
+        "epoch={epoch}-step={step}.ckpt, last.ckpt",
+        "Lightning-AI/pytorch-lightning (checkpoint dict: state_dict, epoch, global_step)"),
     CheckpointFormat(
-        name="state_dict",
-        method="plain state dict",
-        layouts=(
-            *_layouts("top", (), ""),
-            *_layouts("state_dict", ("state_dict",), ""),
-            *_layouts("model", ("model",), ""),
-        ),
-        file_names="any",
-        source="torch.save(model.state_dict())",
-    ),
+        "state_dict", "plain state dict",
+        (*_layouts("top", (), ""), *_layouts("state_dict", ("state_dict",), ""),
+         *_layouts("model", ("model",), "")),
+        (), "any", "torch.save(model.state_dict())"),
 )
 
 FORMATS: dict[str, CheckpointFormat] = {fmt.name: fmt for fmt in _FORMAT_LIST}
@@ -275,12 +207,8 @@ def strip_wrappers(key: str) -> str:
     >>> strip_wrappers("module._orig_mod.backbone.cls_token")
     'backbone.cls_token'
     """
-    stripped = True
-    while stripped:
-        stripped = False
-        for wrapper in WRAPPER_PREFIXES:
-            if key.startswith(wrapper):
-                key, stripped = key[len(wrapper) :], True
+    while key.startswith(WRAPPER_PREFIXES):  # each wrapper is one dotted name
+        key = key.partition(".")[2]
     return key
 
 

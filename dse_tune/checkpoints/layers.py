@@ -1,21 +1,15 @@
 """Dense tokens from a chosen layer, for per-layer DSE (which block is healthiest).
 
-``layer`` values:
-
-- ``-1`` (default): the last block with the final norm, exactly
-  :func:`dse_tune.features.dense_tokens` (what the paper's code scores);
-- ``i`` in ``0 .. num_layers(model) - 1``: the output of block ``i`` of a ViT
-  (``model.blocks[i]``, prefix tokens dropped) with the model's final norm applied, as
-  the DSE paper's per-layer code does (``get_embeddings`` in EldercatSAM/SSL-Degradation
-  applies ``self.norm`` after every block); ``norm=False`` gives the raw block output.
-  For a ConvNet, stage ``i`` as timm lists its ``feature_info`` (a ResNet: 0 the stem,
-  1-4 ``layer1``-``layer4``; ``norm`` does not apply). With the norm, the last index
-  equals ``-1``;
-- ``-k`` for ``k >= 2``: index ``num_layers(model) - k`` (``-2`` is the block before the last).
-
-timm models are read through ``forward_intermediates`` (timm >= 1.0); ViTs without it
-through a forward hook on ``model.blocks[i]``. Other callables only have ``layer=-1``.
-Like :mod:`dse_tune.features`, this does not switch eval mode or disable gradients.
+``layer``: ``-1`` (default) is the last block with the final norm, exactly
+:func:`dse_tune.features.dense_tokens` (what the paper's code scores); ``i`` in
+``0 .. num_layers(model) - 1`` is the output of ViT block ``i`` (prefix tokens dropped) with
+the model's final norm applied, as the paper's per-layer code does (``get_embeddings`` in
+EldercatSAM/SSL-Degradation), or raw with ``norm=False`` (with the norm, the last index
+equals ``-1``); for a ConvNet, stage ``i`` as timm's ``feature_info`` lists it (a ResNet: 0
+the stem, 1-4 ``layer1``-``layer4``); ``-k`` for ``k >= 2`` is ``num_layers(model) - k``.
+timm models are read through ``forward_intermediates`` (timm >= 1.0), other ViTs through a
+forward hook on ``model.blocks[i]``; other callables only have ``layer=-1``. Like
+:mod:`dse_tune.features`, this does not switch eval mode or disable gradients.
 
 Example:
     >>> import timm, torch
@@ -99,20 +93,17 @@ def dense_tokens_at(model: TokenSource, images: Tensor, layer: int = -1, norm: b
 
 
 def _vit_block_tokens(model: Any, images: Tensor, index: int, norm: bool) -> Tensor:
-    prefix = int(model.num_prefix_tokens)
     if hasattr(model, "forward_intermediates"):
-        outputs = model.forward_intermediates(
-            images, indices=[index], norm=norm, output_fmt="NLC", intermediates_only=True
-        )
-        return outputs[0]
+        return model.forward_intermediates(images, indices=[index], norm=norm, output_fmt="NLC",
+                                           intermediates_only=True)[0]
     outputs: list[Tensor] = []
     handle = model.blocks[index].register_forward_hook(lambda module, inputs, output: outputs.append(output))
     try:
         model.forward_features(images)
     finally:
         handle.remove()
-    tokens = outputs[0]
-    return (model.norm(tokens) if norm and hasattr(model, "norm") else tokens)[:, prefix:]
+    tokens = model.norm(outputs[0]) if norm and hasattr(model, "norm") else outputs[0]
+    return tokens[:, int(model.num_prefix_tokens) :]
 
 
 def layer_name(model: TokenSource, layer: int, norm: bool = True) -> str:

@@ -1,23 +1,17 @@
 """Loading a checkpoint's backbone into a model, strictly both ways: exact, or an error.
 
-The model's own ``state_dict()`` defines what must load: every key, with its shape. And
-the other way: a checkpoint key in the backbone's namespace (blocks, stages, norms, the
-position table, ...; see :func:`~dse_tune.checkpoints.fit.backbone_namespace`) with no
-place in the model (extra blocks, a second norm) is a mismatch too, unless
-``allow_extra`` names it.
-Build models without classifier heads (timm ``num_classes=0``; torchvision ResNets
-through :func:`~dse_tune.checkpoints.arch.build_architecture`, which drops ``fc``), so
-``head.*`` / ``fc.*`` do not exist and are not asked for; the checkpoint's heads,
-projectors, predictors, decoders and queues are ignored and listed in the report.
+Every key of the model's ``state_dict()`` must load, with its shape; and the other way, a
+checkpoint key in the backbone's namespace (:func:`~dse_tune.checkpoints.fit.backbone_namespace`)
+with no place in the model (extra blocks, a second norm) is a mismatch too, unless
+``allow_extra`` names it. Build models without classifier heads (timm ``num_classes=0``;
+:func:`~dse_tune.checkpoints.arch.build_architecture` drops torchvision's ``fc``): the
+checkpoint's heads, projectors, predictors, decoders and queues are ignored and listed in
+the report. :class:`CheckpointMismatchError` is raised *before* anything is copied: the
+model is never left partly loaded, partly random.
 
-If any model weight is missing (after ``allow_missing``), any shape differs, or the
-backbone has weights the model lacks,
-:class:`CheckpointMismatchError` is raised *before* anything is copied: the model is
-never left partly loaded, partly random.
-
-``allow_missing`` patterns match model keys: shell-style by default (``fnmatch``, e.g.
-``"head.*"``, ``"*.num_batches_tracked"``), or a regular expression that must match the
-whole key when the pattern starts with ``re:`` (``"re:blocks\\.\\d+\\.ls[12]\\..*"``).
+``allow_missing`` / ``allow_extra`` patterns are shell-style (``fnmatch``: ``"head.*"``,
+``"*.num_batches_tracked"``), or after ``re:`` a regular expression that must match the
+whole key (``"re:blocks\\.\\d+\\.ls[12]\\..*"``).
 
 Example:
     >>> import timm, torch
@@ -41,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -153,11 +148,8 @@ def ignored_groups(keys: Iterable[str]) -> str:
     >>> ignored_groups(["head.w", "head.b", "epoch_loss", "predictor.0.w"])
     'head.* (2), epoch_loss (1), predictor.* (1)'
     """
-    counts: dict[str, int] = {}
-    for key in keys:
-        first, dot, _ = key.partition(".")
-        group = f"{first}.*" if dot else first
-        counts[group] = counts.get(group, 0) + 1
+    parts = (key.partition(".") for key in keys)
+    counts = Counter(f"{first}.*" if dot else first for first, dot, _ in parts)
     return ", ".join(f"{group} ({count})" for group, count in counts.items())
 
 

@@ -1,11 +1,10 @@
 """Architecture presets of the official self-supervised models: ``--arch mocov3_vits16``.
 
-Shapes alone cannot tell some networks apart: MoCo v3's ViT-S has 12 attention heads
-where timm's ``vit_small_patch16_224`` (and DINO's) has 6, with every weight of the same
-shape; I-JEPA's ViT has no class token and keeps its final norm in ``norm``, where timm's
-average-pooled ViT moves it to ``fc_norm``. A preset is the timm model plus the keyword
-arguments that make it the official network; each was checked against the official
-model definition (the ``source`` file and line, listed in ``docs/tracking.md``).
+Shapes alone cannot tell some networks apart: MoCo v3's ViT-S has 12 attention heads where
+timm's ``vit_small_patch16_224`` (and DINO's) has 6; I-JEPA's ViT has no class token and keeps
+its final norm in ``norm``, not timm's ``fc_norm``. A preset is the timm model plus the kwargs
+that make it the official network, checked against the official model definition (its
+``source`` file and line, listed in ``docs/tracking.md``).
 
 Every ViT preset here has ``qkv_bias=True``, MLP ratio 4 (I-JEPA's giant: 48/11),
 LayerNorm with eps 1e-6 before attention and MLP and a final LayerNorm ``norm`` (timm's

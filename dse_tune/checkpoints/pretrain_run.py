@@ -1,15 +1,12 @@
 """Reading ``dse-tune pretrain``'s own checkpoints without the training code.
 
-A pretraining checkpoint is a Lightning file whose ``hyper_parameters["config"]`` holds
-the run's config. The network its DSE monitor scored is one attribute of the
-LightningModule (:data:`~dse_tune.checkpoints.branches.DSE_TUNE_SCORED`: DINO's and
-iBOT's ``teacher_backbone``, MAE's ``backbone``, MoCo v3's ``momentum_backbone``),
-a timm model kept under ``encoder.vit.`` (ViTs, inside lightly's masking wrapper) or
-``encoder.`` (ConvNets). :func:`load_pretrain_backbone` rebuilds that timm model from the
-config, as pretraining built it, and loads it strictly through
-:func:`~dse_tune.checkpoints.load.load_backbone`, reading the file weights-only: its
-dense tokens are the ones the run's history holds, and nothing here imports the
-training code (Lightning, lightly).
+A pretraining checkpoint is a Lightning file whose ``hyper_parameters["config"]`` holds the
+run's config; the network its DSE monitor scored is one attribute of the LightningModule
+(:data:`~dse_tune.checkpoints.branches.DSE_TUNE_SCORED`), a timm model under ``encoder.vit.``
+(ViTs, in lightly's masking wrapper) or ``encoder.`` (ConvNets). :func:`load_pretrain_backbone`
+rebuilds that timm model from the config (its dense tokens are those the run's history
+holds) and loads it weights-only and strictly through :func:`~dse_tune.checkpoints.load.load_backbone`,
+without the training code (Lightning, lightly).
 
 Example:
     >>> import torch, tempfile, os, timm
@@ -33,7 +30,7 @@ from typing import Any
 
 from torch import nn
 
-from dse_tune.checkpoints.branches import DSE_TUNE_SCORED
+from dse_tune.checkpoints.branches import DSE_TUNE_SCORED, dse_tune_scored_prefix
 from dse_tune.checkpoints.load import load_backbone
 from dse_tune.checkpoints.read import CheckpointReadError, read_checkpoint
 
@@ -44,18 +41,18 @@ def pretrain_config(checkpoint: Mapping[str, Any], path: str | Path) -> dict[str
     Raises:
         CheckpointReadError: the file was not written by ``dse-tune pretrain``.
     """
-    hyper = checkpoint.get("hyper_parameters")
-    config = hyper.get("config") if isinstance(hyper, Mapping) else None
-    if not isinstance(config, Mapping) or config.get("method") not in DSE_TUNE_SCORED:
+    if dse_tune_scored_prefix(checkpoint) is None:
         raise CheckpointReadError(path, "it has no hyper_parameters['config'] of a dse-tune pretrain run "
                                         "(for other checkpoints give --arch)")
-    return dict(config)
+    return dict(checkpoint["hyper_parameters"]["config"])
 
 
 def build_pretrain_backbone(config: Mapping[str, Any]) -> nn.Module:
-    """The timm network a pretraining run with ``config`` scores (random weights), as
-    ``dse_tune.ssl`` builds it: a ``VisionTransformer`` of the config's sizes for
-    ``backbone="vit"``, else the timm model of that name at ``image_size``."""
+    """The timm network of a pretraining run with ``config`` (random weights; ``dse_tune.ssl``
+    trains this one too): a ``VisionTransformer`` of the config's sizes for ``backbone="vit"``,
+    else the timm model of that name at ``image_size``. ViTs get ``dynamic_img_size=True``:
+    DINO/iBOT local crops of another size share the weights. ValueError: not a timm model.
+    """
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
@@ -65,10 +62,13 @@ def build_pretrain_backbone(config: Mapping[str, Any]) -> nn.Module:
                                  depth=config["depth"], num_heads=config["num_heads"], num_classes=0,
                                  dynamic_img_size=True)
     try:
-        return timm.create_model(config["backbone"], pretrained=False, num_classes=0, img_size=size,
-                                 dynamic_img_size=True)
-    except TypeError:  # ConvNets take no img_size
-        return timm.create_model(config["backbone"], pretrained=False, num_classes=0)
+        try:
+            return timm.create_model(config["backbone"], pretrained=False, num_classes=0, img_size=size,
+                                     dynamic_img_size=True)
+        except TypeError:  # ConvNets take no img_size; they accept any input size
+            return timm.create_model(config["backbone"], pretrained=False, num_classes=0)
+    except RuntimeError as error:  # timm: "Unknown model (...)"
+        raise ValueError(f"backbone {config['backbone']!r} is not a timm model: {error}") from error
 
 
 def load_pretrain_backbone(

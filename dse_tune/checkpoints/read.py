@@ -1,21 +1,14 @@
 """Reading a checkpoint file into a dict, safely, with errors a tracker can act on.
 
-``.pth .pt .pth.tar .ckpt .bin`` files go through ``torch.load(weights_only=True)``: the
-restricted unpickler that builds tensors and plain containers and runs no other code.
-Official training scripts also pickle a few harmless objects next to the weights; they
-are mapped to inert stand-ins (:data:`HARMLESS_GLOBALS`) so those files still load
-without trusting them:
-
-- DINO, iBOT, EsViT and MAE store their command-line options as an ``args`` namespace
-  object; it comes back as a :class:`types.SimpleNamespace` with the same attributes.
-- a ``pathlib.PosixPath`` comes back as a :class:`pathlib.PurePosixPath`.
-
-Anything else pickled (numpy scalars, a user's classes) makes the file
-:class:`UntrustedCheckpointError`: it names the objects. ``trust=True`` then retries
-with ``weights_only=False``, which runs whatever code the pickle names; pass it only for
-files you or your own training code wrote.
-
-``.safetensors`` files are read with the ``safetensors`` package when it is installed.
+``.pth .pt .pth.tar .ckpt .bin`` files go through ``torch.load(weights_only=True)``, which
+builds tensors and plain containers and runs no other code. The few harmless objects
+official scripts pickle next to the weights come back as inert stand-ins
+(:data:`HARMLESS_GLOBALS`): DINO's, iBOT's, EsViT's and MAE's ``args`` namespace as a
+:class:`types.SimpleNamespace`, a ``pathlib.PosixPath`` as a :class:`pathlib.PurePosixPath`.
+Anything else pickled raises :class:`UntrustedCheckpointError` naming the objects;
+``trust=True`` then retries with ``weights_only=False``, which runs whatever code the
+pickle names: only for files you or your own training code wrote. ``.safetensors`` files
+are read with the ``safetensors`` package when it is installed.
 
 Example:
     >>> import torch, tempfile, os
@@ -99,21 +92,16 @@ def is_checkpoint_file(path: str | Path) -> bool:
 def read_checkpoint(
     path: str | Path, *, trust: bool = False, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
-    """The checkpoint at ``path`` as a dict (tensors on ``map_location``).
+    """The checkpoint at ``path`` as a dict, tensors on ``map_location`` (as for ``torch.load``).
 
-    Args:
-        path: a ``.pth .pt .pth.tar .ckpt .bin`` file (torch) or ``.safetensors`` file.
-        trust: retry with ``weights_only=False`` (arbitrary code in the pickle runs) when
-            the file pickles objects beyond :data:`HARMLESS_GLOBALS`.
-        map_location: where tensors go, as for ``torch.load``.
+    ``trust``: retry with ``weights_only=False`` (arbitrary code in the pickle runs) when the
+    file pickles objects beyond :data:`HARMLESS_GLOBALS`. A whole pickled ``nn.Module``
+    (``torch.save(model)``, needs ``trust``) comes back as its state dict.
 
     Raises:
         CheckpointReadError: missing, a folder, empty, truncated or not a checkpoint;
             needs ``safetensors`` that is not installed.
         UntrustedCheckpointError: pickled objects and ``trust=False``.
-
-    A file holding a whole pickled ``nn.Module`` (``torch.save(model)``, needs trust)
-    comes back as that module's state dict.
     """
     path = Path(path)
     if not path.exists():

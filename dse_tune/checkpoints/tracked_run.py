@@ -1,12 +1,10 @@
 """What a tracked run records in ``config.json``, and how to read its checkpoints again.
 
 A run written by ``dse-tune track`` (:mod:`dse_tune.checkpoint_tracking`) stores its probe set with
-the keys of a ``dse-tune pretrain`` run (:class:`ProbeSettings`: ``data``, ``splits``,
-``probe_size``, ``image_size``, ``probe_seed``, ``synthetic_size``, ``seed``) and, under
-``"tracked"``, how its checkpoint files are read (:class:`ReadSettings`, plus the format
-and prefix the first file matched). :func:`model_loader_for_run` turns that back into a
-model loader, so that ``dse-tune validate`` and ``dse-tune score`` rebuild the same
-network and the same probe images.
+the keys of a ``dse-tune pretrain`` run (:class:`ProbeSettings`) and, under ``"tracked"``, how
+its checkpoint files are read (:class:`ReadSettings`, plus the format and prefix the first
+file matched), so that evaluation (:func:`checkpoint_loader`) rebuilds the same network and
+the same probe images.
 
 Example:
     >>> probe = ProbeSettings.from_config({"data": "synthetic", "probe_size": 16, "image_size": 32})
@@ -92,8 +90,6 @@ class ReadSettings:
     history holds -1; every block is scored into :data:`LAYERS_FILE`). ``layer_norm``:
     a block's tokens with the final norm, as the paper's per-layer code takes them
     (default), or raw (False; what runs tracked before this option recorded).
-    ``allow_extra``: backbone keys of the files with no place in the model that may be
-    left out (see :func:`dse_tune.checkpoints.load_backbone`).
     """
 
     arch: str
@@ -127,10 +123,7 @@ class ReadSettings:
 def model_loader_for_run(run_dir: str | Path) -> Callable[..., Any] | None:
     """For a tracked run: ``load(path, map_location="cpu") -> model`` rebuilding the
     architecture and loading a checkpoint the way ``dse-tune track`` read it (its
-    ``dense_tokens`` are the tracked layer's); None for other runs.
-
-    ``dse-tune validate`` uses it for tracked runs (see :func:`checkpoint_loader`).
-    """
+    ``dense_tokens`` are the tracked layer's); None for other runs."""
     config = read_config(run_dir)
     tracked = config.get(TRACKED_KEY)
     if not isinstance(tracked, Mapping):
@@ -153,12 +146,10 @@ def model_loader_for_run(run_dir: str | Path) -> Callable[..., Any] | None:
 def checkpoint_loader(run_dir: str | Path | None, *, trust: bool = False) -> Callable[..., Any]:
     """THE way evaluation loads a run's checkpoints: ``load(path, map_location="cpu")``.
 
-    A run written by ``dse-tune track`` (a foreign codebase's checkpoints) is read the
-    way the tracker read it (:func:`model_loader_for_run`); any other run is a dse_tune
-    pretraining run, whose scored network is rebuilt from the config the checkpoint
-    records (:func:`~dse_tune.checkpoints.pretrain_run.load_pretrain_backbone`, weights-only
-    unless ``trust``). Validate, rescore, the few-label confirmation and the demo's label
-    check all call this (through :func:`score_checkpoints`).
+    A run written by ``dse-tune track`` is read the way the tracker read it
+    (:func:`model_loader_for_run`); any other run is a dse_tune pretraining run, whose scored
+    network is rebuilt from the config the checkpoint records
+    (:func:`~dse_tune.checkpoints.pretrain_run.load_pretrain_backbone`, weights-only unless ``trust``).
     """
     tracked = None if run_dir is None else model_loader_for_run(run_dir)
     if tracked is not None:
@@ -213,9 +204,6 @@ def score_checkpoints(jobs: Iterable[tuple[Any, Any, Path | None]], score: Calla
             except Exception as error:  # noqa: BLE001 - one bad checkpoint must not stop the others
                 problem = f"cannot score {checkpoint}: {type(error).__name__}: {error}"
         yield CheckpointResult(run, evaluation, checkpoint, value, problem, time.perf_counter() - started)
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 class LayerTokens(nn.Module):

@@ -16,6 +16,7 @@ from typing import NoReturn
 
 __all__ = [
     "EXIT_INTERRUPTED",
+    "EXIT_NOTHING_SELECTED",
     "EXIT_USAGE",
     "CommandError",
     "add_deprecated_alias",
@@ -34,6 +35,8 @@ __all__ = [
 EXIT_USAGE = 2
 #: Interrupted by Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+#: ``select``/``sweep``: the runs were read but none has a candidate (no finite DSE evaluation).
+EXIT_NOTHING_SELECTED = 1
 
 
 class CommandError(Exception):

@@ -1,22 +1,14 @@
 """``dse-tune demo``: the whole label-free pipeline on this machine, in a few minutes.
 
-A tiny sweep (``search_spaces/demo_cpu.yaml``: a small MAE ViT on the embedded
-synthetic scenes, no download, no labels) over two DSE regularization weights and two
-learning rates, on a local Ray cluster:
-
-1. four pretraining trials, two at a time, each scoring DSE on a fixed probe set
-   during training; the degradation rule stops the trials whose DSE falls;
-2. every trial's candidate checkpoints are rescored on held-out images (synthetic
-   scenes of a family no trial trained on);
-3. the selector picks the checkpoint and the beta, writes ``selection.json`` and
-   ``selection.png`` into the demo folder, and prints them with the basis of the decision;
-4. the label check that the synthetic scenes allow (they have masks; the selection
-   never saw them): linear probe mIoU of the chosen checkpoint beside the last
-   checkpoint of its trial, the best checkpoint of the sweep and a randomly initialised
-   model of the same architecture, each with its standard error, and whether the
-   decision was right (within 1 mIoU point of the best), or, where the selector kept the
-   last checkpoint because DSE's preference for an earlier one was within its noise,
-   whether the labels agree (:mod:`dse_tune.evaluation.label_check`).
+A tiny sweep (``search_spaces/demo_cpu.yaml``: a small MAE ViT on the embedded synthetic
+scenes, no download, no labels) over two DSE regularization weights and two learning rates,
+on a local Ray cluster: four trials, two at a time, scoring DSE on a fixed probe set and
+stopped by the degradation rule; their candidates rescored on held-out scenes of a family
+no trial trained on; the selector's checkpoint and beta written (``selection.json``,
+``selection.png``) and printed with the basis of the decision. Then the label check the
+synthetic masks allow (the selection never saw them): linear probe mIoU of the chosen
+checkpoint beside its trial's last one, the sweep's best one and a random initialisation,
+and whether the decision was right (:mod:`dse_tune.evaluation.label_check`).
 
 Run it again on the same ``--out`` and it continues the sweep there (or, if it is
 complete, selects again); delete the folder to start over.
@@ -57,42 +49,22 @@ def default_space() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=DEFAULT_OUT,
-        metavar="DIR",
-        help=f"the demo's sweep folder (default: {DEFAULT_OUT})",
-    )
-    parser.add_argument(
-        "--space",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help=f"search space (default: the shipped search_spaces/{SPACE_NAME})",
-    )
-    parser.add_argument(
-        "--num-cpus",
-        type=integer_at_least(1),
-        default=None,
-        metavar="N",
-        help="CPUs of the local Ray cluster (default: all available)",
-    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+                        help=f"the demo's sweep folder (default: {DEFAULT_OUT})")
+    parser.add_argument("--space", type=Path, default=None, metavar="FILE",
+                        help=f"search space (default: the shipped search_spaces/{SPACE_NAME})")
+    parser.add_argument("--num-cpus", type=integer_at_least(1), default=None, metavar="N",
+                        help="CPUs of the local Ray cluster (default: all available)")
     parser.add_argument("--quiet", action="store_true", help="no progress table")
-    parser.add_argument(
-        "--no-label-check",
-        action="store_true",
-        help="skip the closing label check (linear probe mIoU of the chosen, last, best and random-init models)",
-    )
+    parser.add_argument("--no-label-check", action="store_true",
+                        help="skip the closing label check (linear probe mIoU of the chosen, last, best and "
+                        "random-init models)")
 
 
 def _set_aside_another_space(out: Path, space: str | Path, *, explicit: bool = True) -> bool:
-    """A demo folder left by another version of the space asked for (an older
-    dse_tune's shipped demo, or another file given with --space) is not continued,
-    since its trials would be judged against today's scenes: it is renamed (nothing is
-    lost) and the demo starts afresh. Returns True if so. Without an explicit --space
-    (``explicit=False``), a sweep of a differently named space (the user's own) is
-    continued as it is."""
+    """Rename (nothing is lost) a demo folder left by another version of the space asked
+    for, since its trials would be judged against today's scenes; True if so. Without an
+    explicit --space, a sweep of a differently named space (the user's own) is continued."""
     from dse_tune.sweeps import load_saved_spec
     from dse_tune.search_space import load_search_space
 
@@ -113,10 +85,8 @@ def _set_aside_another_space(out: Path, space: str | Path, *, explicit: bool = T
             break
         aside = out.with_name(f"{out.name}.previous-{stamp}-{number}")
     out.rename(aside)
-    print(
-        f"{out} held a demo sweep of another search space (it differs in: {', '.join(differing)}); "
-        f"moved it to {aside} and starting afresh"
-    )
+    print(f"{out} held a demo sweep of another search space (it differs in: {', '.join(differing)}); "
+          f"moved it to {aside} and starting afresh")
     return True
 
 
@@ -126,9 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from dse_tune.search_space import SearchSpaceError, load_search_space
 
     space = args.space or default_space()
-    resume = is_sweep(args.out) and not _set_aside_another_space(
-        Path(args.out), space, explicit=args.space is not None
-    )
+    resume = is_sweep(args.out) and not _set_aside_another_space(Path(args.out), space,
+                                                                  explicit=args.space is not None)
     spec = None
     if resume:
         print(f"{args.out} already holds the demo sweep: continuing it (delete the folder to start over)")
@@ -137,11 +106,9 @@ def run(args: argparse.Namespace) -> int:
             spec = load_search_space(space)
         except SearchSpaceError as error:
             fail(str(error))
-        print(
-            f"demo: {spec.total_trials} trials ({', '.join(sorted(spec.dimensions))}) of "
-            f"{spec.fixed.get('method', 'dino')} on synthetic scenes, {spec.fixed.get('epochs')} epochs "
-            f"at most, into {args.out}"
-        )
+        print(f"demo: {spec.total_trials} trials ({', '.join(sorted(spec.dimensions))}) of "
+              f"{spec.fixed.get('method', 'dino')} on synthetic scenes, {spec.fixed.get('epochs')} epochs "
+              f"at most, into {args.out}")
     # Tune warns about frequent experiment snapshots; tiny demo trials checkpoint every
     # few seconds by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -149,16 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
     held_out = SyntheticScenes(num_images=HELD_OUT_IMAGES, image_size=64, seed=HELD_OUT_SCENE_SEED)
     started = time.monotonic()
-    code = execute(
-        spec,
-        args.out,
-        resume=resume,
-        num_cpus=args.num_cpus,
-        rescore=True,
-        rescore_data=held_out,
-        rescore_size=HELD_OUT_IMAGES,
-        progress=not args.quiet,
-    )
+    code = execute(spec, args.out, resume=resume, num_cpus=args.num_cpus, rescore=True, rescore_data=held_out,
+                   rescore_size=HELD_OUT_IMAGES, progress=not args.quiet)
     if code == 0 and not args.no_label_check:
         label_check(args.out, progress=not args.quiet)
     print(f"demo finished in {time.monotonic() - started:.0f} s (exit status {code})")
@@ -179,10 +138,8 @@ def chosen_checkpoint(sweep_dir: Path) -> str | None:
 
 
 def label_check(sweep_dir: Path, *, progress: bool = True) -> dict | None:
-    """Print the label check of the sweep's decision (see the module docstring); the
-    check's dict, or None when there is nothing to check. The selection's own verdict
-    (``reliability``: e.g. "no reliable degradation", the last checkpoint kept) is set
-    beside what the labels say."""
+    """Print the label check of the sweep's decision (see the module docstring), the
+    selection's own verdict beside what the labels say; the check's dict, or None."""
     from dse_tune.evaluation.label_check import check_choice, format_label_check
 
     selection = _selection(sweep_dir)

@@ -1,22 +1,13 @@
 """``dse-tune``: the command line, and its one error path.
 
 Each subcommand is a module of this package with ``add_arguments(parser)`` and
-``run(args) -> int``. Only the module of the subcommand being run is imported, so
-``dse-tune --help`` stays fast and one subcommand's heavy imports (torch, Ray) cost the
-others nothing.
-
-:func:`main` is where every failure ends up:
-
-- :class:`~dse_tune.cli.common.CommandError` (raised by :func:`~dse_tune.cli.common.fail`):
-  one line ``error: <message>`` on stderr, its exit status (2 unless it says otherwise);
-- a user-input error that escaped a subcommand (a missing or unreadable file:
-  ``OSError``; a bad value: ``ValueError``, which every dse_tune error type such as
-  ``DatasetError`` or ``RunFormatError`` subclasses): one ``error:`` line, exit 2;
-- Ctrl-C: one line, exit 130;
-- anything else is a bug: Python's traceback, exit 1.
-
-With ``DSE_TUNE_DEBUG=1`` nothing is caught, so the traceback shows where an error came
-from. argparse's own usage errors keep argparse's behaviour (usage line, exit 2).
+``run(args) -> int``; only the one being run is imported, so ``dse-tune --help`` stays
+fast. :func:`main` is where every failure ends up: a
+:class:`~dse_tune.cli.common.CommandError` (:func:`~dse_tune.cli.common.fail`) or a
+user-input error that escaped a subcommand (``OSError``; ``ValueError``, which every
+dse_tune error type subclasses) is one ``error:`` line, exit 2 unless it says otherwise;
+Ctrl-C one line, exit 130; anything else is a bug: a traceback, exit 1. With
+``DSE_TUNE_DEBUG=1`` nothing is caught. argparse's usage errors keep argparse's behaviour.
 """
 
 from __future__ import annotations

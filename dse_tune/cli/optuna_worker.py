@@ -16,20 +16,13 @@ from typing import Any
 
 from dse_tune.cli.common import fail, integer_at_least, number
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--storage",
-        required=True,
-        help="RDB URL (sqlite:///study.db, postgresql://...) or the path of a JournalStorage "
-        "log file",
-    )
+    parser.add_argument("--storage", required=True,
+                        help="RDB URL (sqlite:///study.db, postgresql://...) or the path of a JournalStorage log file")
     parser.add_argument("--study", required=True, help="study name")
-    parser.add_argument(
-        "--n-trials", type=integer_at_least(1), default=None, help="trials this worker runs"
-    )
-    parser.add_argument(
-        "--timeout", type=number, default=None, help="stop starting trials after this many seconds"
-    )
+    parser.add_argument("--n-trials", type=integer_at_least(1), default=None, help="trials this worker runs")
+    parser.add_argument("--timeout", type=number, default=None, help="stop starting trials after this many seconds")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,13 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     finished: list[Any] = []
     try:
-        run_worker(
-            args.storage,
-            args.study,
-            args.n_trials,
-            timeout=args.timeout,
-            callbacks=[lambda study, trial: finished.append(trial)],
-        )
+        run_worker(args.storage, args.study, args.n_trials, timeout=args.timeout,
+                   callbacks=[lambda study, trial: finished.append(trial)])
     except (ValueError, TypeError, OSError) as error:
         fail(str(error))
     for trial in finished:
@@ -60,8 +48,6 @@ def describe_trial(trial: Any) -> str:
     attrs = trial.user_attrs
     if trial.state == optuna.trial.TrialState.COMPLETE:
         stop = f", stopped: {attrs.get('stop_reason')}" if attrs.get("stopped_early") else ""
-        return (
-            f"trial {trial.number}: peak DSE {trial.value:.4f} at epoch "
-            f"{attrs.get('peak_epoch')} ({attrs.get('peak_checkpoint')}){stop}"
-        )
+        return (f"trial {trial.number}: peak DSE {trial.value:.4f} at epoch {attrs.get('peak_epoch')} "
+                f"({attrs.get('peak_checkpoint')}){stop}")
     return f"trial {trial.number}: {trial.state.name} {attrs.get('error', '')}".rstrip()

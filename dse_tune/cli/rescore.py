@@ -58,19 +58,9 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or args.run_dir / RESCORED_FILE
     try:
         mapping = rescore_sweep(
-            args.run_dir,
-            args.data,
-            splits=args.splits,
-            held_out_size=args.held_out_size,
-            image_size=args.image_size,
-            seed=args.dse_seed,
-            scores=args.scores,
-            window=args.window,
-            top=args.top,
-            which="all" if args.all else "candidates",
-            device=args.device,
-            out=out,
-            progress=not args.no_progress,
+            args.run_dir, args.data, splits=args.splits, held_out_size=args.held_out_size, image_size=args.image_size,
+            seed=args.dse_seed, scores=args.scores, window=args.window, top=args.top,
+            which="all" if args.all else "candidates", device=args.device, out=out, progress=not args.no_progress,
         )
     except (OSError, ValueError, TypeError) as error:
         fail(str(error))

@@ -7,18 +7,13 @@ Examples::
     dse-tune score --timm vit_small_patch16_224 --weights vit_s16.pth --data photos/ --image-size 224
     dse-tune score --data synthetic            # a randomly initialised tiny ViT: a smoke test
 
-The probe images are the deterministic probe set of ``dse_tune.data`` (evenly
-spread, resized, centre-cropped, no augmentation), so two models scored with the same
-``--data``, ``--probe-size`` and ``--image-size`` see the same pixels. A checkpoint of a
-run folder (``RUN_DIR/checkpoints/...``, or any file with ``--run RUN_DIR``) is scored on
-that run's probe set and DSE seed (its ``config.json``), so the value is the one in the
-run's history; flags given explicitly override. ``--arch`` (with ``--format``,
-``--arch-kwargs``, ...) reads any checkpoint ``dse-tune track`` reads; a tracked run's
-checkpoints are read the way its ``config.json`` says.
-
-Every problem with the input (a missing or foreign checkpoint, a missing folder, an
-unreadable image, a weights file that does not fit the model, features DSE cannot
-score) is one ``error:`` line and exit status 2.
+The probe images are the deterministic probe set of ``dse_tune.data``, so two models
+scored with the same ``--data``, ``--probe-size`` and ``--image-size`` see the same pixels.
+A checkpoint of a run folder (``RUN_DIR/checkpoints/...``, or any file with ``--run
+RUN_DIR``) is scored on that run's probe set and DSE seed, so the value is the one in the
+run's history; flags given explicitly override. ``--arch`` (with ``--format``, ...) reads
+any checkpoint ``dse-tune track`` reads. Every problem with the input is one ``error:``
+line and exit status 2.
 """
 
 from __future__ import annotations

@@ -1,17 +1,12 @@
 """``dse-tune select RUN_OR_SWEEP``: candidates, best checkpoint and best beta.
 
-Reads every run folder below RUN_OR_SWEEP (:func:`dse_tune.runs.load_sweep`), prints one
-row per trial and the decision (what was chosen, its basis, the reason, the warnings),
-and writes ``selection.json`` and ``selection.png``.
-
-On a sweep folder (one ``dse-tune sweep`` made), the sweep's own ``selection.json`` is
-the sweep's decision: ``select`` reuses its recorded comparison (compare, score, window,
-top, few-label settings) and its held-out values (``rescored.json``, which chose within
-each trial), and never overwrites it unless ``--out`` is given: without ``--out`` it
-writes ``selection_cli.json`` (and ``selection_cli.png``) beside it. Every flag
-overrides what the sweep recorded: ``--confirm-with DIR`` without ``--compare`` decides
-by few labels (``auto``) even where the sweep compared conservatively. In a plain run
-folder the files are ``selection.json`` and ``selection.png``.
+Reads every run folder below RUN_OR_SWEEP, prints one row per trial and the decision
+(what was chosen, its basis, the reason, the warnings), and writes ``selection.json`` and
+``selection.png``. In a sweep folder, whose ``selection.json`` is the sweep's decision,
+``select`` reuses the comparison and held-out values (``rescored.json``) the sweep
+recorded, and writes ``selection_cli.json`` (and ``.png``) beside it unless ``--out`` is
+given. Every flag overrides what the sweep recorded: ``--confirm-with DIR`` without
+``--compare`` decides by few labels even where the sweep compared conservatively.
 
 Exit status: 0 when a checkpoint was selected, 1 when no trial has a candidate, 2 on bad
 input.
@@ -23,17 +18,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dse_tune.cli.common import existing_dir, fail, format_number, integer_at_least
+from dse_tune.cli.common import EXIT_NOTHING_SELECTED, existing_dir, fail, format_number, integer_at_least
 from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
 from dse_tune.evaluation.rescore import RESCORED_FILE  # loads no torch
 
-__all__ = ["CLI_SELECTION_FILE", "COMPARE_CHOICES", "add_arguments", "format_table", "recorded_settings", "run"]
+__all__ = ["CLI_SELECTION_FILE", "COMPARE_CHOICES", "add_arguments", "format_table", "print_decision",
+           "recorded_settings", "run"]
 
 COMPARE_CHOICES = ("auto", "conservative", "few_label", "rescored", "raw")
 #: What ``select`` writes in a sweep folder without ``--out`` (the sweep owns selection.json).
 CLI_SELECTION_FILE = "selection_cli.json"
-#: Exit status when the runs were read but none has a finite DSE evaluation.
-EXIT_NOTHING_SELECTED = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,11 +149,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         fail(str(error))
 
-    print(format_table(result))
-    print()
-    print(f"rule: {result.rule}")
-    for line in selection.describe_decision(result):
-        print(line)
+    print_decision(result)
 
     # The sweep's selection.json is the sweep's decision: keep it unless --out says where.
     in_sweep = args.out is None and is_sweep(args.run_dir)
@@ -171,16 +161,25 @@ def run(args: argparse.Namespace) -> int:
 
         written.append(plot_selection(result, Path(out_dir) / Path(name).with_suffix(".png")))
     if result.best is not None:
-        print(
-            f"best: {result.best.name}, epoch {result.best_epoch}, beta "
-            f"{format_number(result.best_beta)}, checkpoint {result.best_checkpoint}"
-        )
+        print(f"best: {result.best.name}, epoch {result.best_epoch}, beta {format_number(result.best_beta)}, "
+              f"checkpoint {result.best_checkpoint}")
     for path in written:
         print(f"wrote {path}")
     if result.best is None:
         # selection.json is still written: it records why nothing was selected.
         fail("no trial has a candidate (no finite DSE evaluation)", EXIT_NOTHING_SELECTED)
     return 0
+
+
+def print_decision(result: Any, *, checkpoint: bool = True) -> None:
+    """The table of trials, the rule, and the decision in words."""
+    from dse_tune.selection import describe_decision
+
+    print(format_table(result))
+    print()
+    print(f"rule: {result.rule}")
+    for line in describe_decision(result, checkpoint=checkpoint):
+        print(line)
 
 
 def format_table(result) -> str:
@@ -191,10 +190,8 @@ def format_table(result) -> str:
     header += ["rescored"] * with_rescored + ["few-label mIoU"] * with_few_label + ["stopped early", "signature"]
     rows = [header]
     for t in result.trials:
-        candidates = ", ".join(
-            _epoch(e, t.run.evaluations[p].index)
-            for e, p in zip(t.candidate_epochs, t.candidates, strict=True)
-        )
+        candidates = ", ".join(_epoch(e, t.run.evaluations[p].index)
+                               for e, p in zip(t.candidate_epochs, t.candidates, strict=True))
         row = [
             "*" if t is result.best else "",
             t.name,
@@ -209,10 +206,8 @@ def format_table(result) -> str:
         row.append(", ".join(f"{s.kind}@{s.epoch}" for s in t.signatures) or "-")
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
 
 
 def _epoch(epoch: int | None, index: int | None) -> str:

@@ -9,22 +9,22 @@ Examples::
         --data synthetic --probe-size 16 --synthetic-size 16 --out runs/tracked
     dse-tune track live_run/ --arch resnet50 --data photos/ --out runs/live --watch 60   # a sidecar
 
-The output is a run folder (``docs/run-folder.md``): ``dse-tune select RUN_DIR`` and
-``dse-tune validate RUN_DIR`` read it. Re-running scores only new checkpoints. A file
-that cannot be read or does not fit the architecture is recorded as failed and the
-others are scored; the command then ends with one ``error:`` line saying how many failed
-and why (exit 2). A folder without checkpoints, a file with two networks and no default,
-a broken probe image: one ``error:`` line, exit 2. ``--list-archs`` prints the presets.
+The output is a run folder (``docs/run-folder.md``) that ``select`` and ``validate``
+read; re-running scores only new checkpoints. A file that cannot be read or does not fit
+the architecture is recorded as failed, the others are scored, and the command ends with
+one ``error:`` line saying how many failed and why (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections import Counter
 import sys
 from pathlib import Path
 
-from dse_tune.cli.common import EXIT_INTERRUPTED, add_deprecated_alias, fail, image_size, integer_at_least, number
+from dse_tune.cli.common import (EXIT_INTERRUPTED, add_deprecated_alias, check_device, fail, image_size,
+                                 integer_at_least, number)
 from dse_tune.decision import run_choice
 
 __all__ = ["add_arguments", "format_layers", "format_summary", "run"]
@@ -135,8 +135,6 @@ def probe_settings(args: argparse.Namespace, recorded: dict | None = None):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from dse_tune.degradation import DegradationRule
     from dse_tune.checkpoint_tracking import track_checkpoints, watch_checkpoints
 
@@ -148,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
     for value, flag in ((args.checkpoints, "CHECKPOINTS"), (args.out, "--out RUN_DIR"), (args.arch, "--arch")):
         if value is None:
             fail(f"{flag} is required (or --list-archs)")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        fail(f"--device {args.device}: CUDA is not available on this machine")
+    check_device(args.device)
     read, probe = read_settings(args), probe_settings(args)
     try:
         rule = DegradationRule(warmup=args.warmup, patience=args.patience, min_drop=args.min_drop)
@@ -187,10 +184,7 @@ def _fail_on_failures(result) -> None:
     if len(failed) == len(result.scored):  # nothing fitted: the first reason is the fix
         reason = failed[0].failure.split(": ", 1)[-1]
         fail(reason + (f" (and {len(failed) - 1} more file(s) failed)" if len(failed) > 1 else ""))
-    reasons = {}
-    for evaluation in failed:
-        reason = evaluation.failure.split(":", 1)[0]
-        reasons[reason] = reasons.get(reason, 0) + 1
+    reasons = Counter(evaluation.failure.split(":", 1)[0] for evaluation in failed)
     why = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
     fail(f"{len(failed)} of {len(result.scored)} checkpoint(s) failed ({why}); the others were scored "
          "(see the FAILED rows above)")

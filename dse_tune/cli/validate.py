@@ -89,8 +89,7 @@ def format_summary(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``dse-tune validate``: 0 when the linear probe scored at least one checkpoint, 1
-    when it could score none (the files are still written), 2 on bad input."""
+    """``dse-tune validate``; its exit status is the module docstring's."""
     from dse_tune.evaluation.validate import VALIDATION_JSON, VALIDATION_PNG, validate
 
     check_device(args.device)
@@ -100,20 +99,10 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         report = validate(
-            args.run_dir,
-            args.data,
-            args.out,
-            train_split=args.train_split,
-            eval_split=args.eval_split,
-            images_per_split=args.images_per_split,
-            num_classes=args.num_classes,
-            image_size=args.image_size,
-            window=args.window,
-            top=args.top,
-            batch_size=args.batch_size,
-            device=args.device,
-            plot=not args.no_plot,
-            progress=not args.no_progress,
+            args.run_dir, args.data, args.out, train_split=args.train_split, eval_split=args.eval_split,
+            images_per_split=args.images_per_split, num_classes=args.num_classes, image_size=args.image_size,
+            window=args.window, top=args.top, batch_size=args.batch_size, device=args.device,
+            plot=not args.no_plot, progress=not args.no_progress,
         )
     except (OSError, ValueError) as error:
         fail(str(error))

@@ -1,29 +1,19 @@
 """Evaluation after training: held-out rescoring (no labels) and validation (labels).
 
-Two words keep one meaning each across dse_tune:
+Three words keep one meaning each across dse_tune: the **probe set** is a run's fixed,
+unlabelled monitoring images (``probe_size``, :func:`dse_tune.data.build_probe_set`);
+the **linear probe** is validation's labelled classifier on frozen dense tokens
+(:mod:`.linear_probe`); the **held-out set** is the one set of images, outside every
+run's probe set, that rescoring scores all candidates on (:mod:`.held_out`).
 
-- the **probe set** is a run's fixed, unlabelled monitoring images, scored by DSE
-  during training (``probe_size``, :func:`dse_tune.data.build_probe_set`);
-- the **linear probe** is the labelled classifier of validation: one linear layer on
-  frozen dense tokens, scored by mIoU (:mod:`.linear_probe`);
-- the **held-out set** is the one set of images, outside every run's probe set, that
-  rescoring scores all candidate checkpoints on (:mod:`.held_out`).
+Modules: :mod:`.held_out` and :mod:`.rescore` (``rescore_sweep``, ``load_rescored``);
+:mod:`.linear_probe` (with :mod:`.linear_probe_solvers`, :mod:`.token_grid`) and
+:mod:`.labelled_data`; :mod:`.validate` (load -> score -> report -> write), with
+:mod:`.report` and :mod:`.plot`; :mod:`.few_label` and :mod:`.label_check` (decisions
+checked with a few labels); :mod:`.sweep_selection` (a sweep's final decision).
 
-Modules:
-
-- :mod:`.held_out`: build the held-out set of a sweep (``held_out_set_for``).
-- :mod:`.rescore`: score every candidate checkpoint on it; write and read
-  ``rescored.json`` (``rescore_sweep``, ``load_rescored``).
-- :mod:`.linear_probe` (with :mod:`.linear_probe_solvers` and :mod:`.token_grid`):
-  fit and score the linear probe (``fit_linear_probe``, ``evaluate_linear_probe``).
-- :mod:`.labelled_data`: the train and evaluation splits with masks.
-- :mod:`.validate`: the validation study, in steps load -> score -> report -> write
-  (``validate``); :mod:`.report` computes the correlations and the selection summary,
-  :mod:`.plot` draws ``validation.png``.
-
-The commands are ``dse-tune rescore`` and ``dse-tune validate`` (:mod:`dse_tune.cli`).
-The names listed in ``__all__`` are loaded on first use: importing this package loads
-no torch. (``validate`` is the submodule; the function is ``validate.validate``.)
+The names in ``__all__`` are loaded on first use: importing this package loads no
+torch. (``validate`` is the submodule; the function is ``validate.validate``.)
 
 Example:
     >>> from dse_tune import evaluation

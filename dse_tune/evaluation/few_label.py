@@ -2,23 +2,18 @@
 of labelled images, and only where the labels can tell them apart.
 
 Label-free DSE cannot choose beta (the regulariser raises the score that would judge it,
-``docs/selection.md``). Most users have a few labelled images. This module fits the
-linear probe of :mod:`dse_tune.evaluation.linear_probe` on at most ``label_images`` of
-them, half for fitting and the other half for scoring (disjoint), for the shortlist only
-(each run's DSE candidates and its label-free choice), and returns each checkpoint's
-probe mIoU for ``select_best(runs, confirmed=...)``.
+``docs/selection.md``). This module fits the linear probe of
+:mod:`dse_tune.evaluation.linear_probe` on at most ``label_images`` labelled images (half
+to fit, the disjoint other half to score) for each run's shortlist (its DSE candidates
+and its label-free choice), and returns each checkpoint's probe mIoU for
+``select_best(runs, confirmed=...)``.
 
-A handful of scored images gives a noisy mIoU: with 8 labels (4 scored images) 0.197
-against 0.186 says nothing. So every value carries its spread (a bootstrap over the
-scored images: :attr:`FewLabelScores.spread`), two checkpoints are compared by their
+A few scored images give a noisy mIoU (with 8 labels, 0.197 against 0.186 says nothing),
+so every value carries its spread (a bootstrap over the scored images, not over the
+fitting half: :attr:`FewLabelScores.spread`), two checkpoints are compared by their
 paired per-image difference (:meth:`FewLabelScores.difference`), and
-:func:`select_with_labels` calls a winner only beyond ``NOISE_Z`` standard errors of that
-difference; inside it, the label-free choice stands and the decision says so. The
-spread covers the choice of scored images, not the fitting half (the probe is
-deterministic given its images).
-
-Checkpoints are loaded as :mod:`dse_tune.evaluation.validate` loads them
-(:func:`dse_tune.ssl.methods.load_checkpoint`, the tokens the DSE monitor scored).
+:func:`select_with_labels` calls a winner only beyond ``NOISE_Z`` standard errors of it;
+inside, the label-free choice stands and the decision says so.
 
 Example:
     >>> split = load_few_label_split("synthetic", image_size=32, label_images=8)
@@ -43,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW, NOISE_Z
+from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW, NOISE_Z, check_int
 
 __all__ = [
     "BOOTSTRAP_DRAWS",
@@ -141,15 +136,13 @@ def load_few_label_split(
         seed: None spreads the images evenly over the sorted files (deterministic);
             an integer draws them at random (for benchmarks).
 
-    A folder of several splits read without ``splits`` pools them: the split's
-    ``warnings`` say so, naming them (:func:`select_with_labels` passes them on to the
-    decision's warnings, which ``dse-tune select`` prints).
+    A folder of several splits read without ``splits`` pools them, and ``warnings`` say so
+    (:func:`select_with_labels` passes them on to the decision, which ``dse-tune select`` prints).
     """
     from dse_tune.evaluation.labelled_data import ImageSubset
     from dse_tune.data import build_probe_set, probe_indices
 
-    if isinstance(label_images, bool) or not isinstance(label_images, int) or label_images < 2:
-        raise ValueError(f"label_images must be an integer >= 2 (one image to fit, one to score), got {label_images!r}")
+    check_int("label_images", label_images, minimum=2, extra="(one image to fit, one to score)")
     dataset = _open_labelled(data, splits)
     pooled = pooled_splits(data, splits)
     notes = ()
@@ -160,10 +153,8 @@ def load_few_label_split(
     count = min(label_images, len(dataset))
     if count < 2:
         raise ValueError(f"--confirm-with {data}: {len(dataset)} labelled image(s); at least 2 are needed")
-    if seed is None:
-        chosen = probe_indices(len(dataset), count)
-    else:
-        chosen = sorted(random.Random(seed).sample(range(len(dataset)), count))
+    chosen = (probe_indices(len(dataset), count) if seed is None
+              else sorted(random.Random(seed).sample(range(len(dataset)), count)))
     source = getattr(dataset, "describe", lambda: str(data))()
     # Alternate positions: both halves spread over the whole folder (video frames are sorted).
     halves = {"fit": chosen[0::2], "score": chosen[1::2]}
@@ -191,19 +182,13 @@ def per_image_confusions(
     (classes, classes) confusion matrix per scored image, shape (images, C, C), int64.
     Their sum is the confusion :func:`~dse_tune.evaluation.linear_probe.linear_probe_model`
     scores; kept per image so that the spread of the mIoU can be bootstrapped."""
-    import torch
-
     from dse_tune.evaluation.linear_probe import confusion_matrix, fit_linear_probe, frozen_tokens
 
     fit_tokens, score_tokens = frozen_tokens(model, (fit.images, score.images), device, batch_size)
     probe = fit_linear_probe(fit_tokens, fit.masks, num_classes, **fit_kwargs)
-    size = (int(score.masks.shape[1]), int(score.masks.shape[2]))
-    with torch.no_grad():
-        return np.stack([
-            confusion_matrix(probe.logits(score_tokens[i : i + 1], size).argmax(1), score.masks[i : i + 1],
-                             num_classes).cpu().numpy()
-            for i in range(score_tokens.shape[0])
-        ]).astype(np.int64)
+    predictions = probe.predict(score_tokens, (int(score.masks.shape[1]), int(score.masks.shape[2])))
+    return np.stack([confusion_matrix(predicted, mask, num_classes).cpu().numpy()
+                     for predicted, mask in zip(predictions, score.masks)]).astype(np.int64)
 
 
 def miou_of(confusion: np.ndarray) -> np.ndarray:
@@ -314,25 +299,21 @@ def confirm_candidates(
 ) -> FewLabelScores:
     """Few-label probe mIoU, with its spread, of every run's shortlist: the DSE candidates
     of :func:`dse_tune.selection.select_run` (same ``window``/``top``/``score``) and the
-    run's label-free choice (the latest checkpoint, where the noise kept it).
-
-    A checkpoint that is missing or cannot be loaded is left out, with the reason in
-    ``problems``; the others are still scored.
+    run's label-free choice. A checkpoint that cannot be loaded is left out, with the
+    reason in ``problems``; the others are still scored.
     """
     from dse_tune.checkpoints.tracked_run import score_checkpoints
+    from dse_tune.evaluation.rescore import checkpoint_jobs
     from dse_tune.selection import select_run
 
-    shortlist: list[tuple[Any, None, Path]] = []
-    for run in runs:
+    def candidates_and_choice(run: Any) -> list[int | None]:
         chosen = select_run(run, window, top, score=score, skip_untrained=skip_untrained)
-        positions = list(chosen.candidates) + ([chosen.chosen] if chosen.chosen not in chosen.candidates else [])
-        for position in (p for p in positions if p is not None):
-            checkpoint = run.checkpoint_path(run.evaluations[position])
-            if checkpoint is not None:
-                shortlist.append((run, None, checkpoint))
-    splits_by_size: dict[int, FewLabelSplit] = {}
-    for size in dict.fromkeys(_image_size(run, image_size) for run, _, _ in shortlist):  # bad data raises here
-        splits_by_size[size] = load_few_label_split(data, image_size=size, label_images=label_images, splits=splits)
+        return [*chosen.candidates, chosen.chosen]
+
+    shortlist = checkpoint_jobs(runs, candidates_and_choice)
+    # Every split is loaded before any scoring: bad labelled data fails here.
+    splits_by_size = {size: load_few_label_split(data, image_size=size, label_images=label_images, splits=splits)
+                      for size in dict.fromkeys(_image_size(run, image_size) for run, _, _ in shortlist)}
 
     def confusions_of(model: Any, run: Any) -> np.ndarray:
         split = splits_by_size[_image_size(run, image_size)]
@@ -355,21 +336,20 @@ def confirm_candidates(
     return FewLabelScores(values, used, description, problems, spread, scored, notes, per_image)
 
 
-def _points(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{100 * value:.1f}"
+def in_points(value: float | None) -> str:
+    """An mIoU (0-1) in points (0-100), one decimal; ``"n/a"`` for None or NaN."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}"
 
 
 def select_with_labels(runs: Sequence[Any], scores: FewLabelScores, *, z: float = NOISE_Z, **options: Any) -> Any:
-    """THE few-label decision: :func:`dse_tune.selection.select_best` with ``confirmed``
-    = ``scores.values``, kept only when its winner beats the label-free choice by more
-    than ``z`` standard errors of their paired difference (the spread over the scored
-    images). Otherwise the label-free choice stands, and its reason and warnings say that
-    the labels could not tell the two apart. ``options`` go to ``select_best`` (``window``,
-    ``top``, ``score``, ``rescored``, ``parameters``, ...; ``compare`` is set here).
-
-    The result's ``parameters`` record ``few_label_verdict`` (``"agrees"``, ``"decided"``
-    or ``"within_noise"``), the difference and its standard error, the spread of every
-    value and the number of scored images; ``scores.warnings`` join its warnings.
+    """THE few-label decision: :func:`dse_tune.selection.select_best` with ``confirmed`` =
+    ``scores.values``, kept only when its winner beats the label-free choice by more than
+    ``z`` standard errors of their paired difference; otherwise the label-free choice
+    stands and its reason and warnings say so. ``options`` go to ``select_best``
+    (``compare`` is set here). The result's ``parameters`` record ``few_label_verdict``
+    (``"agrees"``, ``"decided"`` or ``"within_noise"``), the difference, its standard
+    error, every value's spread and the number of scored images; ``scores.warnings``
+    join its warnings.
     """
     from dse_tune.selection import select_best
 
@@ -388,15 +368,15 @@ def select_with_labels(runs: Sequence[Any], scores: FewLabelScores, *, z: float 
     extra = list(scores.warnings)
     if verdict == "within_noise":
         said = (f"few-label mIoU cannot tell {confirmed.best.name}, epoch {confirmed.best_epoch} from the label-free "
-                f"choice ({label_free.best.name}, epoch {label_free.best_epoch}): {_points(difference)} +- "
-                f"{_points(error)} points on {scores.scored_images} scored images, within {z:g} standard errors; "
+                f"choice ({label_free.best.name}, epoch {label_free.best_epoch}): {in_points(difference)} +- "
+                f"{in_points(error)} points on {scores.scored_images} scored images, within {z:g} standard errors; "
                 "kept the label-free choice (label more images to decide)")
         chosen, reason = label_free, f"{label_free.reason}; {said}"
         extra.append(said)
     else:
         chosen, reason = confirmed, confirmed.reason
         if verdict == "decided":
-            reason += (f"; {_points(difference)} +- {_points(error)} mIoU points over the label-free choice "
+            reason += (f"; {in_points(difference)} +- {in_points(error)} mIoU points over the label-free choice "
                        f"({label_free.best.name}, epoch {label_free.best_epoch}) on {scores.scored_images} scored images")
     return dataclasses.replace(
         chosen, reason=reason, warnings=(*chosen.warnings, *extra), parameters={**chosen.parameters, **record}

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dse_tune.evaluation.labelled_data import ImageSubset, describe_dataset
 from dse_tune.runs import RunRecord
 
 if TYPE_CHECKING:
@@ -51,16 +52,13 @@ class HeldOutSet:
     """The held-out images every candidate is scored on.
 
     Attributes:
-        images: (P, 3, H, W) ImageNet-normalised, exactly as a monitoring probe set is
-            built (:func:`dse_tune.data.build_probe_set`).
-        indices: Dataset indices of the images, in order.
-        source: Description of the dataset.
+        images: (P, 3, H, W), built as a monitoring probe set (:func:`dse_tune.data.build_probe_set`).
+        indices: Dataset indices of the images, in order; ``source``: the dataset.
         image_size: (H, W), the size the images were scored at (also for ``"native"``).
         fingerprint: ``"sha256:..."`` of ``images``: equal fingerprints, equal inputs.
         excluded: Images of the dataset left out because a monitoring probe set holds them.
         checked_runs: Runs whose monitoring probe set images were excluded.
-        unchecked_runs: Runs whose monitoring probe set could not be rebuilt (a warning
-            was issued); disjointness from them is not verified.
+        unchecked_runs: Runs whose probe set could not be rebuilt (warned; not verified).
         from_training_data: True when the images come from a run's training data (not
             from its probe set, but seen in training); None when unknown.
     """
@@ -115,9 +113,6 @@ def tensor_fingerprint(tensor: Tensor) -> str:
     return f"sha256:{digest.hexdigest()[:16]}"
 
 
-# --------------------------------------------------------------------------- building
-
-
 def _choose_images(
     dataset: Any, size: int, exclude_fingerprints: set[str], skipped: set[int]
 ) -> tuple[list[int], int]:
@@ -127,14 +122,13 @@ def _choose_images(
     available = [i for i in range(len(dataset)) if i not in skipped]
     if not available:
         raise ValueError(
-            f"no held-out images: all {len(dataset)} images of {_describe(dataset)} are in a "
+            f"no held-out images: all {len(dataset)} images of {describe_dataset(dataset)} are in a "
             "monitoring probe set; pass data= with other images (e.g. a validation split)"
         )
     # Evenly spread first (CamVid-like folders are sorted by sequence), the rest as spares
     # for images that turn out to be probe set images under another index.
     spread = [available[j] for j in probe_indices(len(available), min(size, len(available)))]
-    chosen_set = set(spread)
-    spares = [i for i in available if i not in chosen_set]
+    spares = sorted(set(available) - set(spread))
     chosen: list[int] = []
     excluded = len(skipped & set(range(len(dataset))))
     for index in (*spread, *spares):
@@ -158,18 +152,14 @@ def build_held_out_set(
     unchecked_runs: Sequence[str] = (),
     from_training_data: bool | None = None,
 ) -> HeldOutSet:
-    """Up to ``size`` images of ``dataset`` outside the excluded ones, evenly spread.
+    """Up to ``size`` images of ``dataset`` outside the excluded ones, evenly spread: the
+    same images, in the same order, for every run and every call.
 
-    Indices in ``exclude_indices`` are skipped without being read (the monitoring probe
-    set of a run trained on this very dataset); every chosen image is also compared by
-    content with ``exclude_fingerprints`` (:func:`image_fingerprint`), which catches the
-    same image under another index or in another copy of the data. The choice depends
-    only on the dataset and the exclusions: the same images, in the same order, for
-    every run and every call. ``image_size``: ``N``, ``(H, W)``/``"HxW"`` or ``"native"``
-    (see :func:`dse_tune.data.build_probe_set`).
-
-    Raises:
-        ValueError: ``size`` < 1, or no image is left.
+    ``exclude_indices`` are skipped unread (the probe set of a run trained on this very
+    dataset); every chosen image is also compared by content with ``exclude_fingerprints``
+    (:func:`image_fingerprint`: the same image under another index or in a copy of the
+    data). ``image_size`` as in :func:`dse_tune.data.build_probe_set`. Raises ValueError
+    when ``size`` < 1 or no image is left.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size (held-out images) must be a positive integer, got {size!r}")
@@ -178,46 +168,36 @@ def build_held_out_set(
             "dataset must have __len__ and load_image(index) -> PIL.Image, got "
             f"{type(dataset).__name__}"
         )
-    from dse_tune.evaluation.labelled_data import ImageSubset
     from dse_tune.data import build_probe_set
 
     skipped = {int(i) for i in exclude_indices}
     chosen, excluded = _choose_images(dataset, size, set(exclude_fingerprints), skipped)
     if not chosen:
         raise ValueError(
-            f"no held-out images: every image of {_describe(dataset)} is in a monitoring probe "
+            f"no held-out images: every image of {describe_dataset(dataset)} is in a monitoring probe "
             "set; pass data= with other images"
         )
     if len(chosen) < size:
         warnings.warn(
-            f"only {len(chosen)} held-out images available in {_describe(dataset)} "
+            f"only {len(chosen)} held-out images available in {describe_dataset(dataset)} "
             f"(asked for {size})",
             stacklevel=2,
         )
     # build_probe_set over a view of exactly these images: the same resizing, cropping
     # and normalisation as the monitoring probe sets.
-    subset = ImageSubset(dataset, chosen, masks=False, description=_describe(dataset))
+    subset = ImageSubset(dataset, chosen, masks=False, description=describe_dataset(dataset))
     probe = build_probe_set(subset, size=len(chosen), image_size=image_size)
-    images = probe.images
     return HeldOutSet(
-        images=images,
+        images=probe.images,
         indices=tuple(chosen),
-        source=_describe(dataset),
+        source=describe_dataset(dataset),
         image_size=probe.image_size,
-        fingerprint=tensor_fingerprint(images),
+        fingerprint=tensor_fingerprint(probe.images),
         excluded=excluded,
         checked_runs=tuple(checked_runs),
         unchecked_runs=tuple(unchecked_runs),
         from_training_data=from_training_data,
     )
-
-
-def _describe(dataset: Any) -> str:
-    describe = getattr(dataset, "describe", None)
-    return describe() if callable(describe) else type(dataset).__name__
-
-
-# ---------------------------------------------------------------- runs' probe sets
 
 
 def _as_splits(splits: Any) -> tuple | None:
@@ -237,17 +217,14 @@ def _data_spec(config: Mapping[str, Any]) -> tuple | None:
 def _open(spec: tuple) -> Any:
     from dse_tune.data import dataset_for
 
-    data, splits, synthetic_size, seed = spec
-    return dataset_for({"data": data, "splits": splits, "synthetic_size": synthetic_size, "seed": seed})
+    return dataset_for(dict(zip(_DATA_FIELDS, spec)))  # spec: the values of _DATA_FIELDS, in order
 
 
 def monitoring_probe_fingerprints(config: Mapping[str, Any], dataset: Any | None = None) -> set[str]:
-    """Fingerprints of the images a run's DSE monitor scored (its probe set).
-
-    Rebuilt from the run's config exactly as :func:`dse_tune.ssl.pretrain.pretrain`
-    chose them (``probe_indices(len(dataset), probe_size)``); ``dataset`` saves
-    reopening it. Raises ValueError when the config cannot tell (no data fields, or
-    data that was a dataset object).
+    """Fingerprints of the images a run's DSE monitor scored (its probe set), chosen from
+    its config as pretraining chose them (``probe_indices(len(dataset), probe_size)``;
+    ``dataset`` saves reopening it). Raises ValueError when the config cannot tell (no
+    data fields, or data that was a dataset object).
     """
     from dse_tune.data import DatasetError, probe_indices
 
@@ -273,16 +250,12 @@ def _common_image_size(runs: Sequence[RunRecord]) -> tuple[int, int] | str:
         except ValueError:
             continue
     if len(sizes) != 1:
-        found = sorted(_size_text(size) for size in sizes) or "none recorded"
+        found = sorted(size if isinstance(size, str) else f"{size[0]}x{size[1]}" for size in sizes)
         raise ValueError(
-            f"runs record different or no image sizes ({', '.join(found) if sizes else found}); pass "
+            f"runs record different or no image sizes ({', '.join(found) or 'none recorded'}); pass "
             "image_size= (the held-out images must be the same for every run)"
         )
     return sizes.pop()
-
-
-def _size_text(size: tuple[int, int] | str) -> str:
-    return size if isinstance(size, str) else f"{size[0]}x{size[1]}"
 
 
 def _source_spec(known: set[tuple], data: Any, splits: Any, size: int) -> tuple[tuple, bool | None]:
@@ -346,18 +319,15 @@ def held_out_set_for(
     size: int = 64,
     image_size: Any = None,
 ) -> HeldOutSet:
-    """The held-out set of a sweep: one set of images for all of ``runs``.
+    """The held-out set of a sweep: one set of images for all of ``runs``
+    (``docs/selection.md``, section 5, tabulates the sources).
 
-    ``data=None`` takes the runs' common training data (they must agree) and leaves out
-    every run's monitoring probe set; those held-out images were still seen in
-    training (``from_training_data``). Runs on synthetic scenes of different seeds get
-    a scene family of a seed none of them used. Better, pass images no run trained on: a folder
-    (with ``splits``), ``"synthetic"``, or a dataset object with ``load_image`` (e.g.
-    :class:`dse_tune.data.SyntheticScenes` with an unused seed). Either way, images
-    of any run's monitoring probe set are excluded by content.
-
-    ``image_size`` (``N``, ``HxW`` or ``"native"``) defaults to the runs' common probe
-    image size.
+    ``data=None`` takes the runs' common training data (they must agree) minus every
+    run's probe set (seen in training: ``from_training_data``), or, for synthetic scenes
+    of several seeds, a scene family of a seed none of them used. Better, pass images no
+    run trained on: a folder (with ``splits``), ``"synthetic"``, or a dataset object with
+    ``load_image``. Images of any run's probe set are excluded by content either way.
+    ``image_size`` (``N``, ``HxW`` or ``"native"``) defaults to the runs' common probe size.
     """
     if not runs:
         raise ValueError("no runs to rescore")

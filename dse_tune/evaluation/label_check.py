@@ -1,19 +1,14 @@
 """The label check of a label-free decision: was the chosen checkpoint a good one?
 
 Where labels exist (the demo's synthetic scenes have masks), the linear probe's mIoU of
-the chosen checkpoint is set beside the last checkpoint of the same run, the checkpoint
-DSE alone preferred in that run (when the decision kept another), the best checkpoint of
-the whole sweep by mIoU (an oracle that needs labels) and a randomly initialised model of
-the same architecture (:func:`dse_tune.evaluation.validate.random_init_baselines`).
-"Last" and "DSE's pick" are those of :func:`dse_tune.decision.run_choice`, the function
-the selector decides with. Every difference comes with its standard error (a paired
-bootstrap over the scored images, :mod:`dse_tune.evaluation.few_label`), since the
-check's own mIoU is an estimate too.
-
-The decision is right when the chosen checkpoint is within ``tolerance`` mIoU of the best.
-When the selector kept the last checkpoint because DSE's preference for an earlier one
-was within the noise ("no reliable degradation"), the check says whether the labels
-agree: no degradation beyond ``tolerance`` from DSE's pick to the last checkpoint.
+the chosen checkpoint is set beside the last checkpoint of its run, DSE's pick in that
+run (when the decision kept another; both as :func:`dse_tune.decision.run_choice`, the
+selector's own function, gives them), the best checkpoint of the sweep (an oracle) and
+a random-init model of the same architecture, each difference with its paired-bootstrap
+standard error (:mod:`dse_tune.evaluation.few_label`). The decision is right when the
+chosen checkpoint is within ``tolerance`` mIoU of the best. When the selector kept the
+last checkpoint because DSE's preference was within the noise, the check also says
+whether the labels agree: no degradation beyond ``tolerance`` from DSE's pick to the last.
 
 Example:
     >>> check = {"chosen": {"run": "a", "epoch": 9, "miou": 0.30, "se": 0.004},
@@ -39,7 +34,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dse_tune.degradation import finite_or_none
+from dse_tune.degradation import finite_or_none, peak
+from dse_tune.evaluation.few_label import (
+    FewLabelScores, bootstrap_mious, bootstrap_standard_error, in_points, miou_of, per_image_confusions,
+)
 
 __all__ = ["KEPT_LAST", "check_choice", "format_label_check"]
 
@@ -64,7 +62,6 @@ def _score_all(runs: list, sizes: Mapping, splits_by_size: Mapping, progress: bo
     """(run, evaluation, checkpoint, mIoU) of every checkpoint on disk, and the per-image
     confusions of each scored one (keyed by path)."""
     from dse_tune.checkpoints.tracked_run import score_checkpoints
-    from dse_tune.evaluation.few_label import miou_of, per_image_confusions
 
     device = options.get("device", "cpu")
 
@@ -92,8 +89,6 @@ def _score_all(runs: list, sizes: Mapping, splits_by_size: Mapping, progress: bo
 
 def _difference(per_image: Mapping[str, Any], a: tuple | None, b: tuple | None) -> dict[str, float | None]:
     """mIoU of ``a`` minus ``b`` and its paired-bootstrap standard error."""
-    from dse_tune.evaluation.few_label import FewLabelScores
-
     if a is None or b is None or a[3] is None or b[3] is None:
         return {"difference": None, "se": None}
     difference, se = FewLabelScores({}, 0, per_image=dict(per_image)).difference(a[2], b[2])
@@ -111,29 +106,21 @@ def check_choice(
     decision: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Linear probe mIoU of every checkpoint below ``run_dir`` (labels: ``data``), and
-    the chosen one against the last of its run, DSE's pick in that run, the best of all
-    and random init.
+    """Linear probe mIoU of every checkpoint below ``run_dir`` (labels: ``data``), the
+    chosen one against the last of its run, DSE's pick there, the best of all and random init.
 
     Returns ``{"chosen", "last", "dse_pick", "best", "random_init"}`` (each ``{"run",
-    "epoch", "miou", "se"}``; ``dse_pick`` is None when it is the chosen checkpoint),
-    ``"gap"`` (chosen minus best, with its standard error), ``"right"`` (chosen within
-    ``tolerance`` of the best; None when a value is missing), ``"declared"`` (the
-    selector's reason when it kept the last checkpoint over DSE's pick, else None),
-    ``"labels_agree"`` (with ``declared``: whether DSE's pick is at most ``tolerance``
-    above the last checkpoint by labels), ``"run_choice"`` (the reason of the run's own
-    noise-aware choice where other values, e.g. rescored DSE, chose another checkpoint),
-    ``"tolerance"`` and ``"images_per_split"``.
-    ``decision``: the selection's ``selection.json`` content (its ``reliability`` and
-    ``reliability_reason``). ``options``: ``batch_size``, ``device``,
-    ``linear_probe_kwargs`` of :func:`~dse_tune.evaluation.validate.score_checkpoint`.
-
-    Raises:
-        ValueError: no run with evaluations, or the chosen checkpoint is none of them.
+    "epoch", "miou", "se"}``; ``dse_pick`` None when it is the chosen one), ``"gap"``
+    (chosen minus best, with its standard error), ``"right"`` (chosen within ``tolerance``
+    of the best; None when a value is missing), ``"declared"`` (the selector's reason when
+    it kept the last checkpoint over DSE's pick), ``"labels_agree"`` (with ``declared``:
+    DSE's pick at most ``tolerance`` above the last by labels), ``"run_choice"`` (the
+    run's own noise-aware reason where other values chose another checkpoint),
+    ``"tolerance"`` and ``"images_per_split"``. ``decision``: the ``selection.json``
+    content; ``options``: those of :func:`~dse_tune.evaluation.validate.score_checkpoint`.
+    Raises ValueError when no run has evaluations or the chosen checkpoint is none of them.
     """
     from dse_tune.decision import run_choice
-    from dse_tune.degradation import peak
-    from dse_tune.evaluation.few_label import bootstrap_mious, bootstrap_standard_error
     from dse_tune.evaluation.validate import load_labelled_data, load_runs, random_init_baselines
 
     runs, _, configs = load_runs(Path(run_dir))
@@ -179,20 +166,16 @@ def check_choice(
     return check
 
 
-def _points(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}"
-
-
 def _with_se(entry: Mapping[str, Any]) -> str:
     se = entry.get("se")
-    return f"{_points(entry['miou']):>5}" + (f" +- {100 * se:.1f}" if se is not None else " " * 7)
+    return f"{in_points(entry['miou']):>5}" + (f" +- {in_points(se)}" if se is not None else " " * 7)
 
 
 def _signed(gap: Mapping[str, Any]) -> str:
     if gap.get("difference") is None:
         return "n/a"
     se = gap.get("se")
-    return f"{100 * gap['difference']:+.1f}" + (f" +- {100 * se:.1f}" if se is not None else "")
+    return f"{100 * gap['difference']:+.1f}" + (f" +- {in_points(se)}" if se is not None else "")
 
 
 def format_label_check(check: Mapping[str, Any]) -> str:
@@ -208,7 +191,7 @@ def format_label_check(check: Mapping[str, Any]) -> str:
         where = f"{entry['run']}, epoch {entry['epoch']}" if entry["run"] is not None else "-"
         lines.append(f"  {label:<21} {_with_se(entry)}  {where}")
     random_init = check["random_init"]
-    lines.append(f"  {'random init':<21} {_points(random_init['miou']):>5}{' ' * 7}  same architecture as {random_init['run']}")
+    lines.append(f"  {'random init':<21} {in_points(random_init['miou']):>5}{' ' * 7}  same architecture as {random_init['run']}")
     tolerance = 100 * check["tolerance"]
     gap = _signed(check.get("gap") or {"difference": None})
     if check.get("declared"):

@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from dse_tune.decision import check_int
+
 __all__ = [
     "DEFAULT_SYNTHETIC_IMAGES",
     "SYNTHETIC_RENDER_SIZE",
@@ -45,8 +47,7 @@ class LabelledSplits:
     Attributes:
         train, evaluation: image sets with ``images`` (B, 3, S, S) and ``masks``
             (B, S, S) (:class:`dse_tune.data.ProbeSet` objects built from labelled data).
-        num_classes: classes of the linear probe.
-        num_classes_inferred: True when read from the masks (max label + 1).
+        num_classes_inferred: True when ``num_classes`` was read from the masks (max label + 1).
         description: JSON-ready description (sources, sizes, indices).
     """
 
@@ -79,10 +80,13 @@ class ImageSubset:
         return self.dataset.load_mask(self.indices[index])
 
     def describe(self) -> str:
-        if self.description is not None:
-            return self.description
-        describe = getattr(self.dataset, "describe", None)
-        return describe() if callable(describe) else type(self.dataset).__name__
+        return describe_dataset(self.dataset) if self.description is None else self.description
+
+
+def describe_dataset(dataset: Any) -> str:
+    """``dataset.describe()`` where it has one, else its type's name."""
+    describe = getattr(dataset, "describe", None)
+    return describe() if callable(describe) else type(dataset).__name__
 
 
 def _open_splits(
@@ -125,8 +129,8 @@ def _class_count(
     inferred = num_classes is None
     if inferred:
         num_classes = known_classes if known_classes is not None else max(labels) + 1
-    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    else:
+        check_int("num_classes", num_classes, minimum=1)
     if max(labels) >= num_classes:
         raise ValueError(
             f"the masks of {data} hold label {max(labels)} but num_classes is {num_classes}; "
@@ -163,8 +167,6 @@ def load_labelled_splits(
             ``"synthetic"``: scenes ``0..n-1`` (train) and ``n..2n-1`` (evaluation) of
             the family :data:`SYNTHETIC_VALIDATION_SEED`, ``n = images_per_split``
             (default 64); the split names are then unused.
-        image_size: the models' input size.
-        train_split, eval_split: split folders of ``data``.
         images_per_split: at most this many images per split, evenly spread over it (a
             folder's images are sorted, so the first ones would be one video sequence);
             None takes every image.
@@ -172,10 +174,8 @@ def load_labelled_splits(
     """
     from dse_tune.data import build_probe_set
 
-    if images_per_split is not None and (
-        isinstance(images_per_split, bool) or not isinstance(images_per_split, int) or images_per_split < 1
-    ):
-        raise ValueError(f"images_per_split must be a positive integer or None, got {images_per_split!r}")
+    if images_per_split is not None:
+        check_int("images_per_split", images_per_split, minimum=1, extra="or None")
     train_data, eval_data, known_classes = _open_splits(data, train_split, eval_split, images_per_split)
     sets = {}
     for role, dataset in (("train", train_data), ("evaluation", eval_data)):

@@ -5,39 +5,23 @@ is the labelled yardstick that ``dse-tune validate`` compares the label-free sco
 with. (Not to be confused with a run's *probe set*, the fixed unlabelled images its DSE
 monitor scores.) Pure torch (no Lightning, Ray or Optuna).
 
-Protocol (fixed for every checkpoint, so that mIoU differences come from the features):
+Protocol (fixed for every checkpoint, so that mIoU differences come from the features;
+``docs/validation.md`` section 2 gives the reasons and the measurements):
 
-1. Tokens (B, N, d) on an ``h x w`` grid (``h * w = N``, raster order) are standardised
-   per channel with the mean and standard deviation of the TRAIN tokens (the same
-   statistics are applied to the evaluation tokens). Checkpoints differ wildly in token
-   scale; standardising makes one learning rate fit all of them.
-2. One linear layer (d -> classes) on every token, initialised at zero (the problem is
-   convex, so the start only matters for speed; zero needs no random numbers).
-3. Logits on the token grid are upsampled bilinearly (``align_corners=False``) to the
-   mask resolution; cross-entropy with ``ignore_index=255``. The training loss is
-   evaluated on a fixed regular sub-grid of pixels, two per token along each axis
-   (:func:`~dse_tune.evaluation.token_grid.training_pixels`; the logits there are
-   exactly the bilinear ones), which is ~16x cheaper at 8 pixels per token and changed
-   CamVid test mIoU by 0.0001 against training on every pixel. Evaluation always uses
-   every pixel.
-4. Full-batch L-BFGS (strong-Wolfe line search, history 20) for at most 100
-   iterations on the mean pixel loss + ``1e-3 / 2 * ||W||^2``. Why not AdamW for a
-   fixed number of steps: tokens of a checkpoint are often ill-conditioned (correlated
-   channels), and a fixed first-order budget then measures how hard the optimisation
-   is rather than how linearly separable the classes are. On CamVid tokens of a
-   random-init ViT, AdamW (150 full-batch steps, lr 0.05) stopped 9% above the best
-   training loss and its mIoU moved by 0.01 with the learning rate; L-BFGS with this
-   small L2 term (which makes the optimum unique even for separable data) reaches it
-   within 100 iterations (400 iterations change mIoU by < 0.001) in ~6 s on one CPU
-   core for 367 images of 64 tokens. Nothing is random: no seed needed.
-   ``optimizer="adamw"`` (cosine-decayed, optionally fixed-order mini-batches drawn
-   from a private generator seeded by ``seed``, never the global RNG) is there for
-   sets too large for a full batch; it is not the protocol.
-5. Scores from the confusion matrix accumulated over ALL evaluated pixels of the
-   evaluation set (pixels labelled 255 are left out): per-class IoU
-   ``TP / (TP + FP + FN)``, defined for the classes whose union ``TP + FP + FN`` is
-   non-empty (the others are NaN and listed in ``LinearProbeResult.absent_classes``);
-   mIoU is the mean over the defined classes; pixel accuracy is ``trace / total``.
+1. Tokens (B, N, d) on an ``h x w`` grid, standardised per channel with the TRAIN
+   tokens' mean and std (one optimiser setting then fits every checkpoint's scale).
+2. One zero-initialised linear layer (d -> classes) per token; logits upsampled
+   bilinearly (``align_corners=False``) to the masks; cross-entropy with
+   ``ignore_index=255`` on a fixed sub-grid of two pixels per token along each axis
+   (:func:`~dse_tune.evaluation.token_grid.training_pixels`); evaluation uses every pixel.
+3. Full-batch L-BFGS (strong-Wolfe, history 20, at most 100 iterations) on the mean
+   pixel loss + ``1e-3 / 2 * ||W||^2``: converged, so it measures separability, not how
+   hard the optimisation is. Nothing is random. ``optimizer="adamw"`` (cosine-decayed,
+   mini-batches from a private generator seeded by ``seed``) is for sets too large for
+   a full batch; it is not the protocol.
+4. Scores from the confusion matrix over ALL evaluated pixels (255 left out): per-class
+   IoU ``TP / (TP + FP + FN)`` where the union is non-empty (else NaN,
+   ``LinearProbeResult.absent_classes``), mIoU their mean, pixel accuracy ``trace / total``.
 
 Example:
     >>> import torch
@@ -61,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dse_tune.degradation import finite_or_none as finite
 from dse_tune.evaluation.linear_probe_solvers import (
     DEFAULT_ADAMW_LR,
     DEFAULT_STEPS,
@@ -94,9 +79,6 @@ __all__ = [
 _PREDICT_CHUNK = 64
 
 
-# --------------------------------------------------------------------------- results
-
-
 @dataclass(frozen=True)
 class LinearProbeResult:
     """Scores of a linear probe on an evaluation set.
@@ -128,8 +110,6 @@ class LinearProbeResult:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN written as None); the confusion matrix as nested lists."""
-        from dse_tune.degradation import finite_or_none as finite
-
         return {
             "miou": finite(self.miou),
             "pixel_accuracy": finite(self.pixel_accuracy),
@@ -148,7 +128,6 @@ class LinearProbe:
         mean, std: (d,) per-channel statistics of the training tokens.
         weight: (classes, d); bias: (classes,).
         grid: (h, w) token grid, ``h * w = N``.
-        num_classes: number of classes.
         train_loss: mean cross-entropy over every labelled training pixel after the
             fit (all pixels, not only the training sub-grid; without the L2 term).
         settings: the values used (optimizer, steps, lr, weight_decay, batch_size,
@@ -181,9 +160,6 @@ class LinearProbe:
         return torch.cat(
             [self.logits(tokens[i : i + _PREDICT_CHUNK], size).argmax(1) for i in range(0, tokens.shape[0], _PREDICT_CHUNK)]
         )
-
-
-# ------------------------------------------------------------------------ checks
 
 
 def _check_tokens(tokens: Any, name: str = "tokens") -> Tensor:
@@ -221,9 +197,6 @@ def _check_masks(masks: Any, tokens: Tensor, num_classes: int, name: str = "mask
     return masks
 
 
-# --------------------------------------------------------------------------- fit
-
-
 def fit_linear_probe(
     tokens: Tensor,
     masks: Tensor,
@@ -258,9 +231,6 @@ def fit_linear_probe(
             None: two pixels per token along each axis; 1: every pixel.
         seed: seeds the private generator that orders AdamW mini-batches (the global
             RNG is never used; nothing else is random).
-
-    Returns:
-        A :class:`LinearProbe`; :func:`evaluate_linear_probe` scores it.
     """
     tokens = _check_tokens(tokens)
     settings = fit_settings(num_classes, optimizer, steps, lr, weight_decay, batch_size, pixel_stride, seed)
@@ -306,9 +276,6 @@ def _mean_loss(linear_probe: LinearProbe, tokens: Tensor, masks: Tensor) -> floa
     return total / count
 
 
-# ----------------------------------------------------------------------- scores
-
-
 def confusion_matrix(predictions: Tensor, masks: Tensor, num_classes: int) -> Tensor:
     """(classes, classes) int64 counts (rows: ground truth, columns: prediction) over
     the pixels whose label is not 255."""
@@ -347,16 +314,8 @@ def evaluate_linear_probe(linear_probe: LinearProbe, tokens: Tensor, masks: Tens
     """
     tokens = _check_tokens(tokens)
     masks = _check_masks(masks, tokens, linear_probe.num_classes)
-    check_grid(linear_probe.grid, tokens.shape[1])
-    size = (int(masks.shape[1]), int(masks.shape[2]))
-    num_classes = linear_probe.num_classes
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    with torch.no_grad():
-        for start in range(0, tokens.shape[0], _PREDICT_CHUNK):
-            chunk = slice(start, start + _PREDICT_CHUNK)
-            predictions = linear_probe.logits(tokens[chunk], size).argmax(1)
-            confusion += confusion_matrix(predictions, masks[chunk], num_classes).cpu()
-    return scores_from_confusion(confusion)
+    predictions = linear_probe.predict(tokens, (int(masks.shape[1]), int(masks.shape[2])))
+    return scores_from_confusion(confusion_matrix(predictions, masks, linear_probe.num_classes).cpu())
 
 
 def linear_probe_model(
@@ -378,8 +337,6 @@ def linear_probe_model(
         train_set, test_set: labelled images, e.g. :func:`dse_tune.data.build_probe_set`
             of a dataset with masks (any object with ``images`` (B, 3, H, W) and
             ``masks`` (B, H, W)).
-        num_classes: number of classes.
-        batch_size, device: feature extraction.
         fit_kwargs: :func:`fit_linear_probe` settings (``steps``, ``lr``, ...).
     """
     for name, images in (("train_set", train_set), ("test_set", test_set)):
@@ -391,15 +348,13 @@ def linear_probe_model(
     return evaluate_linear_probe(linear_probe, test_tokens, test_set.masks)
 
 
-
 def frozen_tokens(model: Any, image_sets: Sequence[torch.Tensor], device: str, batch_size: int) -> list[torch.Tensor]:
     """Dense tokens (float32, on the CPU) of each image set, the model in eval mode; every
     module's train/eval mode is restored afterwards, whatever happens."""
     from dse_tune.features import dense_tokens_batched
 
-    modules = list(model.modules()) if isinstance(model, torch.nn.Module) else []
-    modes = {module: module.training for module in modules}
-    if isinstance(model, torch.nn.Module):
+    modes = {module: module.training for module in model.modules()} if isinstance(model, torch.nn.Module) else {}
+    if modes:
         model.eval()
     try:
         return [dense_tokens_batched(model, images.to(device), batch_size=batch_size).float().cpu()

@@ -1,9 +1,7 @@
 """How the linear probe's weights are found: settings, token standardisation, solvers.
 
-:func:`dse_tune.evaluation.linear_probe.fit_linear_probe` is the entry point; this
-module holds its numerical steps (protocol in that module's docstring): per-channel
-standardisation with the training tokens' statistics, then full-batch L-BFGS (the
-protocol) or AdamW on the cross-entropy at the training pixels.
+The numerical steps of :func:`dse_tune.evaluation.linear_probe.fit_linear_probe` (the
+protocol is in that module's docstring): full-batch L-BFGS (the protocol) or AdamW.
 
 Example:
     >>> settings = fit_settings(3, "lbfgs", None, None, None, None, None, 0)
@@ -23,6 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from dse_tune.decision import check_int
 
 __all__ = [
     "DEFAULT_ADAMW_LR",
@@ -70,12 +70,6 @@ class FitSettings:
         }
 
 
-def _as_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def fit_settings(
     num_classes: Any,
     optimizer: str,
@@ -87,21 +81,22 @@ def fit_settings(
     seed: int,
 ) -> FitSettings:
     """Check the fit's arguments and fill in the protocol's defaults; errors name the argument."""
-    num_classes = _as_int(num_classes, "num_classes")
+    check_int("num_classes", num_classes, minimum=1)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    steps = _as_int(DEFAULT_STEPS[optimizer] if steps is None else steps, "steps")
+    steps = DEFAULT_STEPS[optimizer] if steps is None else steps
+    check_int("steps", steps, minimum=1)
     lr = DEFAULT_ADAMW_LR if lr is None else lr
     weight_decay = DEFAULT_WEIGHT_DECAY if weight_decay is None else weight_decay
     if batch_size is not None:
-        batch_size = _as_int(batch_size, "batch_size")
+        check_int("batch_size", batch_size, minimum=1)
         if optimizer == "lbfgs":
             raise ValueError("batch_size needs optimizer='adamw': L-BFGS is full-batch")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
-    return FitSettings(num_classes, optimizer, steps, lr, weight_decay, batch_size, pixel_stride, seed)
+    return FitSettings(int(num_classes), optimizer, int(steps), lr, weight_decay, batch_size, pixel_stride, seed)
 
 
 def standardize(tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:

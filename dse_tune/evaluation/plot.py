@@ -1,8 +1,7 @@
 """``validation.png``: per run, the linear probe's mIoU and DSE over training, on their
 own axes (mIoU left, DSE right), with the random-init baseline of the same architecture
-as a line. The DSE axis follows :mod:`dse_tune.plotting`'s rules: never narrower than
-the noise of its values (a band where the rows carry ``dse_noise`` /
-``dse_monitored_noise``), NaN evaluations marked, whole-number epoch ticks.
+as a line. The DSE axis follows :mod:`dse_tune.plotting`'s rules (never narrower than
+its noise, NaN marked, whole-number epoch ticks).
 
 Matplotlib is imported when drawing, not at import time.
 
@@ -100,11 +99,7 @@ def _plot_run(axis: Any, report: Mapping[str, Any], name: str) -> list[Any]:
 
 
 def plot_validation(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Per run: the linear probe's mIoU (left axis, random-init baseline dashed) and DSE
-    (right axis: evaluation images, monitored) over epochs; the selection candidates
-    circled, the selected one starred on the monitored DSE curve, the best mIoU (oracle)
-    marked; tau with its p-value and checkpoint count in the title. Written atomically
-    as PNG."""
+    """Write :func:`validation_figure` to ``path`` as PNG, atomically."""
     from dse_tune.atomic import atomic_write
 
     figure = validation_figure(report)
@@ -114,8 +109,8 @@ def plot_validation(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
 
 def validation_figure(report: Mapping[str, Any]) -> Any:
-    """The figure of :func:`plot_validation` (a matplotlib ``Figure``, not written): one
-    panel per run, its mIoU axis first, then its DSE (twin) axis."""
+    """A matplotlib ``Figure``, one panel per run (:func:`_plot_run`: its mIoU axis first,
+    then its DSE twin axis), with one legend."""
     from matplotlib.figure import Figure
 
     names = list(report["per_run"])

@@ -1,8 +1,8 @@
 """The validation report: how well each label-free score ranks checkpoints like the
 linear probe's mIoU, and what the label-free selection buys.
 
-Pure functions over the checkpoint rows of :func:`dse_tune.evaluation.validate.validate`
-(one dict per checkpoint). Top-level imports load no torch or scipy.
+Pure functions over the checkpoint rows of :func:`dse_tune.evaluation.validate.validate`;
+no torch or scipy at import.
 
 Example:
     >>> rows = [{"index": i, "epoch": i, "miou": m, "dse": d}
@@ -24,7 +24,8 @@ from typing import Any
 
 from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
 from dse_tune.degradation import finite_or_none, peak
-from dse_tune.runs import COMPONENTS
+from dse_tune.runs import COMPONENTS, RunRecord
+from dse_tune.selection import select_run
 
 __all__ = [
     "MIN_CHECKPOINTS",
@@ -58,7 +59,6 @@ SCORE_NAMES = (
     "alpha_req_pooled",
 )
 
-
 #: Fewer checkpoints than this in a run: its tau and rho are flagged as unreliable (over
 #: 4 checkpoints, tau takes only 7 values and p < 0.05 needs a perfect ranking).
 MIN_CHECKPOINTS = 8
@@ -73,9 +73,6 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_ready(v) for v in value]
     return value
-
-
-# -------------------------------------------------------------------- correlations
 
 
 def _tau_and_rho(x: Sequence[float], y: Sequence[float]) -> dict[str, float | None]:
@@ -109,7 +106,10 @@ def correlations(rows: Sequence[Mapping[str, Any]], scores: Sequence[str] = SCOR
     return table
 
 
-# ----------------------------------------------------------------------- selection
+def _by_statistic(table: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{"kendall_tau": {score: value}, "kendall_p": ..., "spearman": ..., "spearman_p": ...}``."""
+    statistics = ("kendall_tau", "kendall_p", "spearman", "spearman_p")
+    return {statistic: {name: v[statistic] for name, v in table.items()} for statistic in statistics}
 
 
 def _point(row: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -155,9 +155,6 @@ def selection_summary(
         ``last`` the last checkpoint with an mIoU; ``best`` the highest mIoU;
         ``best_candidate`` the highest mIoU among the candidates.
     """
-    from dse_tune.runs import RunRecord
-    from dse_tune.selection import select_run
-
     run = monitored if isinstance(monitored, RunRecord) else RunRecord.from_values("run", monitored)
     chosen = select_run(run, window, top)
     candidates = chosen.candidates
@@ -206,9 +203,6 @@ def aggregate_selection(per_run: Mapping[str, Mapping[str, Any]]) -> dict[str, A
         "aggregate": f"mean over the {len(selections)} run(s) with a selected checkpoint scored by the linear probe",
         "reliability": {name: r["selection"].get("reliability") for name, r in per_run.items()},
     }
-
-
-# ------------------------------------------------------------------------ per run
 
 
 def standardize_rows(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -260,10 +254,7 @@ def run_summary(
         "probed": probed,
         "dse_seed": dse_seed,
         "random_init": dict(baseline) if baseline is not None else None,
-        "kendall_tau": {name: v["kendall_tau"] for name, v in table.items()},
-        "kendall_p": {name: v["kendall_p"] for name, v in table.items()},
-        "spearman": {name: v["spearman"] for name, v in table.items()},
-        "spearman_p": {name: v["spearman_p"] for name, v in table.items()},
+        **_by_statistic(table),
         "correlations": table,
         "standardization": standardization,
         "selection": selection,
@@ -289,9 +280,6 @@ def reliability_warnings(per_run: Mapping[str, Mapping[str, Any]]) -> list[str]:
         if baseline is not None and baseline.get("problem"):
             warnings_list.append(f"run {name}: no random-init baseline: {baseline['problem']}")
     return warnings_list
-
-
-# -------------------------------------------------------------------------- report
 
 
 def _protocol(linear_probe_kwargs: Mapping[str, Any] | None, window: int, top: int | None) -> dict[str, Any]:
@@ -356,10 +344,7 @@ def build_report(
     report = {
         "run_dir": str(run_dir),
         "runs": [run.name for run in runs],
-        "kendall_tau": {name: v["kendall_tau"] for name, v in pooled.items()},
-        "kendall_p": {name: v["kendall_p"] for name, v in pooled.items()},
-        "spearman": {name: v["spearman"] for name, v in pooled.items()},
-        "spearman_p": {name: v["spearman_p"] for name, v in pooled.items()},
+        **_by_statistic(pooled),
         "random_init": {name: finite_or_none((summary["random_init"] or {}).get("miou")) for name, summary in per_run.items()},
         "kendall_tau_mean_over_runs": {name: _mean(values) for name, values in taus.items()},
         "correlations": pooled,

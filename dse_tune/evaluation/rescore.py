@@ -1,43 +1,27 @@
 """Held-out rescoring: one fair score for every candidate checkpoint of a sweep.
 
-A run with ``dse_beta > 0`` adds ``-beta * DSE`` to its loss: it optimizes DSE on its
-own training images, its monitoring probe set included. Its monitored DSE is therefore
-not comparable with a ``beta = 0`` run's, and the raw comparison favours the largest
-beta (``docs/selection.md``). Rescoring scores every candidate checkpoint of every run
-again, identically: on the same **held-out set** (:mod:`dse_tune.evaluation.held_out`:
-images in no run's monitoring probe set), in the same order, with the same DSE settings
-and seed. The result is the ``rescored`` argument of
-:func:`dse_tune.selection.select_best` and the ``rescored.json`` file that
+A run with ``dse_beta > 0`` optimizes DSE on its own training images, its monitoring
+probe set included, so its monitored DSE is not comparable with a ``beta = 0`` run's
+(``docs/selection.md``). Rescoring scores every candidate checkpoint of every run again,
+identically: on one **held-out set** (:mod:`dse_tune.evaluation.held_out`: images in no
+run's probe set), with the same DSE settings and seed. The result is the ``rescored``
+argument of :func:`dse_tune.selection.select_best` and the ``rescored.json`` file that
 :func:`load_rescored` (``dse-tune select --rescored FILE``) reads.
 
-Steps: load the runs (:func:`dse_tune.runs.load_sweep`) -> build the held-out set ->
-score each checkpoint (:func:`rescore_runs`; DSE through the tolerant
-:func:`dse_tune.score_tokens`, optionally RankMe and alpha-ReQ: independent label-free
-scores, which a beta > 0 run did not optimize) -> write (:func:`write_rescored`).
-
-Files written next to each other (``out``, default ``ROOT/rescored.json``)::
-
-    rescored.json        [{"checkpoint": "trial_0001/checkpoints/epoch=0004.ckpt",
-                           "dse": 1.23, "run": "trial_0001", "evaluation": 4, "epoch": 4,
-                           "monitored_dse": 1.31, "inter": ..., "intra_image": ...,
-                           "intra_batch": ..., "dim": ..., "rankme": ..., "alpha_req": ...,
-                           "alpha_req_r2": ..., "probe": "sha256:...", "seed": 0,
-                           "problem": null}, ...]
-    rescored_probe.json  the held-out set (source, indices, fingerprint), what it was
-                         checked against, and the settings
-
-(``"probe"`` holds the held-out set's fingerprint; it and the second file keep their
-names from before the held-out set was called so, for the scripts that read them.)
-Checkpoint paths are relative to the file's folder (absolute when on another drive);
-a candidate that could not be scored has ``"dse": null`` and a ``problem``.
+Steps: :func:`dse_tune.runs.load_sweep` -> :func:`~dse_tune.evaluation.held_out.held_out_set_for`
+-> :func:`rescore_runs` (DSE through the tolerant :func:`dse_tune.score_tokens`, optionally
+RankMe and alpha-ReQ: scores a beta > 0 run did not optimize) -> :func:`write_rescored`:
+``rescored.json`` (one row per checkpoint; ``"dse": null`` and a ``problem`` where it
+could not be scored) and ``rescored_probe.json`` (the held-out set and the settings).
+Their fields: ``docs/selection.md``, section 5. (``"probe"`` and ``rescored_probe.json``
+keep their names from before "held-out set", for the scripts that read them.)
 
 Usage (it needs real checkpoints, so it is no doctest)::
 
     rescored = rescore_sweep("runs/sweep", data="../shared/data/camvid", splits=["val"])
     best = select_best(load_sweep("runs/sweep"), rescored=rescored).best_checkpoint
 
-Importing this module loads no torch (``dse-tune select --rescored`` only reads JSON);
-scoring needs torch and the SSL package, never Lightning's Trainer, Optuna or Ray.
+Importing this module loads no torch (``dse-tune select --rescored`` only reads JSON).
 """
 
 from __future__ import annotations
@@ -53,7 +37,7 @@ from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
 from dse_tune.degradation import finite_or_none
 from dse_tune.atomic import atomic_write_json
 from dse_tune.evaluation.held_out import HeldOutSet, held_out_set_for
-from dse_tune.runs import COMPONENTS, Evaluation, RunRecord, load_sweep, relative_path
+from dse_tune.runs import COMPONENTS, Evaluation, RunRecord, history_file, load_sweep, relative_path
 from dse_tune.selection import select_run
 
 if TYPE_CHECKING:
@@ -75,8 +59,7 @@ __all__ = [
 ]
 
 RESCORED_FILE = "rescored.json"
-#: The held-out set's description, next to ``rescored.json``. The name predates the
-#: term "held-out set" and is kept so that existing scripts still find the file.
+#: The held-out set's description, next to ``rescored.json`` (the name predates the term).
 HELD_OUT_SET_FILE = "rescored_probe.json"
 #: Scores that can be computed; ``"dse"`` always is.
 SCORES = ("dse", "rankme", "alpha_req")
@@ -109,9 +92,6 @@ class RescoredCheckpoint:
         return getattr(self, name)
 
 
-# --------------------------------------------------------------------------- score
-
-
 def _check_scores(scores: Iterable[str]) -> None:
     unknown = sorted(set(scores) - set(SCORES))
     if unknown:
@@ -121,11 +101,9 @@ def _check_scores(scores: Iterable[str]) -> None:
 def score_held_out_tokens(
     tokens: Tensor, *, seed: int = 0, scores: Sequence[str] = ("dse",), dse_kwargs: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The scores of dense tokens (B, N, d), never raising for a sick model.
-
-    DSE goes through :func:`dse_tune.score_tokens` (NaN/Inf or collapsed features give
-    None and the reason); RankMe and alpha-ReQ, when asked for, likewise give None and
-    the reason. Returns ``{"dse", "inter", "intra_image", "intra_batch", "dim",
+    """The scores of dense tokens (B, N, d), never raising for a sick model: a score that
+    cannot be computed (NaN/Inf, collapsed features, too few images) is None and
+    ``problem`` says why. Returns ``{"dse", "inter", "intra_image", "intra_batch", "dim",
     ["rankme"], ["alpha_req", "alpha_req_r2"], "problem"}``.
 
     Example:
@@ -134,35 +112,45 @@ def score_held_out_tokens(
         >>> row["dse"], row["problem"].startswith("DSE: collapsed features")
         (None, True)
     """
-    from dse_tune.metrics import alpha_req, rankme, score_tokens
+    from dse_tune.metrics import alpha_req, rankme
 
     _check_scores(scores)
-    result: dict[str, Any] = {"dse": None, **dict.fromkeys(COMPONENTS), "problem": None}
-    problems = []
-    try:
-        dse_score = score_tokens(tokens, seed=seed, **dict(dse_kwargs or {}))
-        if dse_score.ok:
-            result["dse"] = finite_or_none(dse_score.score)
-            result.update({name: finite_or_none(getattr(dse_score, name)) for name in COMPONENTS})
-        else:
-            problems.append(f"DSE: {dse_score.failure}")
-    except ValueError as error:  # a setup error (too few images): this score only
-        problems.append(f"DSE: {error}")
+    problems: list[str] = []
+    dse_score = tolerant_dse(problems, tokens, seed=seed, **dict(dse_kwargs or {}))
+    result: dict[str, Any] = dict.fromkeys(("dse", *COMPONENTS))
+    if dse_score is not None:
+        result["dse"] = finite_or_none(dse_score.score)
+        result.update({name: finite_or_none(getattr(dse_score, name)) for name in COMPONENTS})
     if "rankme" in scores:
-        try:
-            result["rankme"] = finite_or_none(rankme(tokens))
-        except ValueError as error:
-            result["rankme"] = None
-            problems.append(f"RankMe: {error}")
+        result["rankme"] = finite_or_none(attempt_score(problems, "RankMe", lambda: rankme(tokens)))
     if "alpha_req" in scores:
-        try:
-            fit = alpha_req(tokens)
-            result["alpha_req"], result["alpha_req_r2"] = finite_or_none(fit.alpha), finite_or_none(fit.r2)
-        except ValueError as error:
-            result["alpha_req"] = result["alpha_req_r2"] = None
-            problems.append(f"alpha-ReQ: {error}")
+        fit = attempt_score(problems, "alpha-ReQ", lambda: alpha_req(tokens))
+        result["alpha_req"] = None if fit is None else finite_or_none(fit.alpha)
+        result["alpha_req_r2"] = None if fit is None else finite_or_none(fit.r2)
     result["problem"] = "; ".join(problems) or None
     return result
+
+
+def attempt_score(problems: list[str], label: str, compute: Callable[[], Any]) -> Any:
+    """``compute()``, or None with ``"label: error"`` added to ``problems`` when it raises
+    ValueError (these tokens cannot give this score; the other scores go on)."""
+    try:
+        return compute()
+    except ValueError as error:
+        problems.append(f"{label}: {error}")
+        return None
+
+
+def tolerant_dse(problems: list[str], tokens: Tensor, **dse_kwargs: Any) -> Any:
+    """:func:`dse_tune.score_tokens` of ``tokens`` when it could score them, else None with
+    the reason (NaN/Inf, collapsed features, too few images) added to ``problems``."""
+    from dse_tune.metrics import score_tokens
+
+    dse_score = attempt_score(problems, "DSE", lambda: score_tokens(tokens, **dse_kwargs))
+    if dse_score is not None and not dse_score.ok:
+        problems.append(f"DSE: {dse_score.failure}")
+        return None
+    return dse_score
 
 
 def rescore_checkpoint(
@@ -176,18 +164,12 @@ def rescore_checkpoint(
     device: Any = "cpu",
     loader: Callable[[Path], Any] | None = None,
 ) -> dict[str, Any]:
-    """Scores of one checkpoint's dense tokens on the held-out images.
+    """:func:`score_held_out_tokens` of one checkpoint's dense tokens on ``held_out`` (a
+    :class:`~dse_tune.evaluation.held_out.HeldOutSet` or its images). A checkpoint that
+    cannot be loaded raises.
 
-    Returns :func:`score_held_out_tokens`' dict; a score that cannot be computed
-    (non-finite features, collapsed features, too few tokens) is None with the reason
-    in ``problem``. A checkpoint that cannot be loaded raises.
-
-    Args:
-        held_out: the :class:`~dse_tune.evaluation.held_out.HeldOutSet`, or its images.
-        loader: ``path -> model`` (anything :func:`dse_tune.features.dense_tokens`
-            reads); default :func:`dse_tune.checkpoints.tracked_run.checkpoint_loader` of
-            the checkpoint's run folder (a tracked run's own reader, else
-            :func:`dse_tune.ssl.methods.load_checkpoint`).
+    ``loader``: ``path -> model`` (anything :func:`dse_tune.features.dense_tokens` reads);
+    default :func:`dse_tune.checkpoints.tracked_run.checkpoint_loader` of its run folder.
     """
     import torch
 
@@ -207,41 +189,34 @@ def rescore_checkpoint(
 
 def _score_model(model: Any, held_out: HeldOutSet | Tensor, *, batch_size: int, device: Any, **options: Any) -> dict:
     """:func:`score_held_out_tokens` of ``model``'s dense tokens on the held-out images."""
-    from dse_tune.features import dense_tokens_batched
+    from dse_tune.evaluation.linear_probe import frozen_tokens
 
     images = held_out.images if isinstance(held_out, HeldOutSet) else held_out
-    tokens = dense_tokens_batched(model, images.to(device), batch_size=batch_size).float().cpu()
-    return score_held_out_tokens(tokens, **options)
+    return score_held_out_tokens(frozen_tokens(model, (images,), device, batch_size)[0], **options)
 
 
 def _checkpoints_to_rescore(
     runs: Iterable[RunRecord], which: str, window: int, top: int | None
 ) -> list[tuple[RunRecord, Evaluation, Path]]:
-    """(run, evaluation, checkpoint) of the candidates (or of every evaluation) with a checkpoint."""
     if which not in WHICH:
         raise ValueError(f"which must be one of {WHICH}, got {which!r}")
-    jobs = []
-    for run in runs:
-        if which == "candidates":
-            positions = select_run(run, window=window, top=top).candidates
-        else:
-            positions = range(len(run.evaluations))
-        for position in positions:
-            evaluation = run.evaluations[position]
-            checkpoint = run.checkpoint_path(evaluation)
-            if checkpoint is not None:
-                jobs.append((run, evaluation, checkpoint))
-    return jobs
+    if which == "candidates":
+        return checkpoint_jobs(runs, lambda run: select_run(run, window=window, top=top).candidates)
+    return checkpoint_jobs(runs, lambda run: range(len(run.evaluations)))
+
+
+def checkpoint_jobs(
+    runs: Iterable[RunRecord], positions: Callable[[RunRecord], Iterable[int | None]]
+) -> list[tuple[RunRecord, Evaluation, Path]]:
+    """``(run, evaluation, checkpoint)`` at ``positions(run)`` of every run where a checkpoint
+    is on record: the jobs of :func:`dse_tune.checkpoints.tracked_run.score_checkpoints`."""
+    return [(run, run.evaluations[p], checkpoint) for run in runs for p in dict.fromkeys(positions(run))
+            if p is not None and (checkpoint := run.checkpoint_path(run.evaluations[p])) is not None]
 
 
 def _run_folder_of(checkpoint: Path) -> Path | None:
     """The run folder holding ``checkpoint`` (the nearest parent with a DSE history)."""
-    from dse_tune.runs import history_file
-
-    for folder in checkpoint.resolve().parents:
-        if history_file(folder).is_file():
-            return folder
-    return None
+    return next((folder for folder in checkpoint.resolve().parents if history_file(folder).is_file()), None)
 
 
 def _row(result: Any) -> RescoredCheckpoint:
@@ -280,10 +255,8 @@ def rescore_runs(
 ) -> list[RescoredCheckpoint]:
     """Rescore the candidate checkpoints (``which="candidates"``, the selector's
     :func:`~dse_tune.selection.select_run` with ``window``/``top``) or every checkpoint
-    (``which="all"``) of each run on ``held_out``, with a progress bar.
-
-    A checkpoint that is missing or cannot be loaded gives a row with ``dse=None`` and
-    the reason in ``problem``; the others go on.
+    (``which="all"``) of each run on ``held_out``, with a progress bar. A checkpoint that
+    cannot be loaded gives a row with ``dse=None`` and the reason in ``problem``.
     """
     from dse_tune.checkpoints.tracked_run import score_checkpoints
 
@@ -304,15 +277,7 @@ def rescored_mapping(rows: Iterable[RescoredCheckpoint], score: str = "dse") -> 
     argument of :func:`dse_tune.selection.select_best` (``"dse"`` or ``"rankme"``)."""
     if score not in SELECTION_SCORES:
         raise ValueError(f"score must be one of {SELECTION_SCORES} (higher is better), got {score!r}")
-    mapping = {}
-    for row in rows:
-        value = row.score(score)
-        if value is not None:
-            mapping[str(row.checkpoint)] = value
-    return mapping
-
-
-# --------------------------------------------------------------------------- files
+    return {str(row.checkpoint): value for row in rows if (value := row.score(score)) is not None}
 
 
 def _held_out_set_file(path: Path) -> Path:
@@ -385,15 +350,8 @@ def load_rescored(path: str | os.PathLike) -> dict[str, float]:
             pairs.append((row["checkpoint"], row["dse"]))
     else:
         raise ValueError(f"{path}: expected an object or a list")
-    values = {}
-    for checkpoint, value in pairs:
-        number = finite_or_none(value)
-        if number is not None:
-            values[str(path.parent / checkpoint)] = number
-    return values
-
-
-# --------------------------------------------------------------------------- sweep
+    return {str(path.parent / checkpoint): number for checkpoint, value in pairs
+            if (number := finite_or_none(value)) is not None}
 
 
 def _wanted_scores(scores: Sequence[str], select_by: str) -> tuple[str, ...]:
@@ -423,32 +381,25 @@ def rescore_sweep(
     out: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Rescore every run below ``root`` on one held-out set; write and return the result.
+    """Rescore every run below ``root`` (a sweep or run folder) on one held-out set;
+    write ``rescored.json`` and ``rescored_probe.json``, and return
+    ``{checkpoint path: held-out value}`` of every checkpoint that could be scored (the
+    ``rescored`` argument of :func:`dse_tune.selection.select_best`).
 
     Args:
-        root: A sweep folder (or one run folder), as :func:`dse_tune.runs.load_sweep`
-            reads it.
         data, splits: Where the held-out images come from (see
             :func:`~dse_tune.evaluation.held_out.held_out_set_for`; None: the runs'
             common training data minus every monitoring probe image).
-        held_out_size: Number of held-out images.
-        image_size: Their size: ``N``, ``(H, W)``/``"HxW"`` or ``"native"`` (default: the
-            runs' common probe image size, ``probe_image_size`` else ``image_size``).
+        image_size: ``N``, ``(H, W)``/``"HxW"`` or ``"native"`` (default: the runs'
+            common probe image size, ``probe_image_size`` else ``image_size``).
         seed: Seed of DSE's k-means and shuffle, the same for every checkpoint.
         scores: ``"dse"`` plus optionally ``"rankme"``, ``"alpha_req"``.
-        select_by: The value returned per checkpoint: ``"dse"`` or ``"rankme"``.
-            (``rescored.json`` always holds the held-out DSE under ``"dse"``.)
+        select_by: The value returned per checkpoint: ``"dse"`` or ``"rankme"``
+            (``rescored.json`` always holds the held-out DSE under ``"dse"``).
         window, top, which: Which checkpoints (the selector's candidates by default;
             use the same ``window``/``top`` as in selection).
         dse_kwargs: More :func:`dse_tune.dse` settings (the same for every checkpoint).
-        batch_size, device: Feature extraction.
-        out: The rows' file (default ``ROOT/rescored.json``); ``rescored_probe.json``
-            goes next to it.
-        progress: Show a progress bar over checkpoints.
-
-    Returns:
-        ``{checkpoint path: held-out value}`` for every candidate that could be scored:
-        pass it as ``select_best(runs, rescored=...)``.
+        out: The rows' file (default ``ROOT/rescored.json``).
 
     Raises:
         ValueError: No run, no held-out image, or no checkpoint could be scored (the

@@ -1,18 +1,13 @@
 """After a sweep's trials: select its checkpoint and beta, and write the decision.
 
 What ``dse-tune sweep`` runs once the trials are done (any tuner: it reads only the
-sweep folder, :mod:`dse_tune.sweeps`).
-
-A sweep's trials differ in ``dse_beta``, so DSE is not a fair judge across them
-(``docs/selection.md``): :func:`select_sweep` rescores every trial's candidate
-checkpoints on one held-out set (:func:`dse_tune.evaluation.rescore.rescore_sweep`; the
-held-out values choose within each trial), then compares the trials with the default of
-:func:`dse_tune.selection.select_best`: the smallest beta (``conservative``), or, when the
-search space names a labelled folder (``selection: {confirm_with: DIR, label_images:
-32}``), the few-label probe mIoU of the shortlisted candidates
-(:func:`dse_tune.evaluation.few_label.confirm_candidates`). ``selection.json`` records
-the basis of the decision; beside a few-label decision the label-free conservative one
-is kept in :attr:`SweepChoice.conservative`.
+sweep folder). The trials differ in ``dse_beta``, so DSE is no fair judge across them
+(``docs/selection.md``): :func:`select_sweep` rescores every trial's candidates on one
+held-out set (:func:`dse_tune.evaluation.rescore.rescore_sweep`: they choose within each
+trial), then compares the trials by :func:`dse_tune.selection.select_best`'s default, the
+smallest beta, or, when the search space names a labelled folder (``selection:
+{confirm_with: DIR, label_images: 32}``), by the few-label probe mIoU of the shortlist
+(:mod:`dse_tune.evaluation.few_label`), keeping the conservative choice beside it.
 
 Example:
     >>> import tempfile
@@ -74,7 +69,7 @@ def select_sweep(
 
     ``rescore_data``: held-out images for rescoring (a folder, ``"synthetic"`` or a
     dataset object; default: the trials' data minus their monitoring probe images).
-    When rescoring is unavailable or fails, ``log`` says why and the trials are
+    When rescoring fails, ``log`` says why and the trials are
     compared conservatively.
     """
     from dse_tune import selection
@@ -134,27 +129,14 @@ def rescore_candidates(
     log: Callable[[str], None] = print,
 ) -> dict[str, float] | None:
     """Held-out DSE of every candidate, or None (with the reason, to ``log``) when not possible."""
-    try:
-        import torch
+    import torch
 
-        from dse_tune.evaluation.rescore import rescore_sweep
-    except ImportError as error:  # rescoring is optional; selection still works without it
-        if (error.name or "").startswith("dse_tune"):
-            raise  # a module of this package missing is a bug, not a missing option
-        log(f"rescoring unavailable ({error}); comparing trials conservatively")
-        return None
+    from dse_tune.evaluation.rescore import rescore_sweep
+
     device = "cuda" if spec.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
     try:
-        rescored = rescore_sweep(
-            sweep_dir,
-            data,
-            splits=splits,
-            held_out_size=size,
-            window=spec.window,
-            top=spec.top,
-            device=device,
-            progress=False,
-        )
+        rescored = rescore_sweep(sweep_dir, data, splits=splits, held_out_size=size, window=spec.window, top=spec.top,
+                                 device=device, progress=False)
     except (OSError, ValueError, TypeError) as error:
         log(f"rescoring failed ({error}); comparing trials conservatively")
         return None

@@ -1,9 +1,7 @@
 """Where dense tokens sit on the image: the token grid and bilinear upsampling to pixels.
 
-A ViT's N patch tokens lie on an ``h x w`` grid in raster order (``h * w = N``). The
-linear probe (:mod:`dse_tune.evaluation.linear_probe`) classifies every token and
-upsamples the class logits bilinearly (``align_corners=False``) to the mask's pixels;
-this module holds that geometry, so the fit and the evaluation agree on it.
+The grid is ``h x w = N`` in raster order; the linear probe's logits are upsampled with
+``align_corners=False``. One place, so that the fit and the evaluation agree on it.
 
 Example:
     >>> infer_grid(12, (90, 120))
@@ -21,6 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from dse_tune.decision import check_int
 
 __all__ = ["check_grid", "infer_grid", "pixel_logits", "training_pixels"]
 
@@ -65,26 +65,17 @@ def pixel_logits(tokens: Tensor, weight: Tensor, bias: Tensor, grid: tuple[int, 
     return F.interpolate(token_logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def _stride(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"pixel_stride must be an integer >= 1, got {value!r}")
-    return value
-
-
 def training_pixels(grid: tuple[int, int], size: tuple[int, int], stride: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The fixed sub-grid of pixels the training loss is computed on, and how each
-    pixel's bilinear logit is made of token logits.
+    """The fixed sub-grid of pixels the training loss is computed on: rows (R,), cols (C,),
+    and each pixel's 4 token indices (R*C, 4) and bilinear weights (R*C, 4), exactly those
+    of ``F.interpolate(..., mode="bilinear", align_corners=False)`` there.
 
-    Rows and columns ``offset, offset + stride, ...`` with ``offset = stride // 2``;
-    ``stride=None`` puts two training pixels per token along each axis
-    (``stride = round(cell / 2)``, cell = pixels per token). The bilinear weights are
-    exactly those of ``F.interpolate(..., mode="bilinear", align_corners=False)`` at
-    these pixels.
-
-    Returns:
-        rows (R,), cols (C,), token indices (R*C, 4) and weights (R*C, 4).
+    Rows and columns ``stride // 2, stride // 2 + stride, ...``; ``stride=None`` puts two
+    training pixels per token along each axis (``round(pixels per token / 2)``).
     """
-    strides = [max(1, round(size[axis] / grid[axis] / 2)) if stride is None else _stride(stride) for axis in range(2)]
+    if stride is not None:
+        check_int("pixel_stride", stride, minimum=1)
+    strides = [max(1, round(size[axis] / grid[axis] / 2)) if stride is None else stride for axis in range(2)]
     axes = []
     for axis in range(2):
         positions = torch.arange(strides[axis] // 2, size[axis], strides[axis])

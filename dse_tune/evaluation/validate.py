@@ -1,35 +1,21 @@
 """Validation with labels: do the label-free scores track dense quality?
 
-For every checkpoint in the history of a pretraining run (or of every run of a sweep)
-:func:`validate` computes, on the same frozen dense tokens:
-
-- label-free scores on the evaluation split's images (no labels): DSE with its
-  components (the run monitor's settings and seed, ``probe_seed`` from the run's
-  config), the run-level standardised DSE series
-  (:func:`dse_tune.metrics.standardize_dse`), RankMe and alpha-ReQ on the patch tokens
-  and on the mean-pooled image embeddings; plus the DSE the monitor recorded during
-  training (``dse_monitored``, on the run's own probe set: the selection signal);
-- the labelled yardstick: mIoU of the linear probe
-  (:mod:`dse_tune.evaluation.linear_probe`), fitted on the train split and scored on
-  the evaluation split.
-
-Then Kendall's tau and Spearman's rho of every score against the linear probe's mIoU,
-per run and pooled over runs, and what the paper's selection buys: the mIoU of the
-DSE-selected checkpoint (top candidate of :func:`dse_tune.selection.candidate_indices`
-on the monitored DSE history) against the last checkpoint and the best one (an oracle
-that needs labels). See :mod:`dse_tune.evaluation.report`.
+For every checkpoint in the history of a run (or of every run of a sweep),
+:func:`validate` computes on the same frozen dense tokens the label-free scores of the
+evaluation split's images (DSE with its components and the monitor's seed, its
+standardised series, RankMe and alpha-ReQ on tokens and pooled embeddings; beside the
+DSE the monitor recorded, ``dse_monitored``: the selection signal) and the labelled
+yardstick, the linear probe's mIoU (:mod:`dse_tune.evaluation.linear_probe`, fitted on
+the train split). :mod:`dse_tune.evaluation.report` then correlates every score with
+mIoU (per run and pooled) and sets the selected checkpoint beside the last and the best.
 
 Steps, one function each: :func:`load_runs` and :func:`load_labelled_data` (load) ->
 :func:`score_runs` (score) -> :func:`dse_tune.evaluation.report.build_report` (report)
--> :func:`write_report` (write ``validation.json`` and ``validation.png``, atomically). The protocol and the
-JSON fields are described in ``docs/validation.md``; the command is
-``dse-tune validate`` (:mod:`dse_tune.cli.validate`)::
+-> :func:`write_report` (write ``validation.json`` and ``validation.png``, atomically).
+The protocol and the JSON fields: ``docs/validation.md``; the command:
+``dse-tune validate`` (:mod:`dse_tune.cli.validate`).
 
-    dse-tune validate runs/dino --data ../shared/data/camvid --out runs/dino/validation
-    dse-tune validate runs/sweep --data synthetic --out runs/sweep/validation
-
-Top-level imports are standard-library only; torch, scipy, matplotlib and the rest of
-dse_tune are imported inside the functions (``dse-tune --help`` stays fast).
+Top-level imports load no torch, scipy or matplotlib (``dse-tune --help`` stays fast).
 """
 
 from __future__ import annotations
@@ -43,7 +29,7 @@ from typing import Any
 
 from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
 from dse_tune.degradation import finite_or_none
-from dse_tune.runs import relative_path
+from dse_tune.runs import COMPONENTS, CONFIG_FILE, HISTORY_FILE, load_sweep, read_config, relative_path
 
 __all__ = [
     "SCORED_FIELDS",
@@ -61,7 +47,6 @@ __all__ = [
 
 VALIDATION_JSON = "validation.json"
 VALIDATION_PNG = "validation.png"
-COMPONENTS = ("inter", "intra_image", "intra_batch", "dim")
 #: Fields of a checkpoint row that are computed (None until then, or when they cannot be).
 #: ``probe_train_loss`` is the linear probe's (the key is kept for existing reports).
 SCORED_FIELDS = (
@@ -85,14 +70,9 @@ SCORED_FIELDS = (
 )
 
 
-# --------------------------------------------------------------------------- load
-
-
 def load_runs(run_dir: Path) -> tuple[list[Any], list[str], dict[str, dict[str, Any]]]:
     """The runs below ``run_dir`` with evaluations, a warning per run skipped, and each
     run's config (:func:`dse_tune.runs.read_config`: the monitor's settings)."""
-    from dse_tune.runs import HISTORY_FILE, load_sweep, read_config
-
     all_runs = load_sweep(run_dir)
     skipped = [f"run {r.name}: {r.problem or 'no evaluations'}; skipped" for r in all_runs if not r.evaluations]
     runs = [r for r in all_runs if r.evaluations]
@@ -111,7 +91,6 @@ def load_labelled_data(
     their text: ``"32"`` (a square, as before), ``"96x128"`` or ``"native"``."""
     from dse_tune.data import probe_image_size
     from dse_tune.evaluation.labelled_data import load_labelled_splits
-    from dse_tune.runs import CONFIG_FILE
     from dse_tune.typed_config import parse_image_size
 
     sizes: dict[str, str] = {}
@@ -123,14 +102,11 @@ def load_labelled_data(
             raise ValueError(f"run {run.name}: {CONFIG_FILE}: {error}; pass --image-size") from None
         if not isinstance(size, str) and size[0] == size[1]:
             size = size[0]  # a square keeps its old spelling (the report's key "32")
-        key = size if isinstance(size, str) else (str(size) if isinstance(size, int) else f"{size[0]}x{size[1]}")
+        key = f"{size[0]}x{size[1]}" if isinstance(size, tuple) else str(size)
         if key not in splits_by_size:
             splits_by_size[key] = load_labelled_splits(data, image_size=size, **split_options)
         sizes[run.name] = key
     return sizes, splits_by_size
-
-
-# --------------------------------------------------------------------------- score
 
 
 def dse_image_count(num_images: int, group_size: int = 8) -> int:
@@ -147,32 +123,22 @@ def dse_image_count(num_images: int, group_size: int = 8) -> int:
 def _label_free_scores(eval_tokens: Any, dse_seed: int) -> tuple[dict[str, Any], list[str]]:
     """DSE (through the tolerant :func:`dse_tune.score_tokens`), RankMe and alpha-ReQ
     of the evaluation tokens; a score that cannot be computed is left out, with the reason."""
-    from dse_tune.metrics import alpha_req, rankme, score_tokens
+    from dse_tune.evaluation.rescore import attempt_score, tolerant_dse
+    from dse_tune.metrics import alpha_req, rankme
 
-    row: dict[str, Any] = {}
-    problems = []
+    problems: list[str] = []
     count = dse_image_count(eval_tokens.shape[0])
-    row["dse_images"] = count
-    try:
-        result = score_tokens(eval_tokens[:count], seed=dse_seed)
-        if result.ok:
-            row["dse"] = result.score
-            row.update({f"dse_{name}": getattr(result, name) for name in COMPONENTS})
-            row["dse_class_relevance"] = result.result.class_relevance
-        else:
-            problems.append(f"DSE: {result.failure}")
-    except ValueError as error:  # a setup error (too few images): this score only
-        problems.append(f"DSE: {error}")
+    row: dict[str, Any] = {"dse_images": count}
+    result = tolerant_dse(problems, eval_tokens[:count], seed=dse_seed)
+    if result is not None:
+        row["dse"] = result.score
+        row.update({f"dse_{name}": getattr(result, name) for name in COMPONENTS})
+        row["dse_class_relevance"] = result.result.class_relevance
     for layout, pool in (("tokens", False), ("pooled", True)):
-        try:
-            row[f"rankme_{layout}"] = rankme(eval_tokens, pool=pool)
-        except ValueError as error:
-            problems.append(f"RankMe ({layout}): {error}")
-        try:
-            fit = alpha_req(eval_tokens, pool=pool)
+        row[f"rankme_{layout}"] = attempt_score(problems, f"RankMe ({layout})", lambda: rankme(eval_tokens, pool=pool))
+        fit = attempt_score(problems, f"alpha-ReQ ({layout})", lambda: alpha_req(eval_tokens, pool=pool))
+        if fit is not None:
             row[f"alpha_req_{layout}"], row[f"alpha_req_{layout}_r2"] = fit.alpha, fit.r2
-        except ValueError as error:
-            problems.append(f"alpha-ReQ ({layout}): {error}")
     return row, problems
 
 
@@ -187,24 +153,14 @@ def score_checkpoint(
     label_free: bool = True,
 ) -> dict[str, Any]:
     """Label-free scores (evaluation images) and linear probe mIoU (train -> evaluation)
-    of one model, on :class:`~dse_tune.evaluation.labelled_data.LabelledSplits`
-    (``label_free=False``: the linear probe's scores only, which is quicker).
-
-    Returns a flat dict: ``dse`` and the components, ``dse_images``, ``rankme_tokens``,
-    ``rankme_pooled``, ``alpha_req_tokens``, ``alpha_req_pooled`` (and their R^2),
-    ``miou``, ``pixel_accuracy``, ``per_class_iou``, ``probe_train_loss`` (the linear
-    probe's) and ``problem`` (why a label-free score is missing, else None). A failing
-    linear probe raises.
+    of one model on :class:`~dse_tune.evaluation.labelled_data.LabelledSplits`
+    (``label_free=False``: the linear probe's only): a flat dict of the
+    :data:`SCORED_FIELDS` it computed, ``problem`` saying why a label-free score is
+    missing. A failing linear probe raises.
     """
-    import torch
+    from dse_tune.evaluation.linear_probe import evaluate_linear_probe, fit_linear_probe, frozen_tokens
 
-    from dse_tune.evaluation.linear_probe import evaluate_linear_probe, fit_linear_probe
-    from dse_tune.features import dense_tokens_batched
-
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    train_tokens = dense_tokens_batched(model, splits.train.images.to(device), batch_size=batch_size).float().cpu()
-    eval_tokens = dense_tokens_batched(model, splits.evaluation.images.to(device), batch_size=batch_size).float().cpu()
+    train_tokens, eval_tokens = frozen_tokens(model, (splits.train.images, splits.evaluation.images), device, batch_size)
     row, problems = _label_free_scores(eval_tokens, dse_seed) if label_free else ({}, [])
     linear_probe = fit_linear_probe(train_tokens, splits.train.masks, splits.num_classes, **dict(linear_probe_kwargs or {}))
     scores = evaluate_linear_probe(linear_probe, eval_tokens, splits.evaluation.masks)
@@ -251,7 +207,6 @@ def score_runs(
 ) -> dict[str, list[dict[str, Any]]]:
     """One row per evaluation of every run (:func:`score_checkpoint` on its checkpoint),
     with a progress bar; a warning on stderr for each checkpoint that could not be scored.
-
     ``options``: ``batch_size``, ``device``, ``linear_probe_kwargs`` of :func:`score_checkpoint`.
     """
     from dse_tune.checkpoints.tracked_run import score_checkpoints
@@ -324,9 +279,6 @@ def _dse_seed(config: Mapping[str, Any]) -> int:
     return int(config.get("probe_seed", 0))
 
 
-# --------------------------------------------------------------------------- write
-
-
 def write_report(report: Mapping[str, Any], out: Path, plot: bool = True) -> Path:
     """Write ``OUT/validation.json`` (and ``validation.png`` with ``plot``), atomically."""
     from dse_tune.atomic import atomic_write_json
@@ -337,9 +289,6 @@ def write_report(report: Mapping[str, Any], out: Path, plot: bool = True) -> Pat
     if plot:
         plot_validation(report, out / VALIDATION_PNG)
     return path
-
-
-# --------------------------------------------------------------------------- driver
 
 
 def validate(
@@ -360,21 +309,16 @@ def validate(
     plot: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score every checkpoint of the run(s) below ``run_dir``; write ``OUT/validation.json``
-    (and ``validation.png``); return the report (the JSON's content).
+    """Score every checkpoint of the run(s) below ``run_dir`` (a run or sweep folder);
+    write ``OUT/validation.json`` (and ``validation.png`` with ``plot``); return the report.
 
     Args:
-        run_dir: one run folder or a sweep folder (every run history below it).
         data, train_split, eval_split, images_per_split, num_classes: the labelled images
             (see :func:`dse_tune.evaluation.labelled_data.load_labelled_splits`).
-        image_size: the size of the labelled images the checkpoints are scored on:
-            ``N``, ``HxW`` or ``"native"`` (default: each run's probe image size,
-            ``probe_image_size``, else its ``image_size``).
-        window, top: the selection's candidate rule (the selector's defaults).
-        batch_size, device: feature extraction.
+        image_size: ``N``, ``HxW`` or ``"native"`` (default: each run's probe image size).
+        window, top: the selection's candidate rule.
         linear_probe_kwargs: :func:`dse_tune.evaluation.linear_probe.fit_linear_probe`
             settings; leave None for the documented protocol.
-        plot, progress: draw ``validation.png``; show a progress bar over checkpoints.
 
     Raises:
         ValueError / FileNotFoundError: no run with evaluations, unusable data.
@@ -385,13 +329,9 @@ def validate(
         runs, configs, data, image_size, train_split=train_split, eval_split=eval_split,
         images_per_split=images_per_split, num_classes=num_classes,
     )
-    rows_by_run = score_runs(
-        runs, configs, sizes, splits_by_size, out, progress=progress,
-        batch_size=batch_size, device=device, linear_probe_kwargs=linear_probe_kwargs,
-    )
-    baselines = random_init_baselines(
-        runs, configs, sizes, splits_by_size, batch_size=batch_size, device=device, linear_probe_kwargs=linear_probe_kwargs,
-    )
+    options = {"batch_size": batch_size, "device": device, "linear_probe_kwargs": linear_probe_kwargs}
+    rows_by_run = score_runs(runs, configs, sizes, splits_by_size, out, progress=progress, **options)
+    baselines = random_init_baselines(runs, configs, sizes, splits_by_size, **options)
     from dse_tune.evaluation.report import build_report
 
     report = build_report(

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from dse_tune.metrics.spectral import gram_singular_values
-from dse_tune.metrics.validation import as_token_tensor, check_finite
+from dse_tune.metrics.validation import as_float_tensor, as_token_tensor, check_finite
 
 EMBEDDING_LAYOUTS = ("tokens", "feature_map", "embeddings")
 
@@ -22,16 +22,9 @@ EMBEDDING_LAYOUTS = ("tokens", "feature_map", "embeddings")
 def as_samples(features: Tensor, layout: str = "tokens", pool: bool = False) -> Tensor:
     """Samples (n, d) from dense features or embeddings; float32 or float64."""
     if layout == "embeddings":
-        if not isinstance(features, Tensor) or features.ndim != 2:
-            shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
-            raise ValueError(f"features with layout='embeddings' must have shape (n, d), got {shape}")
-        if not features.is_floating_point():
-            raise TypeError(f"features must be a floating-point tensor, got dtype {features.dtype}")
         if pool:
             raise ValueError("pool=True needs dense features (layout='tokens' or 'feature_map')")
-        samples = features.float() if features.dtype in (torch.float16, torch.bfloat16) else features
-        check_finite(samples, "features")
-        return samples
+        return as_float_tensor(features, layout)
     if layout not in EMBEDDING_LAYOUTS:
         raise ValueError(f"layout must be one of {EMBEDDING_LAYOUTS}, got {layout!r}")
     tokens = as_token_tensor(features, layout)

@@ -1,13 +1,9 @@
 """DSE: the Dense representation Structure Estimator (Dai et al., NeurIPS 2025, arXiv 2510.17299).
 
-A label-free score of dense features (per-patch tokens) that tracks dense downstream
-quality (segmentation mIoU) across checkpoints of one run::
-
-    DSE = M_inter - (M_intra_image + M_intra_batch) / 2 + lambda * M_dim
-
-Pure torch, CPU or CUDA, deterministic for a given seed, never touches the global RNG.
-The formulas, and each place where this implementation departs from the public code,
-are in docs/metric.md.
+A label-free score of dense features that tracks dense downstream quality (segmentation
+mIoU) across checkpoints of one run: ``M_inter - (M_intra_image + M_intra_batch) / 2 +
+lambda * M_dim``. Pure torch, deterministic for a given seed, never touches the global
+RNG. The formulas, and where this implementation departs from the public code: docs/metric.md.
 """
 
 from __future__ import annotations
@@ -89,9 +85,8 @@ def dse_components(
 ) -> dict[str, Tensor]:
     """The four DSE components of tokens (B, N, d) as 0-dim tensors, plus the scale.
 
-    This is the shared engine of ``dse`` (under no_grad) and ``DSERegularizer`` (with
-    gradients: k-means runs on detached tokens, every other step is differentiable).
-    Inputs are assumed checked; use ``dse`` for the checked public entry point.
+    The shared engine of ``dse`` (no_grad, inputs checked there) and ``DSERegularizer``
+    (k-means on detached tokens, every other step differentiable).
 
     With ``groups=True`` the result also holds the per-image and per-group terms the
     components average (``per_image_intra``, ``per_image_scale`` (B,), ``group_inter``,
@@ -174,12 +169,7 @@ def dse(
             instead of all N (an unbiased, noisier estimate of the same mean; faster on
             CPU). None means all N, as in the paper.
         noise: also estimate the standard error of the score over the probe images
-            (:func:`dse_tune.metrics.noise.jackknife_noise`: leave-one-group-out over the
-            terms computed anyway; no extra clustering).
-
-    Returns:
-        DSEResult with float ``inter``, ``intra_image``, ``intra_batch``, ``dim``,
-        ``score`` (lambda = 1) and the settings used.
+            (:func:`dse_tune.metrics.noise.jackknife_noise`; no extra clustering).
 
     Example:
         >>> import torch, dse_tune
@@ -292,12 +282,9 @@ def _padded_size(sizes: Tensor) -> Tensor:
 def cluster_spreads(points: Tensor, labels: Tensor, num_clusters: int) -> tuple[Tensor, Tensor]:
     """Spread of every cluster: nuclear norm of its centred tokens / sqrt(max(n - 1, d)).
 
-    Args:
-        points: (G, n, d); labels: (G, n) cluster index per point.
-
-    Returns:
-        spreads (G, k) and a float mask (G, k) of the clusters with at least 2 points
-        (smaller clusters have no spread and are left out, as in the public code).
+    ``points`` (G, n, d), ``labels`` (G, n) -> spreads (G, k) and a float mask (G, k) of the
+    clusters with at least 2 points (smaller ones have no spread and are left out, as in
+    the public code).
     """
     groups, num_points, channels = points.shape
     means, counts = cluster_means(points, labels, num_clusters)
@@ -337,11 +324,8 @@ def effective_dimensionality(
 ) -> Tensor:
     """M_dim of tokens (B, N, d) (already normalised if DSE normalises).
 
-    ``per_position``: shuffle the tokens of each image independently; the n-th tokens of
-    all images form a B x d matrix; mean normalised effective rank over positions.
-    ``all_tokens``: normalised effective rank of the (B*N) x d matrix of all tokens.
-    With ``per_position`` the per-position ranks are returned, not their mean (one value
-    for ``all_tokens``).
+    The estimators are described in :func:`dse`. With ``per_position=True`` the ranks of
+    each position are returned, not their mean (one value for ``all_tokens``).
     """
     num_images, num_tokens, channels = tokens.shape
     if estimator == "all_tokens":

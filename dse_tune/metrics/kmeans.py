@@ -1,18 +1,9 @@
 """Batched k-means for many small problems at once (pure torch).
 
-DSE clusters every image (3 clusters) and every group of 8 images (24 clusters). Running
-those as one batched problem of shape (G, n, d) replaces the public code's per-image
-Python loops with a few large matrix products.
-
-Differences from the public DSE code, on purpose (see docs/metric.md):
-- randomness comes only from the ``torch.Generator`` passed in; the global RNG is never
-  re-seeded or drawn from;
-- k-means++ samples the next seed with probability proportional to the *squared*
-  distance (Arthur & Vassilvitskii, 2007), not the distance, and keeps the best of
-  2 + ln k draws (greedy k-means++, as scikit-learn does);
-- an empty cluster is moved to the point farthest from its centroid (as scikit-learn
-  does) instead of keeping a stale centroid;
-- the returned labels are the nearest-centroid assignment of the returned centroids.
+DSE clusters every image (3 clusters) and every group of 8 images (24 clusters), here as
+one batched problem of shape (G, n, d) instead of the public code's per-image loops. Its
+departures from the public code (private generator, greedy k-means++ on squared
+distances, empty clusters moved, labels never stale) are listed in docs/metric.md.
 """
 
 from __future__ import annotations
@@ -140,7 +131,8 @@ def kmeans(
     max_iters: int = 30,
     tol: float = 1e-4,
 ) -> KMeansResult:
-    """Lloyd's k-means on a batch of independent problems.
+    """Lloyd's k-means on a batch of independent problems; the labels returned are the
+    nearest-centroid assignment of the returned centroids (never one step stale).
 
     Args:
         points: (G, n, d) float tensor; problem g clusters ``points[g]``.
@@ -149,10 +141,6 @@ def kmeans(
         max_iters: Lloyd iterations at most.
         tol: a problem stops when no label changes or its centroids move less than
             ``tol`` (Frobenius norm of the shift), as in the public code.
-
-    Returns:
-        KMeansResult with labels that are the nearest-centroid assignment of the
-        returned centroids (never one step stale).
     """
     if points.ndim != 3:
         raise ValueError(f"points must have shape (G, n, d), got {tuple(points.shape)}")
@@ -185,6 +173,4 @@ def kmeans(
         active = active[~converged]
         if active.numel() == 0:
             break
-    # Every update above assigns labels from the centroids it stores, so the labels
-    # returned are the nearest-centroid assignment of the returned centroids.
     return KMeansResult(centroids=centroids, labels=labels, iterations=iterations)

@@ -1,16 +1,14 @@
 """The noise of a DSE value over its probe images: a leave-one-group-out jackknife.
 
-DSE averages terms over the probe images: the local spread of every image, the scale
-(every token's distance to the mean token), and, per group of ``group_size``
-consecutive images (the global k-means groups), the distance to the other centroids and
-the global cluster spreads. Leaving one group out and recombining those terms with the
-same formula gives G pseudo-values of the class-relevance part; their jackknife
-standard error is the probe-image noise of that part. No clustering is repeated: the
-estimate costs a few tensor sums on top of :func:`dse_tune.dse`.
+DSE averages per-image terms (local spreads, the scale) and per-group terms (distances to
+other centroids, global spreads, per group of ``group_size`` images). Leaving one group
+out and recombining those terms gives G pseudo-values of the class-relevance part; their
+jackknife standard error is its probe-image noise. No clustering is repeated.
 
 M_dim (the effective rank of the images' tokens at each position) does not split over
 groups; its share is the standard error over the shuffled token positions it averages.
-The k-means seed's own noise is not included (a second seed would double the cost).
+The k-means seed's own noise is not included (a second seed would double the cost); on
+trained checkpoints it adds 1-8% (docs/selection.md, ``benchmarks/bench_noise.py --seed-share``).
 """
 
 from __future__ import annotations

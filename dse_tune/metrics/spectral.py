@@ -1,12 +1,9 @@
 """Singular-value statistics of many small matrices, through Gram eigenvalues.
 
-A matrix X (r x d) has singular values sqrt(eig(X X^T)) = sqrt(eig(X^T X)); taking the
-Gram matrix of the smaller side turns one SVD per matrix into one batched GEMM plus one
-batched symmetric eigensolve, which is several times faster on CPU and GPU. Squaring
-doubles the condition number, so eigenvalues below ``eps * size * lambda_max`` are
-rounding noise and are treated as exact zeros (the usual numerical-rank tolerance); in
-float64 that threshold is negligible, in float32 it drops singular values below about
-1% of the largest (see docs/metric.md).
+Singular values of X (r x d) are sqrt(eig(X X^T)) = sqrt(eig(X^T X)): the Gram matrix of
+the smaller side turns one SVD per matrix into one batched GEMM and eigensolve, several
+times faster. Eigenvalues below ``eps * size * lambda_max`` are rounding noise and count
+as zeros (the numerical note in docs/metric.md says what that costs in float32).
 """
 
 from __future__ import annotations
@@ -57,11 +54,6 @@ class _SymmetricEigenvalues(torch.autograd.Function):
         return (eigenvectors * grad_eigenvalues.unsqueeze(-2)) @ eigenvectors.transpose(-1, -2)
 
 
-def batched_eigvalsh(matrices: Tensor) -> Tensor:
-    """Eigenvalues (ascending) of a batch of symmetric matrices (M, n, n); differentiable."""
-    return _SymmetricEigenvalues.apply(matrices)
-
-
 def gram_singular_values(matrices: Tensor) -> Tensor:
     """Singular values (M, min(r, d)) of a batch of matrices (M, r, d), ascending order.
 
@@ -74,7 +66,7 @@ def gram_singular_values(matrices: Tensor) -> Tensor:
     else:
         gram = matrices.transpose(-1, -2) @ matrices
     flat = gram.reshape(-1, *gram.shape[-2:])
-    eigenvalues = batched_eigvalsh(flat).reshape(*gram.shape[:-1])
+    eigenvalues = _SymmetricEigenvalues.apply(flat).reshape(*gram.shape[:-1])
     tolerance = torch.finfo(gram.dtype).eps * max(rows, cols) * eigenvalues[..., -1:].clamp(min=0)
     significant = eigenvalues > tolerance
     # sqrt of a masked-out value would give an infinite gradient at 0: feed it a 1 instead.

@@ -1,14 +1,11 @@
 """Run-level standardisation of DSE over a run's checkpoints.
 
-The public code computes the raw components at every checkpoint, then recombines them
-with standard-deviation normalisation over the run (the paper's lambda)::
+As the public code, over a run's checkpoints (docs/metric.md)::
 
     standardized_t = R_t / std(R) + lam * M_dim_t / std(M_dim),
     R_t = M_inter_t - (M_intra_image_t + M_intra_batch_t) / 2
 
-so that the class-relevance part and the dimensionality part move on the same scale
-whatever the model. ``raw_t = R_t + lam * M_dim_t`` is returned beside it. A term whose
-standard deviation is zero (a single checkpoint, or a constant series) is left unscaled.
+with ``raw_t = R_t + lam * M_dim_t`` beside it; a term whose std is zero is left unscaled.
 The formula itself is :func:`dse_tune.decision.standardized_series` (one place).
 """
 
@@ -79,7 +76,6 @@ def standardize_dse(history: Sequence | Mapping, lam: float = 1.0) -> Standardiz
     dim = components["dim"]
     return StandardizedDSE(
         raw=(relevance + lam * dim).tolist(),
-        # The one formula (dse_tune.decision), shared with the selector's score="standardized".
         standardized=standardized_series(relevance.tolist(), dim.tolist(), lam),
         class_relevance_std=float(relevance.std()),
         dim_std=float(dim.std()),

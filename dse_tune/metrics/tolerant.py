@@ -1,12 +1,9 @@
 """The tolerant scorer: DSE of dense tokens that never raises for a sick model.
 
-:func:`dse_tune.dse` checks its input at the door and raises on NaN, Inf or collapsed
-(constant) features, as a metric should. A training loop, a monitor or a checkpoint
-rescorer wants the opposite for those three cases: a diverged or collapsed model is a
-*result* (recorded as NaN with the reason, and stopped by the degradation rule), not a
-crash that takes the run with it. :func:`score_tokens` is that one place. Setup errors
-(a probe set too small for the clusters, a wrong shape) still raise: they are the
-caller's to fix and would fail every evaluation the same way.
+:func:`dse_tune.dse` raises on NaN, Inf or collapsed features, as a metric should; for a
+training loop, a monitor or a rescorer a diverged or collapsed model is a *result*
+(recorded as NaN with the reason, then stopped by the degradation rule), not a crash.
+:func:`score_tokens` is that one place.
 """
 
 from __future__ import annotations
@@ -30,13 +27,10 @@ class TokenScore:
     """DSE and its components, or NaN everywhere and the reason.
 
     Attributes:
-        score: DSE (lambda = 1), NaN when it could not be computed.
-        inter, intra_image, intra_batch, dim: the raw components, NaN likewise.
+        score, inter, intra_image, intra_batch, dim: DSE (lambda = 1) and its raw components.
         failure: ``None`` when scored, else one line saying why not.
-        result: the full :class:`~dse_tune.metrics.DSEResult` (None on failure, or when a
-            custom scorer returned something else).
-        noise: the standard error of ``score`` over the probe images (with
-            ``noise=True``; None when not measured, or from a custom scorer without it).
+        result: the full :class:`~dse_tune.metrics.DSEResult` (None on failure or from a
+            custom scorer); noise: the score's standard error (``noise=True``), else None.
     """
 
     score: float
@@ -74,11 +68,8 @@ def score_tokens(
     and a non-finite score (``FloatingPointError`` inside the metric). Anything else
     (wrong shape, too few images for the clusters) raises, with the metric's message.
 
-    Args:
-        tokens: dense features, (B, N, d).
-        scorer: ``tokens -> result`` with float attributes ``score, inter, intra_image,
-            intra_batch, dim``; default :func:`dse_tune.dse` with ``dse_kwargs``.
-        dse_kwargs: keyword arguments of :func:`dse_tune.dse` (``seed``, ``noise``, ...).
+    ``scorer``: ``tokens -> result`` with float attributes ``score, inter, intra_image,
+    intra_batch, dim``; default :func:`dse_tune.dse` with ``dse_kwargs`` (``seed``, ``noise``, ...).
 
     Example:
         >>> import torch

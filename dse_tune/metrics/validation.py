@@ -6,6 +6,8 @@ import torch
 from torch import Tensor
 
 LAYOUTS = ("tokens", "feature_map")
+#: The dimensions of each layout of features (``embeddings``: the image-level baselines').
+SHAPES = {"tokens": ("B", "N", "d"), "feature_map": ("B", "d", "H", "W"), "embeddings": ("n", "d")}
 
 
 class ConstantFeaturesError(ValueError):
@@ -16,35 +18,31 @@ class ConstantFeaturesError(ValueError):
 
 
 def as_token_tensor(features: object, layout: str, *, argument: str = "features") -> Tensor:
-    """Return dense features as a float tensor (B, N, d), whatever the documented layout.
-
-    ``layout="tokens"`` expects (B, N, d); ``layout="feature_map"`` expects (B, d, H, W)
-    and flattens the spatial grid. The layout is never guessed from the shape. Half
-    precision is promoted to float32; float64 stays float64.
-    """
-    if not isinstance(features, Tensor):
-        raise TypeError(f"{argument} must be a torch.Tensor, got {type(features).__name__}")
+    """Dense features as a checked float tensor (B, N, d) (:func:`as_float_tensor`):
+    ``layout="feature_map"`` (B, d, H, W) is flattened; the layout is never guessed."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if not (features.is_floating_point()):
+    tensor = as_float_tensor(features, layout, argument)
+    return tensor if layout == "tokens" else tensor.flatten(2).transpose(1, 2)
+
+
+def as_float_tensor(features: object, layout: str, argument: str = "features") -> Tensor:
+    """``features`` checked: a finite floating-point tensor of the ``layout``'s shape
+    (:data:`SHAPES`), half precision promoted to float32 (float64 stays)."""
+    if not isinstance(features, Tensor):
+        raise TypeError(f"{argument} must be a torch.Tensor, got {type(features).__name__}")
+    if not features.is_floating_point():
         raise TypeError(f"{argument} must be a floating-point tensor, got dtype {features.dtype}")
-    if layout == "tokens":
-        if features.ndim != 3:
-            raise ValueError(
-                f"{argument} with layout='tokens' must have shape (B, N, d), got {tuple(features.shape)}"
-                + (" (a (B, d, H, W) feature map needs layout='feature_map')" if features.ndim == 4 else "")
-            )
-        tokens = features
-    else:
-        if features.ndim != 4:
-            raise ValueError(
-                f"{argument} with layout='feature_map' must have shape (B, d, H, W), got {tuple(features.shape)}"
-            )
-        tokens = features.flatten(2).transpose(1, 2)
-    if tokens.dtype in (torch.float16, torch.bfloat16):
-        tokens = tokens.float()
-    check_finite(tokens, argument)
-    return tokens
+    if features.ndim != len(SHAPES[layout]):
+        hint = " (a (B, d, H, W) feature map needs layout='feature_map')" if features.ndim == 4 else ""
+        raise ValueError(
+            f"{argument} with layout={layout!r} must have shape ({', '.join(SHAPES[layout])}), "
+            f"got {tuple(features.shape)}{hint}"
+        )
+    if features.dtype in (torch.float16, torch.bfloat16):
+        features = features.float()
+    check_finite(features, argument)
+    return features
 
 
 def check_finite(values: Tensor, argument: str) -> None:

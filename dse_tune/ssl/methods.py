@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform,
 from lightly.utils.scheduler import linear_warmup_schedule
 from torch import Tensor, nn
 
+from dse_tune.checkpoints.pretrain_run import pretrain_config
+from dse_tune.checkpoints.read import read_checkpoint
 from dse_tune.ssl.config import METHODS, PretrainConfig
 from dse_tune.ssl.module import (
     BackboneMismatchError,
@@ -56,15 +59,8 @@ from dse_tune.ssl.module import (
 
 
 def _dino_heads(config: PretrainConfig, input_dim: int) -> tuple[DINOProjectionHead, DINOProjectionHead]:
-    def head(**kwargs: Any) -> DINOProjectionHead:
-        return DINOProjectionHead(
-            input_dim=input_dim,
-            hidden_dim=config.head_hidden_dim,
-            bottleneck_dim=config.head_bottleneck_dim,
-            output_dim=config.head_output_dim,
-            **kwargs,
-        )
-
+    head = functools.partial(DINOProjectionHead, input_dim=input_dim, hidden_dim=config.head_hidden_dim,
+                             bottleneck_dim=config.head_bottleneck_dim, output_dim=config.head_output_dim)
     with warnings.catch_warnings():
         # lightly's head uses torch's deprecated weight_norm; nothing a user can change.
         warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
@@ -73,9 +69,7 @@ def _dino_heads(config: PretrainConfig, input_dim: int) -> tuple[DINOProjectionH
         # layers is not supported by every torch version.
         teacher = head()
     teacher.load_state_dict(student.state_dict())
-    for parameter in teacher.parameters():
-        parameter.requires_grad = False
-    return student, teacher
+    return student, teacher.requires_grad_(False)
 
 
 class _TeacherStudentMixin:
@@ -116,6 +110,22 @@ class _TeacherStudentMixin:
             )
         )
 
+    def cls_distillation(self, criterion: DINOLoss, teacher_out: Tensor, student_global_out: Tensor,
+                         views: list[Tensor]) -> tuple[Tensor, float]:
+        """``(DINO loss, teacher temperature)``: the student's head outputs of the global views
+        (given) and of the local crops against the teacher's of the global views."""
+        student_out = [student_global_out]
+        if len(views) > 2:
+            student_local, _ = self.student_backbone(concat(views[2:]))
+            student_out.append(self.student_head(student_local))
+        temperature = self.teacher_temperature()
+        loss = criterion(
+            teacher_out=list(teacher_out.chunk(2)),
+            student_out=list(torch.cat(student_out).chunk(len(views))),
+            teacher_temp=temperature,
+        )
+        return loss, temperature
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # DINO keeps the prototypes fixed for the first epoch(s): more stable start.
         self.student_head.cancel_last_layer_gradients(self.current_epoch)
@@ -133,11 +143,8 @@ class _TeacherStudentMixin:
 
 
 class DINOModule(_TeacherStudentMixin, DenseSSLModule):
-    """DINO (Caron et al. 2021): self-distillation of the CLS token over multi-crops.
-
-    ``dense_tokens`` scores the EMA teacher's patch tokens; the regularizer sees the
-    student's patch tokens of both global views. Runs on ViTs and timm ConvNets.
-    """
+    """DINO (Caron et al. 2021): self-distillation of the CLS token over multi-crops (ViTs
+    and timm ConvNets; what is scored and regularized: the module docstring)."""
 
     method = "dino"
 
@@ -155,16 +162,8 @@ class DINOModule(_TeacherStudentMixin, DenseSSLModule):
             teacher_global, _ = self.teacher_backbone(global_views)
             teacher_out = self.teacher_head(teacher_global)
         student_global, student_patch_tokens = self.student_backbone(global_views)
-        student_out = [self.student_head(student_global)]
-        if len(views) > 2:
-            student_local, _ = self.student_backbone(concat(views[2:]))
-            student_out.append(self.student_head(student_local))
-        temperature = self.teacher_temperature()
-        loss = self.criterion(
-            teacher_out=list(teacher_out.chunk(2)),
-            student_out=list(torch.cat(student_out).chunk(len(views))),
-            teacher_temp=temperature,
-        )
+        student_global_out = self.student_head(student_global)
+        loss, temperature = self.cls_distillation(self.criterion, teacher_out, student_global_out, views)
         return loss, student_patch_tokens, {"train/teacher_temp": temperature}
 
 
@@ -174,9 +173,7 @@ class IBOTModule(_TeacherStudentMixin, DenseSSLModule):
     Global views are block-masked (lightly's ``random_block_mask``; ``mask_ratio`` is
     the largest masked share of an image, half the images stay unmasked); the student
     predicts the teacher's patch prototypes at masked positions (``IBOTPatchLoss``).
-    The CLS and patch heads are shared, as in lightly's benchmark and DINOv2.
-    ``dense_tokens`` scores the EMA teacher's patch tokens; the regularizer sees the
-    student's (masked) global-view patch tokens. ViT only.
+    The CLS and patch heads are shared, as in lightly's benchmark and DINOv2. ViT only.
     """
 
     method = "ibot"
@@ -226,17 +223,10 @@ class IBOTModule(_TeacherStudentMixin, DenseSSLModule):
             teacher_masked_out = self.teacher_head(teacher_patches[patch_mask])
 
         student_cls, student_patch_tokens = self.student_backbone(global_views, mask=token_mask)
-        student_cls_out = [self.student_head(student_cls)]
+        student_cls_out = self.student_head(student_cls)
         student_masked_out = self.student_head(student_patch_tokens[patch_mask])
-        if len(views) > 2:
-            student_local_cls, _ = self.student_backbone(concat(views[2:]))
-            student_cls_out.append(self.student_head(student_local_cls))
-
-        temperature = self.teacher_temperature()
-        cls_loss = self.cls_criterion(
-            teacher_out=list(teacher_cls_out.chunk(2)),
-            student_out=list(torch.cat(student_cls_out).chunk(len(views))),
-            teacher_temp=temperature,
+        cls_loss, temperature = self.cls_distillation(
+            self.cls_criterion, teacher_cls_out, student_cls_out, views
         )
         patch_loss = self.patch_criterion(
             teacher_out=teacher_masked_out, student_out=student_masked_out, mask=block_mask, teacher_temp=temperature
@@ -250,11 +240,9 @@ class MAEModule(DenseSSLModule):
 
     The encoder sees the visible patches only (``mask_ratio`` of them masked, default
     0.75); a light decoder (lightly's ``MaskedVisionTransformerDecoderTIMM``) predicts
-    per-patch normalised pixels of the masked patches. ``dense_tokens`` scores the
-    encoder on unmasked images. The regularizer needs the dense tokens of the whole
-    image, so on each step where it computes (``dse_beta > 0``, every
-    ``dse_every_n_steps``) the encoder runs once more on the unmasked images.
-    ViT only, with at most one prefix (CLS) token.
+    per-patch normalised pixels of the masked patches. The regularizer needs the tokens of
+    the whole image: on steps where it computes, the encoder runs once more on the unmasked
+    images. ViT only, with at most one prefix (CLS) token.
     """
 
     method = "mae"
@@ -333,9 +321,7 @@ class MoCoV3Module(DenseSSLModule):
     prediction head: lightly's ``BYOLPredictionHead`` (2 layers, batch norm); views:
     lightly's BYOL transform (asymmetric blur/solarisation, as in MoCo v3). Loss:
     symmetric InfoNCE with temperature ``moco_temperature``, scaled by
-    ``2 * temperature`` as in the paper. ``dense_tokens`` scores the momentum
-    encoder's backbone; the regularizer sees the query backbone's patch tokens of
-    both views. Runs on ViTs and timm ConvNets.
+    ``2 * temperature`` as in the paper. Runs on ViTs and timm ConvNets.
     """
 
     method = "mocov3"
@@ -343,8 +329,7 @@ class MoCoV3Module(DenseSSLModule):
     def __init__(self, config: PretrainConfig | dict[str, Any]) -> None:
         super().__init__(config)
         c = self.config
-        model, kind = create_backbone(c)
-        self.backbone, self.momentum_backbone = vit_backbone_pair(c, model, kind)
+        self.backbone, self.momentum_backbone = vit_backbone_pair(c, *create_backbone(c))
         self.projection_head = MoCoProjectionHead(
             input_dim=self.backbone.embed_dim,
             hidden_dim=c.head_hidden_dim,
@@ -391,10 +376,7 @@ class MoCoV3Module(DenseSSLModule):
 
 
 METHOD_MODULES: dict[str, type[DenseSSLModule]] = {
-    "dino": DINOModule,
-    "ibot": IBOTModule,
-    "mae": MAEModule,
-    "mocov3": MoCoV3Module,
+    module.method: module for module in (DINOModule, IBOTModule, MAEModule, MoCoV3Module)
 }
 assert set(METHOD_MODULES) == set(METHODS)
 
@@ -410,16 +392,10 @@ def build_module(config: PretrainConfig | dict[str, Any]) -> DenseSSLModule:
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu", *, trust: bool = False
 ) -> DenseSSLModule:
-    """Rebuild a module from a checkpoint written by :func:`dse_tune.ssl.pretrain.pretrain`
-    (or by Lightning for any :class:`DenseSSLModule`), in eval mode.
-
-    The checkpoint stores the config in ``hyper_parameters["config"]``; the module is
-    rebuilt from it and its weights loaded strictly. The file is read by
-    :func:`dse_tune.checkpoints.read_checkpoint`: weights-only unless ``trust``.
-    """
-    from dse_tune.checkpoints import read_checkpoint
-    from dse_tune.checkpoints.pretrain_run import pretrain_config
-
+    """Rebuild a module in eval mode from a checkpoint of :func:`dse_tune.ssl.pretrain.pretrain`
+    (or of Lightning for any :class:`DenseSSLModule`): from the config it stores, with its
+    weights loaded strictly; the file is read weights-only unless ``trust``
+    (:func:`dse_tune.checkpoints.read_checkpoint`)."""
     checkpoint = read_checkpoint(path, trust=trust, map_location=map_location)
     module = build_module(pretrain_config(checkpoint, path))
     module.load_state_dict(checkpoint["state_dict"])

@@ -1,11 +1,8 @@
 """The one LightningModule design shared by every SSL method.
 
-:class:`DenseSSLModule` owns what all methods share: the config, the DSE regularizer
-(``loss = ssl_loss + regularizer(student patch tokens)``), AdamW with a cosine schedule
-after a linear warm-up, logging of both loss terms, momentum (EMA) updates, and
-``dense_tokens(images)`` for the network that DSE scores. A method subclass only says
-how to build its networks and views and how to compute its SSL loss
-(:meth:`DenseSSLModule.ssl_step`).
+:class:`DenseSSLModule` owns what all methods share (the config, the DSE regularizer, AdamW
+with a warm-up then a cosine schedule, logging, EMA updates, ``dense_tokens``); a method
+subclass builds its networks and views and computes its SSL loss (:meth:`DenseSSLModule.ssl_step`).
 """
 
 from __future__ import annotations
@@ -21,7 +18,9 @@ from lightly.models.utils import get_weight_decay_parameters, update_drop_path_r
 from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 from torch import Tensor, nn
 
+from dse_tune.checkpoints.pretrain_run import build_pretrain_backbone
 from dse_tune.features import dense_tokens
+from dse_tune.regularizer import DSERegularizer
 from dse_tune.ssl.config import VIT_ONLY_METHODS, PretrainConfig
 
 
@@ -30,40 +29,11 @@ class BackboneMismatchError(ValueError):
 
 
 def create_backbone(config: PretrainConfig) -> tuple[nn.Module, str]:
-    """The timm network of ``config`` and its kind (``"vit"`` or ``"convnet"``).
-
-    ``config.backbone == "vit"`` builds a ``VisionTransformer`` from the config's sizes;
-    any other value is a timm model name created with ``pretrained=False`` (no
-    download). ViTs get ``dynamic_img_size=True`` so that DINO/iBOT local crops of
-    another size share the weights (timm resamples the position embedding).
-    """
-    import timm
+    """The timm network of ``config`` (:func:`~dse_tune.checkpoints.pretrain_run.build_pretrain_backbone`)
+    and its kind (``"vit"`` or ``"convnet"``)."""
     from timm.models.vision_transformer import VisionTransformer
 
-    if config.uses_custom_vit:
-        model: nn.Module = VisionTransformer(
-            img_size=config.image_size,
-            patch_size=config.patch_size,
-            embed_dim=config.embed_dim,
-            depth=config.depth,
-            num_heads=config.num_heads,
-            num_classes=0,
-            dynamic_img_size=True,
-        )
-    else:
-        try:
-            model = timm.create_model(
-                config.backbone, pretrained=False, num_classes=0, img_size=config.image_size, dynamic_img_size=True
-            )
-        except TypeError:
-            # ConvNets take no img_size/dynamic_img_size; they accept any input size.
-            try:
-                model = timm.create_model(config.backbone, pretrained=False, num_classes=0)
-            except RuntimeError as error:
-                raise ValueError(f"backbone {config.backbone!r} is not a timm model: {error}") from error
-        except RuntimeError as error:  # timm: "Unknown model (...)"
-            raise ValueError(f"backbone {config.backbone!r} is not a timm model: {error}") from error
-
+    model = build_pretrain_backbone(config.to_dict())
     if isinstance(model, VisionTransformer):
         kind = "vit"
     elif hasattr(model, "num_prefix_tokens"):
@@ -94,11 +64,9 @@ class TokenBackbone(nn.Module):
     token without one). ConvNets give the last stage as tokens and timm's pooled
     ``forward_head(pre_logits=True)`` as the global embedding.
 
-    ``masks_tokens``: whether the method replaces patch tokens by lightly's learnable
-    mask token (iBOT). lightly's wrapper always creates that token; a method that never
-    masks (DINO, MoCo v3) or drops tokens instead (MAE's ``idx_keep``) leaves it without
-    a gradient, which DDP rejects as an unused parameter. It is then frozen
-    (``requires_grad=False``, still in the state dict, so checkpoints keep their keys).
+    ``masks_tokens``: whether the method uses lightly's learnable mask token (iBOT). The
+    wrapper always creates it; unused (DINO, MoCo v3, MAE's ``idx_keep``) it gets no
+    gradient, which DDP rejects, so it is then frozen (still in the state dict).
     """
 
     def __init__(self, model: nn.Module, kind: str, *, masks_tokens: bool = False) -> None:
@@ -145,25 +113,19 @@ class TokenBackbone(nn.Module):
 
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A copy for momentum (EMA) updates: same weights, no gradients."""
-    teacher = copy.deepcopy(module)
-    for parameter in teacher.parameters():
-        parameter.requires_grad = False
-    return teacher
+    return copy.deepcopy(module).requires_grad_(False)
 
 
 class DenseSSLModule(pl.LightningModule):
     """Base LightningModule of the SSL methods (see :mod:`dse_tune.ssl.methods`).
 
-    Subclasses set ``method`` and implement :meth:`build_transform`,
-    :meth:`ssl_step`, :attr:`scored_backbone` and, for EMA teachers,
-    :meth:`momentum_pairs`.
-
-    The batch is ``(views, indices)`` from :class:`dse_tune.ssl.views.ViewsDataset`
-    (views: a list of (B, 3, h, w) tensors). Logged each step: ``train/loss`` (the
-    total), ``train/ssl_loss``, ``train/dse_reg`` (the regularizer term, ``-beta *
-    DSE``), ``train/student_dse`` (the DSE the regularizer computed on the student's
-    training tokens, on steps where it computes), ``train/lr``, the teacher momentum
-    and method-specific values. A non-finite loss raises ``FloatingPointError``.
+    Subclasses set ``method`` and implement :meth:`build_transform`, :meth:`ssl_step`,
+    :attr:`scored_backbone` and, for EMA teachers, :meth:`momentum_pairs`. The batch is
+    ``(views, indices)`` from :class:`dse_tune.ssl.views.ViewsDataset`. Logged each step:
+    ``train/loss`` (the total), ``train/ssl_loss``, ``train/dse_reg`` (``-beta * DSE``),
+    ``train/student_dse`` (the DSE of the student's training tokens, on steps where the
+    regularizer computes), ``train/lr``, the teacher momentum and method-specific values.
+    A non-finite loss raises ``FloatingPointError``.
 
     Rebuild from a checkpoint with :func:`dse_tune.ssl.methods.load_checkpoint` (any
     method) or Lightning's ``DINOModule.load_from_checkpoint(path)`` (that method).
@@ -181,9 +143,6 @@ class DenseSSLModule(pl.LightningModule):
         self.config = config
         # Only the config dict goes to the checkpoint: it rebuilds the module exactly.
         self.save_hyperparameters({"config": config.to_dict()})
-
-        from dse_tune.regularizer import DSERegularizer
-
         self.regularizer = DSERegularizer(
             config.dse_beta,
             every_n_steps=config.dse_every_n_steps,
@@ -220,10 +179,7 @@ class DenseSSLModule(pl.LightningModule):
         """Whether the regularizer's next call computes DSE (weight > 0 and not a
         skipped step of ``every_n_steps``): methods skip work it would ignore."""
         regularizer = self.regularizer
-        if float(getattr(regularizer, "weight", 0.0)) <= 0:
-            return False
-        every = int(getattr(regularizer, "every_n_steps", 1))
-        return int(getattr(regularizer, "calls", 0)) % every == 0
+        return regularizer.weight > 0 and regularizer.calls % regularizer.every_n_steps == 0
 
     # ---------------------------------------------------------------- features
 
@@ -248,10 +204,9 @@ class DenseSSLModule(pl.LightningModule):
             return max(1, int(batches) // trainer.accumulate_grad_batches)
         return total  # trained by max_steps only, length of an epoch unknown: one "epoch"
 
-    def _progress_schedule(self, start: float, end: float, step: int | None = None) -> float:
+    def _progress_schedule(self, start: float, end: float, step: int) -> float:
         """Cosine from ``start`` (step 0) to ``end`` (last step) over the whole run."""
         max_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        step = self.trainer.global_step if step is None else step
         return float(cosine_schedule(step=min(max(step, 0), max_steps - 1), max_steps=max_steps, start_value=start, end_value=end))
 
     # --------------------------------------------------------------- training
@@ -264,7 +219,7 @@ class DenseSSLModule(pl.LightningModule):
         computes_dse = self.regularizer_computes_next()
         regularization = self.regularizer(student_patch_tokens)
         loss = ssl_loss + regularization
-        if computes_dse and "dse" in getattr(self.regularizer, "last_components", {}):
+        if computes_dse and "dse" in self.regularizer.last_components:
             # DSE of the student's training tokens (augmented views, not the probe set).
             extra = {**extra, "train/student_dse": self.regularizer.last_components["dse"]}
         if not torch.isfinite(loss):

@@ -5,45 +5,20 @@ and ssl/ sits below the integrations.
 
 :class:`DSEMonitor` is a ``lightning.pytorch`` callback, a thin wrapper around the
 framework-free :class:`dse_tune.tracker.DSETracker` (scoring, history, rule, listeners
-live there; this file only decides *when* and saves Lightning checkpoints). Every ``every_n_epochs``
-epochs (or ``every_n_steps`` steps) it scores a fixed probe set with
-:func:`dse_tune.dse` in eval mode under ``torch.no_grad()``, logs ``dse`` and its
-components, appends one record to the run's history (``RUN_DIR/dse_history.json`` and
-``.csv``), saves a checkpoint whose metadata holds that record, and, given a
-:class:`dse_tune.degradation.DegradationRule`, stops training when the rule says the
-dense features degrade. Every file is written atomically (temporary file in the same
-folder, then ``os.replace``): a reader never sees half a file, even if the run is
-killed.
+live there; this file only decides *when* and saves Lightning checkpoints, whose metadata
+hold the evaluation's record). The history is the run-folder format of :mod:`dse_tune.runs`
+(``docs/run-folder.md``): ``epoch`` is Lightning's 0-based epoch index at which the
+evaluation ran (``epoch=4`` follows 5 epochs, as in Lightning's own checkpoint names).
+A diverged or collapsed model is recorded as NaN with the reason (:func:`dse_tune.score_tokens`)
+instead of an error; the degradation rule stops on NaN by default.
 
-The history is the run-folder format of :mod:`dse_tune.runs` (``docs/run-folder.md``).
-``epoch`` is Lightning's 0-based epoch index at which the evaluation ran (after that
-epoch's training when evaluating per epoch: ``epoch=4`` follows 5 epochs, as in
-Lightning's own checkpoint names); ``checkpoint`` is relative to ``RUN_DIR`` (null when
-checkpoints are off); ``seconds`` is the time the evaluation took (features + DSE).
-Non-finite features (a diverged run) or features for which DSE is undefined (all
-tokens equal: a collapsed run) are recorded as NaN with the reason in ``failure``
-(:func:`dse_tune.score_tokens`) rather than stopping the training loop with an error;
-the degradation rule stops on NaN by default.
-
-Adapters listen instead of reaching in: ``monitor.add_listener(fn)`` calls
-``fn(evaluation, decision)`` after each evaluation (checkpoint saved, history written);
-a returned decision with ``stop=True`` stops training (the Optuna pruner's way in).
-
-Using Lightning's own callbacks instead: ``dse`` is logged at the evaluation (epoch
-level when evaluating per epoch), so ``ModelCheckpoint(monitor="dse", mode="max",
-save_on_train_epoch_end=True)`` keeps the best-DSE checkpoints. With
-``EarlyStopping(monitor="dse", mode="max", check_on_train_epoch_end=True)`` beware of
-the stale-metric caveat: EarlyStopping checks once per epoch (or per validation run),
-not per DSE evaluation, and Lightning keeps the last logged ``dse`` in
-``callback_metrics``; with ``every_n_epochs > 1`` it sees the same value again at
-epochs without an evaluation and counts them as "no improvement", so its patience runs
-in epochs, not evaluations, and it stops too early (before the first evaluation there
-is no ``dse`` at all: ``strict=True`` raises). Evaluate every epoch, or pass a
-``DegradationRule`` to ``DSEMonitor(early_stopping=...)``, whose patience counts DSE
-evaluations. With a
-validation loop, Lightning runs validation before ``on_train_epoch_end``: set
-``save_on_train_epoch_end=True`` / ``check_on_train_epoch_end=True`` so that those
-callbacks see the DSE of the current epoch.
+Lightning's own callbacks see the ``dse`` logged at each evaluation:
+``ModelCheckpoint(monitor="dse", mode="max", save_on_train_epoch_end=True)`` keeps the
+best-DSE checkpoints (with a validation loop, which runs before ``on_train_epoch_end``, the
+``*_on_train_epoch_end=True`` options make them see the current epoch's DSE). Prefer
+``early_stopping=DegradationRule(...)`` to ``EarlyStopping(monitor="dse")``: with
+``every_n_epochs > 1`` EarlyStopping re-reads the stale ``dse`` at epochs without an
+evaluation and counts them as patience (docs/pretraining.md).
 """
 
 from __future__ import annotations
@@ -78,27 +53,19 @@ class DSEMonitor(pl.Callback):
         every_n_epochs: evaluate after every n-th training epoch.
         every_n_steps: evaluate every n optimizer steps instead (``every_n_epochs`` is
             then ignored).
-        seed: seed of the DSE k-means (same seed: same score for the same features).
-        dse_kwargs: more keyword arguments of :func:`dse_tune.dse`.
         tokens_fn: ``(pl_module, images) -> (B, N, d)``; by default
-            :func:`dse_tune.features.dense_tokens` of the module with ``kind``: the
-            module's own ``dense_tokens(images)`` method when it has one (the
-            :mod:`dse_tune.ssl` modules say there which network is scored), else its
-            ``forward`` must return (B, N, d).
-        kind: see :func:`dse_tune.features.dense_tokens`.
-        batch_size: probe images per forward pass.
+            :func:`dse_tune.features.dense_tokens` of the module with ``kind`` (the module's
+            own ``dense_tokens(images)`` when it has one, else its ``forward``).
         save_checkpoints: save ``checkpoints/epoch=EEEE.ckpt`` at every evaluation
             (``epoch=EEEE-step=SSSSSSS.ckpt`` when evaluating by steps); needs ``run_dir``.
         save_last: also save ``checkpoints/last.ckpt`` at the end of every epoch (to
             resume from); needs ``run_dir``.
-        early_stopping: a :class:`dse_tune.degradation.DegradationRule`; after each
-            evaluation it decides on the DSE values so far (patience counts
-            evaluations) and may stop training.
-        config: a JSON-able mapping stored under ``"config"`` in the history.
-        scorer: ``tokens -> result`` replacing :func:`dse_tune.dse` (see
-            :func:`dse_tune.score_tokens`).
+        early_stopping: a :class:`dse_tune.degradation.DegradationRule`, asked after each
+            evaluation (its patience counts evaluations); it may stop training.
         plot: draw ``dse_curve.png`` in ``run_dir`` when the fit ends (or fails).
         log_prefix: metric names: ``dse``, ``dse/inter``, ..., ``dse_best``.
+        seed, dse_kwargs, scorer, kind, batch_size, config: as for
+            :class:`~dse_tune.tracker.DSETracker`.
 
     Example (a tiny conv "ViT" whose ``dense_tokens`` are its patch embeddings):
         >>> import torch
@@ -212,7 +179,9 @@ class DSEMonitor(pl.Callback):
         return None if best is None else best.to_dict()
 
     def add_listener(self, listener: Listener) -> Listener:
-        """See :meth:`dse_tune.tracker.DSETracker.add_listener`."""
+        """``fn(evaluation, decision)`` after each evaluation (checkpoint saved, history
+        written); a returned decision with ``stop=True`` stops training (see
+        :meth:`dse_tune.tracker.DSETracker.add_listener`)."""
         return self.tracker.add_listener(listener)
 
     def remove_listener(self, listener: Listener) -> None:
@@ -271,12 +240,11 @@ class DSEMonitor(pl.Callback):
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """Score now, log, record, checkpoint, apply the stopping rule, notify listeners.
 
-        Under DDP every rank calls this at the same step: each computes the tokens of
-        its shard of the probe set, the shards are gathered, rank 0 scores them once and
-        broadcasts the evaluation; every rank records it (same history, same rule
-        decision, collective checkpoint save); rank 0 alone writes files and calls the
-        listeners, and its final decision (a listener's stop included) is broadcast so
-        that every rank stops at the same step.
+        Under DDP every rank calls this at the same step and computes its shard of the probe
+        tokens; rank 0 scores the gathered tokens and broadcasts the evaluation, which every
+        rank records (same history, same decision, collective checkpoint save); rank 0 alone
+        writes files and calls the listeners, and broadcasts its final decision (a listener's
+        stop included) so that every rank stops at the same step.
         """
         epoch, step = int(trainer.current_epoch), int(trainer.global_step)
         self._last_evaluated_step = step

@@ -1,28 +1,11 @@
 """Dense SSL pretraining with DSE monitoring: :func:`pretrain` (the command line
 ``dse-tune pretrain`` is :mod:`dse_tune.cli.pretrain`).
 
-Writes a run folder::
-
-    RUN_DIR/
-      config.json              the PretrainConfig of the run (enough to rebuild any checkpoint;
-                               probe_image_size resolved: [H, W] or "native")
-      checkpoints/epoch=EEEE.ckpt   one per DSE evaluation (metadata: its DSE record)
-      checkpoints/last.ckpt    end of the latest epoch (what --resume continues from)
-      dse_history.json, .csv   one row per DSE evaluation (see dse_tune.integrations.lightning)
-      dse_curve.png            DSE and its components over epochs
-      logs/version_N/metrics.csv    Lightning's CSV log (losses, lr, dse, ...), one folder per fit
-
-Examples::
-
-    dse-tune pretrain --method dino --data synthetic --epochs 20 --out runs/dino
-    dse-tune pretrain --method mae --data ../shared/data/camvid --splits train val --epochs 50 --out runs/mae
-    dse-tune pretrain --config run.yaml --out runs/a --set dse_beta=0.1 --set teacher_momentum=0.99
-    dse-tune pretrain --out runs/dino --resume --epochs 40     # continue to 40 epochs
-    dse-tune pretrain --method ibot --epochs 100 --out runs/ibot --early-stop \
-        --set 'degradation={warmup: 5, patience: 3, min_drop: 0.1}'
-
-Resuming with the same ``--epochs`` continues exactly (optimizer, schedules, epoch, DSE
-history); a larger ``--epochs`` also stretches the cosine schedules to the new total.
+It writes the run folder of ``docs/pretraining.md`` (format: ``docs/run-folder.md``):
+``config.json`` (the PretrainConfig, enough to rebuild any checkpoint), one
+``checkpoints/epoch=EEEE.ckpt`` per DSE evaluation, ``checkpoints/last.ckpt`` (what
+``--resume`` continues from), ``dse_history.json``/``.csv``, ``dse_curve.png`` and
+Lightning's CSV log in ``logs/version_N/`` (one folder per fit).
 
 Heavy imports (torch, Lightning) happen inside :func:`pretrain` so that importing this
 module (and ``dse-tune --help``) stays fast.
@@ -50,15 +33,11 @@ class RunResult:
     """What :func:`pretrain` returns.
 
     Attributes:
-        run_dir: the run folder.
-        config: the run's :class:`~dse_tune.pretrain_config.PretrainConfig`.
         history: the DSE history dict (same content as ``dse_history.json``).
         chosen_checkpoint: the checkpoint the run's decision keeps (:func:`dse_tune.decision.run_choice`,
             what ``dse-tune select`` keeps), or None (no finite evaluation).
         choice_reason: that decision in one line (how sure it is included).
-        last_checkpoint: ``checkpoints/last.ckpt``.
         epochs_completed: epochs trained in total (including resumed ones).
-        module: the trained LightningModule (in memory).
         is_global_zero: False in the other processes of a DDP run (each runs
             :func:`pretrain`); only rank 0 should report.
     """
@@ -107,7 +86,6 @@ def pretrain(
 
     Args:
         config: a PretrainConfig, a dict of its fields, or a YAML/JSON file.
-        out_dir: the run folder (created).
         data: overrides ``config.data``: ``"synthetic"``, a folder, or a dataset with
             ``load_image(i)`` (its description is recorded, not the object).
         callbacks: extra Lightning callbacks (a sweep's reporter, a pruner,
@@ -120,16 +98,10 @@ def pretrain(
             DSE history restored), or ``"last"`` for ``out_dir/checkpoints/last.ckpt``.
         logger: ``True`` for a CSV log in ``out_dir/logs/version_N``, ``False`` for none, or a
             Lightning logger.
-        enable_progress_bar: passed to ``lightning.pytorch.Trainer``.
-        accelerator, devices: override ``config.accelerator`` / ``config.devices`` (and
-            are recorded in ``config.json``); ``config.strategy`` and
-            ``config.precision`` complete the Trainer's device settings. Under DDP
-            (``strategy="ddp"``) every rank runs this function; rank 0 writes the run
-            folder.
+        accelerator, devices: override ``config.accelerator`` / ``config.devices`` (recorded
+            in ``config.json``). Under DDP (``config.strategy="ddp"``) every rank runs this
+            function; rank 0 writes the run folder.
         trainer_kwargs: more ``Trainer`` arguments (they win over the ones above).
-
-    Returns:
-        A :class:`RunResult`.
     """
     from torch.utils.data import Dataset
 

@@ -10,9 +10,8 @@ from torch.utils.data import Dataset
 class ViewsDataset(Dataset):
     """Applies an SSL transform to the images of a dataset: ``(views, index)`` items.
 
-    ``transform`` is typically one of lightly's multi-view transforms (``DINOTransform``,
-    ``MAETransform``, ...), which returns a list of tensors; the default collate turns a
-    batch into a list of ``(B, 3, h, w)`` tensors, one per view.
+    ``transform`` is typically a lightly multi-view transform (``DINOTransform``, ...): a list
+    of tensors per image, which the default collate makes a list of (B, 3, h, w) tensors.
     """
 
     def __init__(self, dataset: Dataset, transform: Callable) -> None:

@@ -23,3 +23,20 @@ def test_one_line_per_shape_with_both_times_and_the_noise(capsys):
         assert row["plain_s"] > 0 and row["with_noise_s"] > 0
         assert row["ratio"] == pytest.approx(row["with_noise_s"] / row["plain_s"])
         assert 0 < row["dse_noise"] < 1
+
+
+def test_seed_share_is_the_spread_over_seeds_beside_the_jackknife():
+    spec = importlib.util.spec_from_file_location("bench_noise", ROOT / "benchmarks" / "bench_noise.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    import statistics
+
+    import torch
+
+    from dse_tune import dse
+
+    tokens = torch.randn(32, 16, 8, generator=torch.Generator().manual_seed(0))
+    row = bench.seed_share(tokens, 4)
+    assert row["seed_sd"] == pytest.approx(statistics.stdev(dse(tokens, seed=s).score for s in range(4)))
+    assert row["jackknife"] > 0
+    assert row["factor"] == pytest.approx((1 + (row["seed_sd"] / row["jackknife"]) ** 2) ** 0.5)

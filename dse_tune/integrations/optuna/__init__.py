@@ -1,18 +1,13 @@
 """Optuna adapter: prune trials whose DSE degrades, with the shared degradation rule.
 
-- :mod:`~dse_tune.integrations.optuna.pruner`: :class:`DSEDegradationPruner` applies
-  :class:`dse_tune.degradation.DegradationRule` to a trial's reports, so a trial is
-  pruned at exactly the evaluation where the Lightning monitor or the Ray stopper would
-  stop the same run; :func:`peak_value_and_step` is what a pruned trial is worth.
-- :mod:`~dse_tune.integrations.optuna.listener`: :class:`TrialReporter`, the run
-  listener that reports each DSE to the trial and stops the run when the pruner says so.
-- :mod:`~dse_tune.integrations.optuna.objective`: :class:`DSEObjective`, one
-  :func:`dse_tune.ssl.pretrain.pretrain` run per trial, returning the run's peak DSE.
-- :mod:`~dse_tune.integrations.optuna.study`: studies shared by several processes
-  (:func:`create_dse_study`, :func:`run_worker`; in a shell ``dse-tune optuna-worker``),
-  storing what :mod:`~dse_tune.integrations.optuna.spec` describes.
-- :mod:`~dse_tune.integrations.optuna.space`: search spaces as Optuna objects, and a
-  trial's sampled config overrides (:func:`suggest_params`).
+- ``pruner``: :class:`DSEDegradationPruner`, the shared degradation rule on a trial's
+  reports (pruning where the Lightning monitor or the Ray stopper would stop the same
+  run); :func:`peak_value_and_step`, what a pruned trial is worth;
+- ``listener``: :class:`TrialReporter`, the run listener that reports each DSE to the trial;
+- ``objective``: :class:`DSEObjective`, one pretraining run per trial, its peak DSE the value;
+- ``study``: studies shared by several processes (:func:`create_dse_study`,
+  :func:`run_worker`; ``dse-tune optuna-worker``), storing what ``spec`` describes;
+- ``space``: search spaces as Optuna objects, a trial's config overrides (:func:`suggest_params`).
 
 Lightning is imported only when a trial runs: the pruner alone stays light.
 """

@@ -1,18 +1,12 @@
 """The Optuna trial reporter: a run listener that reports each DSE to a trial.
 
-:class:`TrialReporter` is a listener of :class:`dse_tune.tracker.DSETracker` (and so of
-the Lightning ``DSEMonitor`` and of :func:`dse_tune.ssl.pretrain.pretrain`): after each
-evaluation the tracker calls ``reporter(evaluation, decision)``. It reports the DSE to
-the trial and, unless the run's own degradation rule already stops it, asks the study's
-pruner; a prune comes back as a stop decision, which the tracker records
-(``stopped_early``, ``stop_reason``) and training obeys. It never raises
-``TrialPruned``: the caller decides what the trial returns
-(:class:`~dse_tune.integrations.optuna.DSEObjective`: the peak).
-
-With :func:`~dse_tune.ssl.pretrain.pretrain`: ``pretrain(..., listeners=[reporter])``;
-with your own Lightning ``Trainer``: ``monitor.add_listener(reporter)`` on its
-:class:`~dse_tune.integrations.lightning.DSEMonitor`; with a plain training loop:
-``tracker.add_listener(reporter)``. (This replaces the former ``DSETrialCallback``.)
+:class:`TrialReporter` listens to a :class:`dse_tune.tracker.DSETracker`
+(``tracker.add_listener(reporter)``, ``DSEMonitor.add_listener`` or
+``pretrain(..., listeners=[reporter])``). After each evaluation it reports the DSE and,
+unless the run's own rule already stops it, asks the study's pruner; a prune comes back
+as a stop decision, which the tracker records and training obeys. It never raises
+``TrialPruned``: the caller decides what the trial returns (``DSEObjective``: the peak).
+(This replaces the former ``DSETrialCallback``.)
 """
 
 from __future__ import annotations
@@ -67,9 +61,7 @@ class TrialReporter:
         self.stopped_by: str | None = None
         self.stop_reason: str | None = None
 
-    def __call__(
-        self, evaluation: Evaluation, decision: DegradationDecision
-    ) -> DegradationDecision | None:
+    def __call__(self, evaluation: Evaluation, decision: DegradationDecision) -> DegradationDecision | None:
         self.trial.report(evaluation.dse, step=evaluation.index)
         if evaluation.noise is not None:  # the pruner reads it: drops within the noise do not prune
             self.trial.set_user_attr(f"{NOISE_ATTR}:{evaluation.index}", evaluation.noise)
@@ -96,8 +88,5 @@ def pruner_decision(trial: Trial, evaluation: Evaluation) -> DegradationDecision
     if isinstance(pruner, DSEDegradationPruner):
         decision = pruner.decision(trial.study, trial)
         return dataclasses.replace(decision, stop=True, reason=f"pruned: {decision.reason}")
-    reason = (
-        f"pruned by {type(pruner).__name__} after evaluation {evaluation.index} "
-        f"(DSE {evaluation.dse:.6g})"
-    )
+    reason = f"pruned by {type(pruner).__name__} after evaluation {evaluation.index} (DSE {evaluation.dse:.6g})"
     return DegradationDecision(True, reason, None, None, evaluation.index + 1)

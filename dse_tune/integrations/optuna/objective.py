@@ -1,10 +1,6 @@
 """The ready Optuna objective: one pretraining run per trial, its peak DSE as the value.
 
-:class:`DSEObjective` samples a trial's config overrides, runs
-:func:`dse_tune.ssl.pretrain.pretrain` with a
-:class:`~dse_tune.integrations.optuna.listener.TrialReporter` listening (every DSE
-reported, the pruner asked), and returns the run's peak DSE (:attr:`RunRecord.peak
-<dse_tune.runs.RunRecord.peak>`: NaN-safe). Lightning is imported only when a trial runs.
+Lightning is imported only when a trial runs.
 """
 
 from __future__ import annotations
@@ -38,21 +34,17 @@ class DSEObjective:
     """Optuna objective: pretrain one run per trial and return its **peak** DSE.
 
     Each trial samples config overrides from ``search_space``, pretrains ``base_config``
-    with them into ``out_root/STUDY/trial_NNNN``, reports every DSE evaluation
-    (``trial.report(dse, step=evaluation_index)``) and asks the study's pruner after each.
-    When the pruner says prune (:class:`~dse_tune.integrations.optuna.DSEDegradationPruner`:
-    the dense features degrade) or the run's own rule fires (``early_stop=True``),
-    training stops and the trial still **completes**, with the run's peak DSE: a degraded
-    run is past its best point, not bad, and its peak checkpoint is on disk. A PRUNED
-    trial would carry its last, degraded value and be invisible to ``study.best_trial``
-    and to samplers that learn from completed trials.
+    with them into ``out_root/STUDY/trial_NNNN`` and reports every DSE evaluation to the
+    trial (a :class:`~dse_tune.integrations.optuna.listener.TrialReporter`, which asks the
+    study's pruner after each). When the pruner or the run's own rule (``early_stop=True``)
+    stops training, the trial still **completes** with the run's peak: a degraded run is
+    past its best point, not bad, and its peak checkpoint is on disk, whereas a PRUNED
+    trial would be invisible to ``study.best_trial`` and to samplers.
 
-    ``trial.user_attrs``: ``run_dir``, ``peak_dse``, ``peak_epoch``, ``peak_evaluation``
-    (index), ``peak_checkpoint`` (absolute path), ``evaluations``, ``epochs_run``,
-    ``stopped_early``, ``stopped_by`` (``"pruner"``, ``"degradation rule"`` or None),
-    ``stop_reason``. A trial whose sampling or pretraining raises, or that has no finite
-    DSE, gets ``user_attrs["error"]`` and raises: pass ``catch=(Exception,)`` to
-    ``study.optimize`` to fail only that trial.
+    ``trial.user_attrs``: those of :func:`summarize_run`, and ``stopped_by``
+    (``"pruner"``, ``"degradation rule"`` or None). A trial whose sampling or pretraining
+    raises, or that has no finite DSE, gets ``user_attrs["error"]`` and raises: pass
+    ``catch=(Exception,)`` to ``study.optimize`` to fail only that trial.
 
     The study must maximize. Run parallel trials as processes sharing a storage
     (``create_dse_study``, ``run_worker``), not with ``n_jobs > 1``: Lightning seeds and
@@ -61,12 +53,9 @@ class DSEObjective:
     Args:
         base_config: A :class:`~dse_tune.ssl.config.PretrainConfig`, a dict of its
             fields, or a YAML/JSON file of them.
-        search_space: See :data:`~dse_tune.integrations.optuna.space.SearchSpace`; its
-            keys are ``PretrainConfig`` fields.
-        out_root: Folder of the study's run folders.
+        search_space: See :data:`~dse_tune.integrations.optuna.space.SearchSpace` (keys: ``PretrainConfig`` fields).
         data: Overrides ``config.data`` (a folder, ``"synthetic"`` or a dataset object;
-            only paths can be shared with other processes).
-        callbacks: More Lightning callbacks for every run (not shareable either).
+            only paths can be shared with other processes, and no ``callbacks``).
         prune: Ask the study's pruner after each evaluation (False: report only).
         pretrain_kwargs: More :func:`~dse_tune.ssl.pretrain.pretrain` arguments:
             ``logger``, ``enable_progress_bar`` (default False here), ``accelerator``,
@@ -108,16 +97,12 @@ class DSEObjective:
         kwargs = {"enable_progress_bar": False, **dict(pretrain_kwargs or {})}
         unknown = sorted(set(kwargs) - set(_PRETRAIN_KWARGS))
         if unknown:
-            raise TypeError(
-                f"pretrain_kwargs: unknown or reserved argument(s) {unknown}; allowed: "
-                f"{list(_PRETRAIN_KWARGS)} (config, out_dir, data and callbacks are set by "
-                "DSEObjective)"
-            )
+            raise TypeError(f"pretrain_kwargs: unknown or reserved argument(s) {unknown}; allowed: "
+                            f"{list(_PRETRAIN_KWARGS)} (config, out_dir, data and callbacks are set by DSEObjective)")
         self.pretrain_kwargs = kwargs
 
     def study_dir(self, study_name: str) -> Path:
-        """The folder of a study's runs, ``out_root/STUDY``: what ``dse-tune select``
-        and ``dse-tune rescore`` read."""
+        """The folder of a study's runs, ``out_root/STUDY`` (what ``dse-tune select`` reads)."""
         return self.out_root / (re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip("._") or "study")
 
     def run_dir(self, trial: Trial | FrozenTrial, study_name: str | None = None) -> Path:
@@ -162,19 +147,11 @@ class DSEObjective:
             raise ValueError(f"sampled parameters {params}: {error}") from None
         if run_dir.exists() and any(run_dir.iterdir()):
             # Reusing a folder would mix two runs' checkpoints.
-            raise FileExistsError(
-                f"run folder {run_dir} already exists and is not empty; use a new out_root "
-                "or study name"
-            )
+            raise FileExistsError(f"run folder {run_dir} already exists and is not empty; use a new out_root "
+                                  "or study name")
         reporter = TrialReporter(trial, prune=self.prune)
-        result = pretrain(
-            config,
-            run_dir,
-            data=self.data,
-            callbacks=self.callbacks,
-            listeners=[reporter],
-            **self.pretrain_kwargs,
-        )
+        result = pretrain(config, run_dir, data=self.data, callbacks=self.callbacks, listeners=[reporter],
+                          **self.pretrain_kwargs)
         result.module = None  # the trial keeps files, not weights in memory
         return result, reporter
 
@@ -184,11 +161,10 @@ class DSEObjective:
 
 
 def summarize_run(result: RunResult) -> dict[str, Any]:
-    """Peak and stop information of a finished run, as stored in ``trial.user_attrs``.
-
-    The peak is :attr:`dse_tune.runs.RunRecord.peak` (the highest finite DSE, the
-    earliest on ties); its values are None when there is none.
-    """
+    """What ``trial.user_attrs`` stores of a finished run: ``run_dir``, the peak
+    (:attr:`dse_tune.runs.RunRecord.best`; None when there is none): ``peak_dse``,
+    ``peak_epoch``, ``peak_evaluation``, ``peak_checkpoint`` (absolute), and
+    ``evaluations``, ``epochs_run``, ``stopped_early``, ``stop_reason``."""
     run_dir = Path(result.run_dir).absolute()
     run = RunRecord.from_dict(result.history, name=run_dir.name, path=run_dir)
     best = run.best
@@ -210,10 +186,8 @@ def check_study(study: optuna.study.Study) -> None:
     """ValueError unless ``study`` has the single direction ``"maximize"`` (DSE)."""
     if len(study.directions) != 1 or study.direction != StudyDirection.MAXIMIZE:
         directions = [d.name.lower() for d in study.directions]
-        raise ValueError(
-            f"DSEObjective returns the peak DSE (higher is better): the study must have the "
-            f"single direction 'maximize', got {directions}"
-        )
+        raise ValueError(f"DSEObjective returns the peak DSE (higher is better): the study must have the "
+                         f"single direction 'maximize', got {directions}")
 
 
 def _load_config(base_config: Any) -> PretrainConfig:
@@ -224,10 +198,8 @@ def _load_config(base_config: Any) -> PretrainConfig:
     elif isinstance(base_config, Mapping):
         base_config = PretrainConfig.from_dict(base_config)
     elif not isinstance(base_config, PretrainConfig):
-        raise TypeError(
-            "base_config must be a PretrainConfig, a mapping of its fields or a config "
-            f"file, got {type(base_config).__name__}"
-        )
+        raise TypeError(f"base_config must be a PretrainConfig, a mapping of its fields or a config file, "
+                        f"got {type(base_config).__name__}")
     base_config.validate()
     # Absolute, so that workers started in another directory read the same images.
     data = _absolute_if_path(base_config.data)

@@ -25,23 +25,15 @@ AnyTrial = Trial | FrozenTrial
 class DSEDegradationPruner(BasePruner):
     """Pruner that stops trials once their DSE has clearly degraded from its peak.
 
-    The trial reports its DSE with ``trial.report(dse, step)`` after each evaluation
-    (step: the epoch, or any increasing counter). ``should_prune()`` then applies a
-    :class:`~dse_tune.degradation.DegradationRule` to the values reported so far, in step
-    order: prune once ``patience`` evaluations in a row lie at least ``min_drop`` of the
-    trial's own DSE range below its peak, never before ``warmup`` evaluations, and at
-    once on a non-finite value (``nan_policy="stop"``). The rule counts reports, not
-    step numbers, so steps need not be consecutive.
-
-    The study direction is honoured: for a ``"minimize"`` study the values are negated
-    before the rule sees them (report ``-DSE``, or any loss-like score).
+    ``should_prune()`` applies a :class:`~dse_tune.degradation.DegradationRule` to the
+    values reported so far (``trial.report(dse, step)``), in step order; the rule counts
+    reports, not step numbers, so steps need not be consecutive. For a ``"minimize"``
+    study the values are negated first (report ``-DSE``, or any loss-like score).
 
     Args:
         rule: A ready :class:`~dse_tune.degradation.DegradationRule`; or leave it out and
-            pass the rule's parameters instead.
-        warmup, patience, min_drop, smoothing, nan_policy: The rule's parameters (see
-            :class:`~dse_tune.degradation.DegradationRule`; unspecified ones keep the
-            rule's defaults).
+            pass the rule's parameters (``warmup``, ``patience``, ``min_drop``,
+            ``smoothing``, ``nan_policy``; the others keep the rule's defaults).
 
     Example:
         A degraded run is past its best point, not a bad run: stop training when the
@@ -60,9 +52,7 @@ class DSEDegradationPruner(BasePruner):
         ...     value, step = peak_value_and_step(trial)
         ...     trial.set_user_attr("peak_step", step)  # whose checkpoint to keep
         ...     return value
-        >>> study = optuna.create_study(
-        ...     direction="maximize", pruner=DSEDegradationPruner(warmup=5, patience=3)
-        ... )
+        >>> study = optuna.create_study(direction="maximize", pruner=DSEDegradationPruner(warmup=5, patience=3))
         >>> study.optimize(objective, n_trials=1)
         >>> trial = study.best_trial
         >>> trial.state.name, trial.last_step, trial.value, trial.user_attrs["peak_step"]
@@ -79,17 +69,8 @@ class DSEDegradationPruner(BasePruner):
         smoothing: int | None = _UNSET,  # type: ignore[assignment]
         nan_policy: str = _UNSET,  # type: ignore[assignment]
     ) -> None:
-        given = {
-            name: value
-            for name, value in (
-                ("warmup", warmup),
-                ("patience", patience),
-                ("min_drop", min_drop),
-                ("smoothing", smoothing),
-                ("nan_policy", nan_policy),
-            )
-            if value is not _UNSET
-        }
+        given = dict(warmup=warmup, patience=patience, min_drop=min_drop, smoothing=smoothing, nan_policy=nan_policy)
+        given = {name: value for name, value in given.items() if value is not _UNSET}
         if rule is None:
             rule = DegradationRule(**given)
         elif not isinstance(rule, DegradationRule):
@@ -103,9 +84,8 @@ class DSEDegradationPruner(BasePruner):
         return self._rule
 
     def decision(self, study: optuna.study.Study, trial: AnyTrial) -> DegradationDecision:
-        """The rule's full decision (with its reason) for ``trial`` as of now. The noise of
-        each report (user attribute ``dse_noise:STEP``, set by the tracker's Optuna
-        listener) is passed on, so drops within the noise do not prune, as in the tracker."""
+        """The rule's decision (with its reason) for ``trial`` as of now; the noise of each
+        report (user attribute ``dse_noise:STEP``) is passed on, as in the tracker."""
         reports = ordered_intermediate_values(trial)
         values = [value for _, value in reports]
         if study.direction == StudyDirection.MINIMIZE:
@@ -122,10 +102,7 @@ class DSEDegradationPruner(BasePruner):
 
 
 def ordered_intermediate_values(trial: AnyTrial) -> list[tuple[int, float]]:
-    """``(step, value)`` pairs reported by ``trial``, in step order.
-
-    Works on a live :class:`optuna.trial.Trial` (inside the objective) and on a
-    :class:`optuna.trial.FrozenTrial` (``study.trials``, pruners).
+    """``(step, value)`` pairs reported by a live or frozen ``trial``, in step order.
 
     Example:
         >>> study = optuna.create_study()
@@ -145,12 +122,9 @@ def ordered_intermediate_values(trial: AnyTrial) -> list[tuple[int, float]]:
 def peak_value_and_step(
     trial: AnyTrial, direction: str | StudyDirection | None = None
 ) -> tuple[float, int] | None:
-    """Best finite reported value and its step (earliest on ties); None if there is none.
-
-    The peak is :func:`dse_tune.degradation.peak` of the reports in step order (NaN-safe).
-    A pruned or degraded trial is worth its peak, not its last value: return this from
-    the objective (and keep that step's checkpoint). ``direction`` defaults to the live
-    trial's study direction, and to ``"maximize"`` (DSE) for a frozen trial.
+    """Best finite reported value and its step (:func:`dse_tune.degradation.peak`: earliest
+    on ties); None if there is none. A degraded trial is worth its peak, not its last
+    value. ``direction`` defaults to the live trial's study's, ``"maximize"`` for a frozen one.
 
     Example:
         >>> study = optuna.create_study(direction="maximize")

@@ -1,13 +1,8 @@
 """Search spaces on the Optuna side.
 
-Two jobs, both translations:
-
-- a sweep's plain search-space data (:mod:`dse_tune.search_space`: ``Dimension``,
-  ``PrunerSpec``, ``SweepSpec``, which import no Optuna) into Optuna objects:
-  :func:`optuna_distribution`, :func:`optuna_distributions`, :func:`optuna_grid`,
-  :func:`build_pruner`;
-- an objective's :data:`SearchSpace` into a trial's config overrides
-  (:func:`suggest_params`), after checking it (:func:`check_search_space`).
+Two translations: a sweep's plain search-space data (:mod:`dse_tune.search_space`, which
+imports no Optuna) into Optuna distributions and pruners; an objective's
+:data:`SearchSpace` into a trial's config overrides (:func:`suggest_params`).
 """
 
 from __future__ import annotations
@@ -17,12 +12,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.pruners import BasePruner
 from optuna.trial import Trial
 
@@ -44,10 +34,8 @@ __all__ = [
 #: ``"package.module:function"`` of such a function.
 SearchSpace = Mapping[str, Any] | Callable[[Trial], Mapping[str, Any]] | str
 
-_SEARCH_SPACE_KINDS = (
-    "search_space must be a mapping {field: distribution or value}, a function "
-    "trial -> mapping, or 'module:function'"
-)
+_SEARCH_SPACE_KINDS = ("search_space must be a mapping {field: distribution or value}, a function trial -> "
+                       "mapping, or 'module:function'")
 
 
 # ------------------------------------------------------------ sweep spec -> Optuna
@@ -130,36 +118,25 @@ def suggest_params(trial: Trial, search_space: SearchSpace) -> dict[str, Any]:
     if isinstance(search_space, str):
         search_space = _import_object(search_space, "search_space")
     if isinstance(search_space, Mapping):
-        return {
-            name: _suggest(trial, name, spec) if isinstance(spec, BaseDistribution) else spec
-            for name, spec in search_space.items()
-        }
+        return {name: _suggest(trial, name, spec) if isinstance(spec, BaseDistribution) else spec
+                for name, spec in search_space.items()}
     if callable(search_space):
         params = search_space(trial)
         if not isinstance(params, Mapping):
-            raise TypeError(
-                f"the search-space function must return a mapping of config fields, "
-                f"got {type(params).__name__}"
-            )
+            raise TypeError(f"the search-space function must return a mapping of config fields, "
+                            f"got {type(params).__name__}")
         return dict(params)
     raise TypeError(f"{_SEARCH_SPACE_KINDS}, got {type(search_space).__name__}")
 
 
 def _suggest(trial: Trial, name: str, distribution: BaseDistribution) -> Any:
-    if isinstance(distribution, FloatDistribution):
-        return trial.suggest_float(
-            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
-        )
-    if isinstance(distribution, IntDistribution):
-        return trial.suggest_int(
-            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
-        )
+    if isinstance(distribution, (FloatDistribution, IntDistribution)):
+        suggest = trial.suggest_float if isinstance(distribution, FloatDistribution) else trial.suggest_int
+        return suggest(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
     if isinstance(distribution, CategoricalDistribution):
         return trial.suggest_categorical(name, distribution.choices)
-    raise TypeError(
-        f"search_space[{name!r}]: unsupported distribution {type(distribution).__name__}; use "
-        "FloatDistribution, IntDistribution or CategoricalDistribution"
-    )
+    raise TypeError(f"search_space[{name!r}]: unsupported distribution {type(distribution).__name__}; use "
+                    "FloatDistribution, IntDistribution or CategoricalDistribution")
 
 
 def check_search_space(search_space: SearchSpace) -> SearchSpace:

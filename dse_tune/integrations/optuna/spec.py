@@ -46,14 +46,10 @@ def objective_to_spec(objective: DSEObjective) -> dict[str, Any]:
         {'epochs': 3}
     """
     if objective.data is not None and not isinstance(objective.data, (str, os.PathLike)):
-        raise ValueError(
-            f"data is a {type(objective.data).__name__} object, which other processes cannot "
-            "rebuild; pass a folder path (or 'synthetic')"
-        )
+        raise ValueError(f"data is a {type(objective.data).__name__} object, which other processes cannot "
+                         "rebuild; pass a folder path (or 'synthetic')")
     if objective.callbacks:
-        raise ValueError(
-            "Lightning callbacks cannot be shared with other processes; drop callbacks"
-        )
+        raise ValueError("Lightning callbacks cannot be shared with other processes; drop callbacks")
     spec = {
         "format": _OBJECTIVE_FORMAT,
         "base_config": objective.base_config.to_dict(),
@@ -73,14 +69,8 @@ def objective_from_spec(spec: Mapping[str, Any]) -> DSEObjective:
     """The objective described by :func:`objective_to_spec`."""
     if not isinstance(spec, Mapping) or spec.get("format") != _OBJECTIVE_FORMAT:
         raise ValueError(f"not a DSEObjective description (format {_OBJECTIVE_FORMAT}): {spec!r}")
-    return DSEObjective(
-        spec["base_config"],
-        search_space_from_json(spec["search_space"]),
-        spec["out_root"],
-        data=spec["data"],
-        prune=spec["prune"],
-        pretrain_kwargs=spec["pretrain_kwargs"],
-    )
+    return DSEObjective(spec["base_config"], search_space_from_json(spec["search_space"]), spec["out_root"],
+                        data=spec["data"], prune=spec["prune"], pretrain_kwargs=spec["pretrain_kwargs"])
 
 
 def pruner_to_json(pruner: BasePruner) -> dict[str, Any]:
@@ -120,21 +110,16 @@ def search_space_to_json(search_space: SearchSpace) -> dict[str, Any]:
     if isinstance(search_space, str):
         return {"kind": "import", "path": search_space}
     if isinstance(search_space, Mapping):
-        params = {}
-        for name, spec in search_space.items():
-            if isinstance(spec, BaseDistribution):
-                params[name] = {"distribution": json.loads(distribution_to_json(spec))}
-            else:
-                params[name] = {"value": spec}
+        params = {name: {"distribution": json.loads(distribution_to_json(spec))}
+                  if isinstance(spec, BaseDistribution) else {"value": spec}
+                  for name, spec in search_space.items()}
         return {"kind": "distributions", "params": params}
     module = getattr(search_space, "__module__", None)
     qualname = getattr(search_space, "__qualname__", "")
     if not module or module == "__main__" or "<" in qualname:
-        raise ValueError(
-            f"the search-space function {qualname or search_space!r} cannot be imported by "
-            "another process (defined in __main__, or a lambda or nested function); move it "
-            "to a module or use a mapping of optuna distributions"
-        )
+        raise ValueError(f"the search-space function {qualname or search_space!r} cannot be imported by another "
+                         "process (defined in __main__, or a lambda or nested function); move it to a module or use "
+                         "a mapping of optuna distributions")
     return {"kind": "import", "path": f"{module}:{qualname}"}
 
 
@@ -142,9 +127,5 @@ def search_space_from_json(description: Mapping[str, Any]) -> SearchSpace:
     """The search space described by :func:`search_space_to_json`."""
     if description["kind"] == "import":
         return description["path"]
-    return {
-        name: json_to_distribution(json.dumps(entry["distribution"]))
-        if "distribution" in entry
-        else entry["value"]
-        for name, entry in description["params"].items()
-    }
+    return {name: json_to_distribution(json.dumps(entry["distribution"])) if "distribution" in entry
+            else entry["value"] for name, entry in description["params"].items()}

@@ -40,15 +40,14 @@ Storage = str | os.PathLike | BaseStorage
 
 
 def open_storage(storage: Storage | None) -> str | BaseStorage | None:
-    """An Optuna storage from a URL or a file path.
+    """An Optuna storage from a URL or a file path (None: in memory, one process only).
 
-    - ``None`` or a storage object: returned as is (None: in memory, one process only).
-    - A URL (``sqlite:///study.db``, ``postgresql://...``): :class:`optuna.storages.RDBStorage`;
-      for SQLite with a 60 s lock timeout, so that workers wait for each other's writes
-      instead of failing with "database is locked".
-    - Any other string or path: the log file of a
-      ``JournalStorage(JournalFileBackend(path))`` (created if missing). It needs no
-      database, only a file system with working file locks that every worker sees.
+    A URL (``sqlite:///study.db``, ``postgresql://...``) gives an
+    :class:`optuna.storages.RDBStorage`, for SQLite with a 60 s lock timeout so that
+    workers wait for each other's writes instead of failing with "database is locked".
+    Any other path is the log file of a ``JournalStorage`` (created if missing): no
+    database, only a file system with working file locks that every worker sees. A
+    storage object is returned as is.
 
     Example:
         >>> import tempfile
@@ -59,9 +58,7 @@ def open_storage(storage: Storage | None) -> str | BaseStorage | None:
     if storage is None or isinstance(storage, BaseStorage):
         return storage
     if not isinstance(storage, (str, os.PathLike)):
-        raise TypeError(
-            f"storage must be a URL, a file path or an optuna storage, got {type(storage).__name__}"
-        )
+        raise TypeError(f"storage must be a URL, a file path or an optuna storage, got {type(storage).__name__}")
     text = os.fspath(storage)
     if "://" in text:
         if text.startswith("sqlite"):
@@ -83,20 +80,17 @@ def create_dse_study(
 ) -> optuna.study.Study:
     """A ``"maximize"`` study for ``objective``, shareable with other processes.
 
-    With a storage, the objective (:func:`objective_to_spec`) and the pruner's rule are stored in
-    ``study.user_attrs["dse_tune"]``, so a worker needs only the storage and the study
-    name (:func:`run_worker`). Reopening an existing study with a different objective
-    or pruner raises ValueError rather than mixing two experiments in one study.
+    With a storage (:func:`open_storage`), the objective (:func:`objective_to_spec`) and
+    the pruner's rule are stored in ``study.user_attrs["dse_tune"]``, so a worker needs
+    only the storage and the study name (:func:`run_worker`). Reopening an existing study
+    with a different objective or pruner raises ValueError rather than mixing two
+    experiments in one study.
 
     Args:
-        objective: The objective every worker runs.
-        storage: See :func:`open_storage` (None: in memory, this process only).
-        study_name: The study's name (Optuna picks one if None).
-        pruner: Default :class:`~dse_tune.integrations.optuna.DSEDegradationPruner` with
-            the rule's defaults. Workers rebuild a ``DSEDegradationPruner`` or
-            ``NopPruner`` themselves; other pruners must be passed to :func:`run_worker`.
+        pruner: Default :class:`~dse_tune.integrations.optuna.DSEDegradationPruner`.
+            Workers rebuild a ``DSEDegradationPruner`` or ``NopPruner`` themselves;
+            other pruners must be passed to :func:`run_worker`.
         sampler: This process's sampler (samplers are not stored; Optuna's default TPE).
-        load_if_exists: Join the study if it exists (it must hold the same objective).
 
     Example:
         >>> import tempfile
@@ -120,24 +114,16 @@ def create_dse_study(
     if storage is not None:
         # Check before creating anything: an unshareable objective should not leave a study.
         spec = {"objective": objective_to_spec(objective), "pruner": pruner_to_json(pruner)}
-    study = optuna.create_study(
-        storage=storage,
-        study_name=study_name,
-        direction="maximize",
-        pruner=pruner,
-        sampler=sampler,
-        load_if_exists=load_if_exists,
-    )
+    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", pruner=pruner,
+                                sampler=sampler, load_if_exists=load_if_exists)
     check_study(study)
     if spec is not None:
         stored = study.user_attrs.get(STUDY_SPEC_ATTR)
         if stored is None:
             study.set_user_attr(STUDY_SPEC_ATTR, spec)
         elif stored != spec:
-            raise ValueError(
-                f"study {study.study_name!r} already exists with a different objective or pruner; "
-                "use another study name (or the same settings)"
-            )
+            raise ValueError(f"study {study.study_name!r} already exists with a different objective or pruner; "
+                             "use another study name (or the same settings)")
     return study
 
 
@@ -163,17 +149,13 @@ def load_dse_study(
         raise ValueError(f"no study {study_name!r} in the storage; studies there: {names}") from None
     spec = study.user_attrs.get(STUDY_SPEC_ATTR)
     if not isinstance(spec, Mapping) or "objective" not in spec:
-        raise ValueError(
-            f"study {study_name!r} holds no DSEObjective; create it with "
-            "create_dse_study(..., storage=...)"
-        )
+        raise ValueError(f"study {study_name!r} holds no DSEObjective; create it with "
+                         "create_dse_study(..., storage=...)")
     if pruner is None:
         pruner = pruner_from_json(spec.get("pruner") or {})
         if pruner is None:
-            raise ValueError(
-                f"study {study_name!r} was created with a {spec['pruner'].get('class')} pruner, "
-                "which cannot be rebuilt here; pass pruner="
-            )
+            raise ValueError(f"study {study_name!r} was created with a {spec['pruner'].get('class')} pruner, "
+                             "which cannot be rebuilt here; pass pruner=")
     study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner, sampler=sampler)
     return study, objective_from_spec(spec["objective"])
 
@@ -191,14 +173,10 @@ def run_worker(
     """Join the study and run ``n_trials`` trials (this worker's share) or until ``timeout``.
 
     A failing trial is recorded as FAIL (with ``user_attrs["error"]``) and the worker
-    goes on. Trials are numbered by the storage, so concurrent workers never share a
-    trial number or a run folder, except on SQLite for trials queued with
-    ``enqueue_trial``: SQLite cannot lock a trial, so two workers may run the same queued
-    trial (Optuna issues #4002, #4621); the worker that finishes it second warns and goes
-    on with trials of its own. Use PostgreSQL, MySQL or a JournalStorage file for several workers. A worker
-    killed mid-trial leaves that trial RUNNING;
-    see Optuna's heartbeat (``RDBStorage(heartbeat_interval=...)``) to fail such
-    trials automatically.
+    goes on. Concurrent workers never share a trial number or a run folder, except on
+    SQLite for trials queued with ``enqueue_trial`` (see below): use PostgreSQL, MySQL or
+    a JournalStorage file for several workers. A worker killed mid-trial leaves that trial
+    RUNNING; Optuna's heartbeat (``RDBStorage(heartbeat_interval=...)``) fails such trials.
     """
     if n_trials is None and timeout is None:
         raise ValueError("give n_trials or timeout, or the worker would run forever")
@@ -214,13 +192,8 @@ def run_worker(
         if remaining_time is not None and remaining_time <= 0:
             break
         try:
-            study.optimize(
-                objective,
-                n_trials=None if n_trials is None else n_trials - done[0],
-                timeout=remaining_time,
-                catch=(Exception,),
-                callbacks=[count, *callbacks],
-            )
+            study.optimize(objective, n_trials=None if n_trials is None else n_trials - done[0],
+                           timeout=remaining_time, catch=(Exception,), callbacks=[count, *callbacks])
             break
         except ValueError as error:
             # SQLite has no row locks: two workers can both pop the same queued trial
@@ -228,11 +201,7 @@ def run_worker(
             # That trial is the other worker's: go on with this worker's own share.
             if not str(error).startswith("Cannot tell a"):
                 raise
-            warnings.warn(
-                f"another worker finished a queued trial that this worker ran too ({error}); this "
-                "happens with SQLite storage, which cannot lock a trial; use PostgreSQL, MySQL or "
-                "a JournalStorage file for several workers",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            warnings.warn(f"another worker finished a queued trial that this worker ran too ({error}); this "
+                          "happens with SQLite storage, which cannot lock a trial; use PostgreSQL, MySQL or "
+                          "a JournalStorage file for several workers", RuntimeWarning, stacklevel=2)
     return study

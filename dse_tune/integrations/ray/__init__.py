@@ -1,24 +1,17 @@
 """Ray Tune adapter: label-free sweeps of DSE-monitored pretraining runs.
 
-Pieces, from the inside out:
+- :class:`TuneReporter` (``reporter``): the run listener that reports each DSE evaluation
+  to Tune, for any loop with a :class:`~dse_tune.tracker.DSETracker`
+  (``examples/ray_own_trainable.py``);
+- :class:`OptunaPrunerStopper` (``stopper``): a :class:`ray.tune.Stopper` around any Optuna
+  pruner, which marks a stopped trial's run folder (:func:`mark_run_stopped`);
+- :func:`pretrain_trainable` (``trainable``; ``distributed`` over several Ray Train
+  workers): one pretraining run per trial in ``SWEEP_DIR/runs/<trial_id>``;
+- ``space``: Tune domains and resources; ``sweep``: :func:`build_tuner`,
+  :func:`restore_tuner`, :func:`run_sweep` from a :class:`~dse_tune.search_space.SweepSpec`.
 
-- :mod:`~dse_tune.integrations.ray.reporter`: :class:`TuneReporter`, the run listener
-  that reports each DSE evaluation (``dse``, its components, ``dse_best``, ``epoch``,
-  ``evaluation``, ``run_dir``) to Tune; any loop with a
-  :class:`~dse_tune.tracker.DSETracker` can use it (``examples/ray_own_trainable.py``).
-- :mod:`~dse_tune.integrations.ray.stopper`: :class:`OptunaPrunerStopper`, a
-  :class:`ray.tune.Stopper` around any Optuna pruner (the degradation rule by
-  default), which marks a stopped trial's run folder (:func:`mark_run_stopped`).
-- :mod:`~dse_tune.integrations.ray.trainable`: :func:`pretrain_trainable`, one
-  :func:`dse_tune.ssl.pretrain.pretrain` run per trial in ``SWEEP_DIR/runs/<trial_id>``,
-  resumed from that run folder after a crash; :mod:`~dse_tune.integrations.ray.distributed`:
-  the same over several Ray Train workers.
-- :mod:`~dse_tune.integrations.ray.space`: a search space as Tune domains and resources.
-- :mod:`~dse_tune.integrations.ray.sweep`: :func:`build_tuner` / :func:`restore_tuner`
-  / :func:`run_sweep`, a whole sweep from a :class:`~dse_tune.search_space.SweepSpec`.
-
-The sweep folder's own files and its summary are :mod:`dse_tune.sweeps` (no Ray); the
-selection after the trials is :mod:`dse_tune.evaluation.sweep_selection`.
+The sweep folder's own files are :mod:`dse_tune.sweeps` (no Ray); the selection after the
+trials is :mod:`dse_tune.evaluation.sweep_selection`.
 """
 
 from __future__ import annotations

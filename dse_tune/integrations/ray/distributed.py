@@ -1,25 +1,18 @@
 """Trials over several workers: a Ray Train ``TorchTrainer`` run inside the Tune trial.
 
-With ``resources: {workers: N, gpus_per_worker: G, cpus_per_worker: C}`` a trial is N
-DDP processes. Ray Train V2 (the default since Ray 2.51) runs a distributed job *from* a
-Tune function trainable, so the Tune trial is a small driver,
-:func:`distributed_pretrain_trainable`, holding no resources of its own; it starts a
-``TorchTrainer`` whose N workers each run :func:`dse_tune.ssl.pretrain.pretrain` under
-Lightning's Ray strategy (``RayDDPStrategy`` + ``RayLightningEnvironment``, checked by
-``prepare_trainer``), and Ray's ``TuneReportCallback`` forwards rank 0's reports to Tune.
+With ``resources: {workers: N, gpus_per_worker: G, cpus_per_worker: C}`` a trial is N DDP
+processes. Ray Train V2 runs a distributed job *from* a Tune function trainable, so the
+Tune trial is a small driver (:func:`distributed_pretrain_trainable`) holding no resources;
+its ``TorchTrainer`` workers each run :func:`dse_tune.ssl.pretrain.pretrain` under
+Lightning's Ray strategy, and Ray's ``TuneReportCallback`` forwards rank 0's reports to
+Tune. The run folder, one report per DSE evaluation (:class:`TrainReportCallback`) and
+resuming from the run folder are as in a one-process trial.
 
-What stays the same as a one-process trial (:mod:`~dse_tune.integrations.ray.trainable`):
-the run folder ``SWEEP_DIR/runs/<trial_id>`` (rank 0 writes it), one report per DSE
-evaluation (:class:`TrainReportCallback`: every rank calls ``ray.train.report``, as Ray
-Train requires; rank 0 with :meth:`TuneReporter.metrics`), resume from the run folder.
-
-Stopping: Tune's stopper cannot pause a Ray Train run while it judges a report, so
-the sweep's pruner also runs inside the trial, on rank 0, as a run listener
-(:class:`PrunerListener`: the same pruner on the same history as the stopper on the
-driver). Its stop is part of the decision the DSE monitor broadcasts to every rank,
-so all ranks stop at the evaluation that stopped the trial. A pruner that compares
-trials (median, percentile, ...) sees only this trial there; the driver's stopper,
-which sees them all, still ends the Tune trial.
+Tune's stopper cannot pause a Ray Train run while it judges a report, so the sweep's
+pruner also runs on rank 0 as a run listener (:class:`PrunerListener`: the same pruner on
+the same history); its stop is part of the decision the DSE monitor broadcasts, so all
+ranks stop at the same evaluation. A pruner that compares trials sees only this one
+there; the driver's stopper, which sees them all, still ends the Tune trial.
 
 Example:
     >>> ray_strategy_name("ddp"), ray_strategy_name("ddp_find_unused_parameters_true")
@@ -36,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 from ray import tune
 
-from dse_tune.integrations.ray.reporter import TuneReporter, node_id
+from dse_tune.integrations.ray.reporter import TuneReporter
 from dse_tune.integrations.ray.stopper import OptunaPrunerStopper
 from dse_tune.integrations.ray.trainable import quiet_trial_logs, report_unheard, start_trial, trial_devices
 from dse_tune.runs import read_run
-from dse_tune.sweeps import finish_attempt, start_attempt
+from dse_tune.sweeps import finish_attempt
 
 if TYPE_CHECKING:
     from dse_tune.degradation import DegradationDecision
@@ -107,11 +100,8 @@ def distributed_pretrain_trainable(
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    quiet_trial_logs()
     context = tune.get_context()
-    run_dir, resume = start_trial()
-    attempt = start_attempt(run_dir, context.get_trial_id(), node_id=node_id(), resumed_from_evaluation=resume.index,
-                            workers=resources.workers, gpus_per_worker=resources.gpu)
+    run_dir, resume, attempt = start_trial(workers=resources.workers, gpus_per_worker=resources.gpu)
     if resume.finished:
         return
     report_unheard(run_dir, TuneReporter(run_dir, send_history=True), resume)
@@ -123,11 +113,8 @@ def distributed_pretrain_trainable(
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=resources.workers,
-            use_gpu=resources.gpu > 0,
-            resources_per_worker={"CPU": resources.cpu, "GPU": resources.gpu},
-        ),
+        scaling_config=ray.train.ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpu > 0,
+                                               resources_per_worker={"CPU": resources.cpu, "GPU": resources.gpu}),
         run_config=ray.train.RunConfig(
             name=f"{context.get_trial_id()}_attempt{attempt}",
             storage_path=str(Path(context.get_storage().experiment_fs_path) / TRAIN_DIR),
@@ -161,12 +148,8 @@ def _train_worker(loop_config: Mapping[str, Any]) -> None:
 
 
 class PrunerListener:
-    """A run listener on rank 0: the sweep's pruner on this trial's history.
-
-    Returns a stopping decision when the pruner stops the trial (the DSE monitor then
-    broadcasts it to every rank), None otherwise. The reason is the one the sweep's
-    stopper gives for the same history.
-    """
+    """A run listener on rank 0: the sweep's pruner on this trial's history; a stop
+    decision (with the reason the sweep's stopper gives) when it stops the trial."""
 
     def __init__(self, pruner: PrunerSpec, trial_id: str, run_dir: str | Path) -> None:
         self.pruner, self.trial_id, self.run_dir = pruner, trial_id, Path(run_dir)
@@ -185,13 +168,9 @@ class PrunerListener:
 
 
 class TrainReportCallback(pl.Callback):
-    """Every rank reports each DSE evaluation to Ray Train (no checkpoint: the run
-    folder has it).
-
-    Runs after the DSE monitor (``pretrain`` puts the monitor first), so the evaluation
-    is recorded on every rank and the history written by rank 0. Rank 0 sends
-    :meth:`TuneReporter.metrics`; the other ranks report ``{"evaluation": k}``.
-    """
+    """Every rank reports each DSE evaluation to Ray Train, no checkpoint: rank 0 sends
+    :meth:`TuneReporter.metrics`, the others ``{"evaluation": k}``. Runs after the DSE
+    monitor (``pretrain`` puts it first), so the history is written by then."""
 
     def __init__(self, run_dir: str | Path, *, send_history: bool = False) -> None:
         self.run_dir = Path(run_dir)

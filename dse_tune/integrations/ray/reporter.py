@@ -1,11 +1,8 @@
 """The run listener that reports each DSE evaluation of a trial to Ray Tune.
 
-:class:`TuneReporter` listens to a run's tracker (``DSETracker.add_listener`` or
-``pretrain(..., listeners=[...])``): after every evaluation, once its checkpoint is
-saved and the history written, it calls ``ray.tune.report`` with the evaluation's
-metrics. No Tune checkpoint goes with them: the run folder (:mod:`dse_tune.runs`)
-already holds every evaluation's checkpoint and the history, and a trial resumes from
-it (:func:`~dse_tune.integrations.ray.trainable.resume_point`).
+No Tune checkpoint goes with the metrics: the run folder (:mod:`dse_tune.runs`) already
+holds every evaluation's checkpoint and the history, and a trial resumes from it
+(:func:`~dse_tune.integrations.ray.trainable.resume_point`).
 """
 
 from __future__ import annotations
@@ -24,10 +21,8 @@ from dse_tune.runs import COMPONENTS, Evaluation, RunRecord, read_run
 
 __all__ = ["METRIC", "TuneReporter", "node_id"]
 
-#: What the search algorithm optimizes: a trial's best DSE so far. Tune tells the
-#: searcher the *last* reported value, and a stopped trial's last DSE is by
-#: construction below its peak, so the searcher is given the peak
-#: (:func:`dse_tune.degradation.peak`: NaN-safe).
+#: What the search algorithm optimizes: a trial's best DSE so far (NaN-safe peak). Tune
+#: tells the searcher the *last* reported value, which for a stopped trial is below its peak.
 METRIC = "dse_best"
 
 
@@ -35,35 +30,25 @@ class TuneReporter:
     """Report every DSE evaluation of a run to Ray Tune (a run listener).
 
     Each call sends ``dse``, ``dse_inter``, ``dse_intra_image``, ``dse_intra_batch``,
-    ``dse_dim``, ``dse_noise`` (its standard error, NaN when not estimated), ``dse_best``
-    (the run's peak so far, NaN only while no DSE is finite),
-    ``epoch``, ``evaluation`` (index), ``global_step``, ``node_id`` and ``run_dir`` (the
-    sweep's stopper marks a stopped trial's run folder through it).
+    ``dse_dim``, ``dse_noise`` (NaN when not estimated), ``dse_best`` (the run's peak so
+    far; NaN while none is finite), ``epoch``, ``evaluation`` (index), ``global_step``,
+    ``node_id`` and ``run_dir`` (where the sweep's stopper marks a stop). Tune blocks in
+    ``report`` until the driver has taken the result, so a stopped trial's run folder ends
+    at the evaluation that stopped it.
 
     Args:
-        run_dir: the run folder (the tracker writes it before calling).
-        send_history: add ``dse_history`` (every DSE value so far, in evaluation order)
-            to the first report. A resumed trial sets it, so a stopper rebuilt on the
-            driver (a restored sweep) sees the values it missed.
+        send_history: add ``dse_history`` (every DSE value so far) to the first report,
+            so a stopper rebuilt on the driver (a restored sweep) sees what it missed.
         is_global_zero: ``() -> bool``, whether this process reports (rank 0 under
             DDP); default: Lightning's global rank is 0.
-
-    Tune blocks a function trainable in ``report`` until the driver has taken the
-    result (its stopper included), so a stopped trial's run folder ends exactly at the
-    evaluation that stopped it.
 
     Example:
         >>> reporter = TuneReporter("runs/sweep/runs/trial_0")
         >>> tracker.add_listener(reporter)  # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        run_dir: str | os.PathLike,
-        *,
-        send_history: bool = False,
-        is_global_zero: Callable[[], bool] | None = None,
-    ) -> None:
+    def __init__(self, run_dir: str | os.PathLike, *, send_history: bool = False,
+                 is_global_zero: Callable[[], bool] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.send_history = send_history
         self.is_global_zero = is_global_zero or _lightning_rank_is_zero

@@ -1,12 +1,8 @@
 """A Ray Tune stopper around any Optuna pruner: the degradation rule inside Tune.
 
-Ray's ``OptunaSearch`` cannot prune (it pins Optuna's NopPruner), hence a stopper:
-:class:`OptunaPrunerStopper` asks the pruner (by default
-:class:`~dse_tune.integrations.optuna.DSEDegradationPruner`, the shared degradation
-rule) after every result, so a Tune trial stops at the same evaluation as a Lightning
-run or an Optuna trial would. When it stops a trial whose results carry ``run_dir``
-(:class:`~dse_tune.integrations.ray.reporter.TuneReporter` sends it), it records the stop
-in that run folder (:func:`mark_run_stopped`): the folder says why the run ended.
+Ray's ``OptunaSearch`` cannot prune (it pins Optuna's NopPruner), hence a stopper that
+asks the pruner after every result, so a Tune trial stops at the same evaluation as a
+Lightning run or an Optuna trial would, and records the stop in the trial's run folder.
 """
 
 from __future__ import annotations
@@ -30,11 +26,8 @@ __all__ = ["OptunaPrunerStopper", "StopRecord", "mark_run_stopped"]
 
 def mark_run_stopped(trial_id: str, result: Mapping[str, Any], reason: str) -> None:
     """The default ``on_stop``: record in the trial's run folder (``result["run_dir"]``)
-    that the stopper ended it, and draw its DSE curve (the trial is ended before its own).
-
-    The run's candidates stay selectable (:func:`dse_tune.runs.mark_stopped`). This runs
-    inside Tune's control loop: a failure only warns, the stop itself stands.
-    """
+    that the stopper ended it (:func:`dse_tune.runs.mark_stopped`) and draw its DSE curve.
+    Inside Tune's control loop a failure only warns; the stop itself stands."""
     run_dir = result.get("run_dir")
     if not run_dir:
         return
@@ -66,34 +59,23 @@ class OptunaPrunerStopper(tune.Stopper):
     """A Ray Tune stopper that asks an Optuna pruner whether to stop each trial.
 
     It keeps an in-memory Optuna study with one trial per Tune trial; every result's
-    ``metric`` is recorded as that trial's intermediate value at step
-    ``result[step_key]``, then ``pruner.prune(study, trial)`` decides. A final result
-    (``done``) completes the Optuna trial, so pruners that compare with finished
-    trials (``MedianPruner``, ``PercentilePruner``) see them.
+    ``metric`` is that trial's intermediate value at step ``result[step_key]``, then
+    ``pruner.prune(study, trial)`` decides. A final result (``done``) completes the Optuna
+    trial, so pruners that compare with finished trials (``MedianPruner``) see them.
+    Results without ``metric`` are ignored; a stopped trial stays stopped; ``stopped``
+    maps trial ids to :class:`StopRecord`.
 
     Args:
         pruner: any Optuna pruner; default
-            :class:`~dse_tune.integrations.optuna.DSEDegradationPruner` (the shared
-            degradation rule, so the stop lands on the same evaluation as in Lightning
-            or Optuna).
-        metric: the result key read as the trial's value (default ``"dse"``).
-        mode: ``"max"`` (DSE) or ``"min"``; the study direction, which
-            ``DSEDegradationPruner`` honours by negating values for ``"min"``.
-        step_key: the result key used as the Optuna step (default ``"evaluation"``, a
-            0-based count of evaluations). A result that carries the metric but not
-            ``step_key`` is stepped by Tune's ``training_iteration`` (1-based, so step
-            ``training_iteration - 1``): a trainable that reports a bare ``dse`` is still
-            judged, never silently ignored. A result with neither raises
-            :class:`KeyError` naming both keys.
-        history_key: a result may carry the metric's values so far under this key
-            (a list indexed by step); they fill steps this stopper missed (a sweep
-            restored from its saved state). None to ignore.
-        on_stop: called as ``on_stop(trial_id, result, reason)`` when a trial is
-            stopped (must be picklable: Tune saves the stopper with the sweep);
-            default :func:`mark_run_stopped`, None for nothing.
-
-    Results without ``metric`` are ignored (nothing to judge). A stopped trial stays
-    stopped. ``stopped`` maps trial ids to :class:`StopRecord`.
+            :class:`~dse_tune.integrations.optuna.DSEDegradationPruner`.
+        mode: ``"max"`` (DSE) or ``"min"``: the study direction.
+        step_key: the result key used as the Optuna step (a 0-based evaluation count);
+            without it a result is stepped by Tune's ``training_iteration - 1``, so a bare
+            ``dse`` report is still judged; with neither, :class:`KeyError`.
+        history_key: the key of the metric's values so far (a list indexed by step),
+            which fill steps this stopper missed (a restored sweep). None to ignore.
+        on_stop: called as ``on_stop(trial_id, result, reason)`` on a stop (picklable:
+            Tune saves the stopper with the sweep); default :func:`mark_run_stopped`.
 
     Example:
         >>> stopper = OptunaPrunerStopper()  # DSEDegradationPruner(): warm-up 5, patience 3

@@ -1,15 +1,9 @@
 """A whole sweep from a search space: spec -> :class:`ray.tune.Tuner`, run, restore.
 
-:func:`build_tuner` turns a :class:`~dse_tune.search_space.SweepSpec` into a Tuner
-(OptunaSearch on ``dse_best`` or Tune's variant generator, the spec's pruner inside an
-:class:`~dse_tune.integrations.ray.stopper.OptunaPrunerStopper`, retries resumed from
-the run folder); :func:`run_sweep` runs it and summarizes the sweep folder;
-:func:`restore_tuner` continues an interrupted sweep (``dse-tune sweep --resume
-SWEEP_DIR``), keeping finished trials. The sweep folder's own files (the normalized
-space, the start record, the summary) are :mod:`dse_tune.sweeps`'s.
-
-The run folders must be reachable from the driver: the sweep folder is a local folder,
-or on a multi-node cluster a shared (NFS) one, as Ray requires for checkpoints anyway.
+:func:`build_tuner` turns a :class:`~dse_tune.search_space.SweepSpec` into a Tuner;
+:func:`run_sweep` runs it and summarizes the sweep folder; :func:`restore_tuner` continues
+an interrupted sweep, keeping finished trials. The run folders must be reachable from the
+driver: a local sweep folder, or on a multi-node cluster a shared (NFS) one.
 
 Example:
     >>> from dse_tune.search_space import parse_search_space
@@ -84,16 +78,11 @@ def build_tuner(
 
     Search: OptunaSearch on :data:`~dse_tune.integrations.ray.reporter.METRIC`
     (``algorithm: optuna``) or Tune's variant generator (``random``, grids). Stopping:
-    :class:`OptunaPrunerStopper` around the spec's pruner. Tune retries a failed trial
-    ``max_failures`` times; each retry resumes from the run folder's latest checkpoint
-    (Tune is sent no checkpoints: the run folder has them all). ``resources.workers > 1``
-    makes each trial a Ray Train ``TorchTrainer`` over that many DDP workers
-    (:mod:`~dse_tune.integrations.ray.distributed`); ``trial_listeners`` are extra run
-    listeners of every trial.
-
-    The normalized search space and the data are saved into ``sweep_dir`` so that
-    :func:`restore_tuner` can continue the sweep. Ray must be initialized (see
-    :func:`connect`).
+    :class:`OptunaPrunerStopper` around the spec's pruner. A retried trial
+    (``max_failures``) resumes from its run folder. ``resources.workers > 1`` makes each
+    trial a Ray Train ``TorchTrainer`` (:mod:`~dse_tune.integrations.ray.distributed`).
+    The normalized space and the data are saved into ``sweep_dir`` for
+    :func:`restore_tuner`. Ray must be initialized (see :func:`connect`).
     """
     sweep_dir = Path(sweep_dir).resolve()
     if is_sweep(sweep_dir):

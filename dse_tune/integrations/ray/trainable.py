@@ -1,22 +1,16 @@
 """The Tune trainable of a sweep: one DSE-monitored pretraining run per trial.
 
-:func:`pretrain_trainable` runs :func:`dse_tune.ssl.pretrain.pretrain` in the trial's
-run folder ``SWEEP_DIR/runs/<trial_id>`` (:func:`run_dir_of_trial`), where
-:func:`dse_tune.runs.load_sweep` finds it, with a
-:class:`~dse_tune.integrations.ray.reporter.TuneReporter` listening to the run. The run
-folder is the trial's record and its only checkpoint store: Tune is sent metrics, no
-checkpoints (it would keep copies of files the run folder already has).
+:func:`pretrain_trainable` runs :func:`dse_tune.ssl.pretrain.pretrain` in the trial's run
+folder ``SWEEP_DIR/runs/<trial_id>`` (:func:`run_dir_of_trial`), with a
+:class:`~dse_tune.integrations.ray.reporter.TuneReporter` listening. The run folder is the
+trial's record and its only checkpoint store: Tune is sent metrics, no checkpoints.
 
-Fault tolerance: a trial whose worker dies is restarted by Tune (``max_failures``), and
-an interrupted sweep resumed; :func:`resume_point` picks the run folder's latest
-evaluation whose checkpoint exists, and ``pretrain(..., resume_from=...)`` restores the
-DSE history up to it, so no evaluation is lost or trained twice. An evaluation Tune
-never took (the process died in between) is reported first, so the stopper judges it.
-The trial's attempts (node, pid, devices) go to :data:`dse_tune.sweeps.TRIAL_FILE`.
-
-Devices: :func:`trial_devices` maps the GPUs a trial holds (``resources.gpu``, a
-fraction included) to Lightning's accelerator and devices, and falls back to the CPU,
-with a warning naming the GPU ids Ray gave, when torch sees no CUDA device.
+A trial restarted by Tune (``max_failures``) or a resumed sweep continues from the run
+folder's latest evaluation whose checkpoint exists (:func:`resume_point`), so no evaluation
+is lost or trained twice; one Tune never took (the process died in between) is reported
+first, so the stopper judges it. Attempts (node, pid, devices) go to
+:data:`dse_tune.sweeps.TRIAL_FILE`. :func:`trial_devices` maps the GPUs a trial holds to
+Lightning's accelerator and devices.
 """
 
 from __future__ import annotations
@@ -67,24 +61,18 @@ def pretrain_trainable(
 
     Args:
         sampled: the trial's sampled settings (Tune's ``config``), merged over
-            ``base_config`` into a :class:`~dse_tune.ssl.config.PretrainConfig`.
-        base_config: the sweep's fixed PretrainConfig fields.
+            ``base_config`` (the sweep's fixed PretrainConfig fields).
         data: overrides the config's ``data`` (``"synthetic"`` or a folder).
         gpu: the GPUs the trial holds (``resources.gpu``, 0.5 for a shared device).
-        callbacks: extra Lightning callbacks of every trial.
         listeners: extra run listeners of every trial, called before the Tune reporter.
 
     >>> trainable = tune.with_parameters(pretrain_trainable, base_config={"epochs": 4})  # doctest: +SKIP
     """
     from dse_tune.ssl.pretrain import pretrain
 
-    quiet_trial_logs()
-    run_dir, resume = start_trial()
     devices = trial_devices(gpu)
-    attempt = start_attempt(run_dir, tune.get_context().get_trial_id(), node_id=node_id(),
-                            resumed_from_evaluation=resume.index, accelerator=devices.accelerator,
-                            gpu_ids=list(devices.gpu_ids), cuda_visible_devices=devices.cuda_visible_devices,
-                            device_note=devices.note)
+    run_dir, resume, attempt = start_trial(accelerator=devices.accelerator, gpu_ids=list(devices.gpu_ids),
+                                           cuda_visible_devices=devices.cuda_visible_devices, device_note=devices.note)
     if resume.finished:
         return  # stopped before the interruption: nothing left to train
     reporter = TuneReporter(run_dir, send_history=resume.path is not None)
@@ -95,11 +83,16 @@ def pretrain_trainable(
     finish_attempt(run_dir, attempt)
 
 
-def start_trial() -> tuple[Path, ResumePoint]:
-    """The trial's run folder (created) and where its attempt resumes."""
+def start_trial(**attempt_details: Any) -> tuple[Path, ResumePoint, int]:
+    """The trial's run folder (created), where it resumes, and this attempt's number
+    (recorded with ``attempt_details``)."""
+    quiet_trial_logs()
     run_dir = run_dir_of_trial()
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, resume_point(run_dir)
+    resume = resume_point(run_dir)
+    attempt = start_attempt(run_dir, tune.get_context().get_trial_id(), node_id=node_id(),
+                            resumed_from_evaluation=resume.index, **attempt_details)
+    return run_dir, resume, attempt
 
 
 def quiet_trial_logs() -> None:
@@ -191,12 +184,10 @@ class TrialDevices:
 def trial_devices(gpu: float, *, cuda_available: bool | None = None, devices: int | str = 1) -> TrialDevices:
     """Lightning's accelerator and devices for a process holding ``gpu`` GPUs.
 
-    Ray gives the process its GPUs through ``CUDA_VISIBLE_DEVICES`` (a fractional GPU
-    too: two 0.5 trials see the same device), so the process trains on ``devices``
-    visible CUDA devices (1 for a trial; ``"auto"`` for a Ray Train worker). When it
-    holds GPUs but torch sees no CUDA device (logical GPUs declared with
-    ``ray.init(num_gpus=...)``, a CPU-only torch build), it trains on the CPU and warns,
-    naming the GPU ids it was given.
+    Ray gives the process its GPUs through ``CUDA_VISIBLE_DEVICES`` (two 0.5 trials see
+    the same device), so it trains on ``devices`` visible CUDA devices (``"auto"`` for a
+    Ray Train worker). When torch sees no CUDA device (logical GPUs of
+    ``ray.init(num_gpus=...)``, a CPU-only torch) it trains on the CPU and warns.
 
     Example:
         >>> trial_devices(0.0).accelerator
