@@ -83,10 +83,24 @@ def test_replication_noise_measures_the_noise_and_not_the_trend():
     assert bench.replication_noise([{"dse_monitored": 0.1, "dse": None}] * 5) is None
 
 
-def test_the_measured_noise_keeps_the_latest_too(capsys):
-    # The default's +0.00 is not an artefact of the scatter over-estimating the noise: with
-    # the noise measured on two image sets it keeps the latest in every comparison as well.
+def test_the_measured_noise_agrees_with_the_scatter(capsys):
+    # The default's choices are not an artefact of the scatter over-estimating the noise:
+    # with the noise measured on two image sets it makes the same choice everywhere, and on
+    # the twelve runs of validation.md section 5 it keeps the latest in every comparison.
     assert load_benchmark().main([*REPORTS, "--json"]) == 0
     rules = {row["rule"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
     measured = rules["default_replication_noise"]["per_comparison"]
-    assert all(m["gain_vs_last"] == 0 for m in measured.values())
+    assert measured == rules["default"]["per_comparison"]
+    assert all(m["gain_vs_last"] == 0 for name, m in measured.items() if name.startswith("camvid_"))
+
+
+def test_the_default_gains_over_the_last_checkpoint_where_dse_is_sure(capsys):
+    # Issue 17's average bound (>= +0.13 points) on every committed report: the gain comes
+    # from the two DINO runs of the probe-regime study, whose early peak beats the last
+    # checkpoint beyond the noise (and by labels); everywhere else the latest is kept.
+    assert load_benchmark().main([*REPORTS, "--json"]) == 0
+    default = {row["rule"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}["default"]
+    assert default["gain_vs_last"] >= 0.13
+    gains = {name: m["gain_vs_last"] for name, m in default["per_comparison"].items()}
+    assert gains["dino_s0"] > 1 and gains["dino_s1"] > 0.5
+    assert all(gain == 0 for name, gain in gains.items() if name not in {"dino_s0", "dino_s1"})
