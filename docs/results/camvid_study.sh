@@ -70,3 +70,17 @@ done
 python benchmarks/probe_regime.py score "$RUNS/dino_s0" "$RUNS/mae_s0" --out docs/results/probe_regime
 python benchmarks/probe_regime.py analyse docs/results/probe_regime --json \
     --committed docs/results/validation_camvid_*.json
+
+# Fourth session (issue 17, out of sample): a second DINO seed, all 36 epochs (22 min on
+# one core), with the verdict's cut already fixed; then the three runs' validation
+# reports join the selection benchmark (docs/selection.md, "All 15 runs").
+dse-tune pretrain --method dino --teacher-momentum 0.99 --epochs 36 "${COMMON[@]}" --eval-every 2 --seed 1 \
+    --out "$RUNS/dino_s1"
+dse-tune validate "$RUNS/dino_s1" --data "$CAMVID" --out "$RUNS/dino_s1/validation" --threads 2 --no-progress --no-plot
+python benchmarks/probe_regime.py score "$RUNS/dino_s1" --out docs/results/probe_regime
+python benchmarks/probe_regime.py analyse docs/results/probe_regime --json \
+    --committed docs/results/validation_camvid_*.json
+for run in dino_s0 mae_s0 dino_s1; do
+  cp "$RUNS/$run/validation/validation.json" docs/results/validation_probe_study_$run.json
+done
+python benchmarks/selection_rules.py docs/results/validation_*.json
