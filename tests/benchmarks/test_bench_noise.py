@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks.scripts import load_script
 
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_one_line_per_shape_with_both_times_and_the_noise(capsys):
-    spec = importlib.util.spec_from_file_location("bench_noise", ROOT / "benchmarks" / "bench_noise.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_noise")
     assert bench.main(["--shapes", "16x16x8", "32x16x8", "--repeats", "1", "--threads", "1", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["shape"] for row in rows] == [[16, 16, 8], [32, 16, 8]]
@@ -26,9 +22,7 @@ def test_one_line_per_shape_with_both_times_and_the_noise(capsys):
 
 
 def test_seed_share_is_the_spread_over_seeds_beside_the_jackknife():
-    spec = importlib.util.spec_from_file_location("bench_noise", ROOT / "benchmarks" / "bench_noise.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_noise")
     import statistics
 
     import torch

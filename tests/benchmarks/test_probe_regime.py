@@ -3,19 +3,15 @@ what the default decision does, judged against issue 17's bar."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks.scripts import ROOT, load_script
+
 STUDY = ROOT / "docs" / "results" / "probe_regime"
 REPORTS = sorted((ROOT / "docs" / "results").glob("validation_camvid_*.json"))
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("probe_regime", ROOT / "benchmarks" / "probe_regime.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("probe_regime")
 
 
 def test_every_run_gets_the_default_decision_and_the_bar(capsys):

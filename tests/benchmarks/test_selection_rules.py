@@ -3,19 +3,15 @@ default's beta regret within the issue's bound."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks.scripts import ROOT, load_script
+
 REPORTS = sorted(str(p) for p in (ROOT / "docs" / "results").glob("validation_*.json"))
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("selection_rules", ROOT / "benchmarks" / "selection_rules.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("selection_rules")
 
 
 def test_json_lines_per_rule(capsys):
