@@ -67,6 +67,8 @@ __all__ = [
     "load_sweep",
     "mark_stopped",
     "read_config",
+    "read_json_file",
+    "read_json_object",
     "read_run",
     "relative_path",
     "write_config",
@@ -369,16 +371,22 @@ def read_run(run_dir: str | os.PathLike, name: str | None = None) -> RunRecord:
     return RunRecord.from_dict(data, name=name or source.parent.resolve().name, path=source.parent, source=str(source))
 
 
-def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON object in ``path``, every error naming the file: ``FileNotFoundError`` when
-    it cannot be read, :class:`RunFormatError` when it is not JSON or not an object."""
+def read_json_file(path: str | os.PathLike) -> Any:
+    """The JSON value in ``path``, every error naming the file: ``FileNotFoundError`` when
+    it cannot be read, :class:`RunFormatError` when it is not JSON."""
     source = Path(path)
     try:
-        data = json.loads(source.read_text(encoding="utf-8"))
+        return json.loads(source.read_text(encoding="utf-8"))
     except OSError as error:
         raise FileNotFoundError(f"cannot read {source}: {error.strerror or error}") from None
     except json.JSONDecodeError as error:
         raise RunFormatError(f"{source}: not valid JSON ({error})") from None
+
+
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """:func:`read_json_file` of a file that must hold a JSON object (else :class:`RunFormatError`)."""
+    source = Path(path)
+    data = read_json_file(source)
     if not isinstance(data, dict):
         raise RunFormatError(f"{source}: expected a JSON object, got {type(data).__name__}")
     return data

@@ -26,18 +26,19 @@ Importing this module loads no torch (``dse-tune select --rescored`` only reads 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dse_tune.atomic import atomic_write_json
 from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW
 from dse_tune.degradation import finite_or_none
-from dse_tune.atomic import atomic_write_json
 from dse_tune.evaluation.held_out import HeldOutSet, held_out_set_for
-from dse_tune.runs import COMPONENTS, Evaluation, RunRecord, history_file, load_sweep, relative_path
+from dse_tune.runs import (
+    COMPONENTS, Evaluation, RunRecord, history_file, load_sweep, read_json_file, relative_path,
+)
 from dse_tune.selection import select_run
 
 if TYPE_CHECKING:
@@ -334,12 +335,7 @@ def load_rescored(path: str | os.PathLike) -> dict[str, float]:
         {'a.ckpt': 0.5}
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise FileNotFoundError(f"cannot read {path}: {error.strerror or error}") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    data = read_json_file(path)  # a file it cannot read or parse: an error naming it
     if isinstance(data, dict):
         pairs = list(data.items())
     elif isinstance(data, list):
