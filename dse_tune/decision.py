@@ -35,6 +35,7 @@ from dse_tune.reliability import RankingVerdict, ranking_verdict
 __all__ = [
     "CANDIDATE_TOP",
     "CANDIDATE_WINDOW",
+    "KEPT_LATEST",
     "NOISE_Z",
     "RULE_MIN_DROP",
     "RULE_PATIENCE",
@@ -67,8 +68,12 @@ NOISE_Z = 2.0
 #: beyond the noise, or is the latest with nothing better), ``"within_noise"`` (an earlier
 #: checkpoint was better only within the noise: the latest is kept), ``"not_reliable"``
 #: (the ranking verdict says DSE does not rank this run's checkpoints: the latest is
-#: kept), ``"none"`` (nothing to choose).
-VERDICTS = ("reliable", "within_noise", "not_reliable", "none")
+#: kept), ``"noise_unknown"`` (an earlier checkpoint beats the latest, but the history
+#: records no noise to say whether beyond it: DSE's pick is kept, unconfirmed, as the
+#: stopping rule's peak is), ``"none"`` (nothing to choose).
+VERDICTS = ("reliable", "within_noise", "not_reliable", "noise_unknown", "none")
+#: The verdicts that keep the latest checkpoint over DSE's own pick.
+KEPT_LATEST = ("within_noise", "not_reliable")
 
 
 def is_untrained(evaluation: object) -> bool:
@@ -179,7 +184,8 @@ def choose_checkpoint(
     candidate; the choice keeps the latest evaluation instead when the ranking is not
     reliable (``ranking_reliable=False``) or when the best beats the latest by no more
     than ``z`` standard errors of their difference (``noise``: one standard error per
-    value, None where unknown: then only a strictly positive difference is needed).
+    value, None where unknown: then a strictly positive difference keeps DSE's pick with
+    the verdict ``"noise_unknown"``).
     """
     series = as_floats(values, "values")
     finite = [i for i, v in enumerate(series) if math.isfinite(v)]
@@ -200,6 +206,15 @@ def choose_checkpoint(
     if best == latest or series[best] <= series[latest]:
         return Choice(tuple(candidates), latest, latest, best, "reliable", "the latest evaluation has the highest DSE")
     margin = series[best] - series[latest]
+    if noise is None or all(finite_or_none(noise[i]) is None for i in (best, latest)):
+        # Nothing to weigh the drop against: keep DSE's pick (the stopping rule's peak
+        # too) but say so; the run's own scatter is a hint, not a measurement.
+        scatter = scatter_noise(series)
+        hint = "" if scatter is None else (
+            f" (the run's own scatter puts {z:g} standard errors at {z * math.sqrt(2) * scatter:.3g})")
+        reason = (f"degraded: evaluation {best} beats the latest ({latest}) by {margin:.3g}; no noise recorded, "
+                  f"so not known whether beyond it{hint}")
+        return Choice(tuple(candidates), best, latest, best, "noise_unknown", reason)
     bar = z * difference_noise(noise, best, latest)
     if margin <= bar:
         reason = (
@@ -207,8 +222,7 @@ def choose_checkpoint(
             f"{z:g} standard errors ({bar:.3g}); kept the latest"
         )
         return Choice(tuple(candidates), latest, latest, best, "within_noise", reason)
-    beyond = f", beyond {z:g} standard errors ({bar:.3g})" if bar > 0 else " (no noise recorded)"
-    reason = f"degraded: evaluation {best} beats the latest ({latest}) by {margin:.3g}{beyond}"
+    reason = f"degraded: evaluation {best} beats the latest ({latest}) by {margin:.3g}, beyond {z:g} standard errors ({bar:.3g})"
     return Choice(tuple(candidates), best, latest, best, "reliable", reason)
 
 

@@ -158,7 +158,8 @@ class DegradationRule:
         else:
             stop = True
             reason = (f"degraded: DSE {current:.6g} is {summary['relative_drop']:.0%} of its range below {at_peak}, "
-                      f"{degraded} evaluations in a row at least {self.min_drop:.0%} below{beyond}")
+                      f"{degraded} evaluations in a row at least {self.min_drop:.0%} below"
+                      f"{beyond or ' (no noise recorded to weigh the drop against)'}")
         return DegradationDecision(stop, reason, evaluations=evaluations, **summary)
 
     def _summarize(

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from dse_tune.decision import (
-    CANDIDATE_TOP, CANDIDATE_WINDOW, Choice, as_floats, candidate_indices, class_relevance, finite_or_none, run_choice,
+    CANDIDATE_TOP, CANDIDATE_WINDOW, KEPT_LATEST, Choice, as_floats, candidate_indices, class_relevance, finite_or_none,
+    run_choice,
     standardized_series,
 )
 from dse_tune.runs import Evaluation, RunRecord, load_sweep
@@ -152,7 +153,7 @@ class RunSelection:
     @property
     def _rescored_decided(self) -> bool:
         # rescored values choose only when the label-free choice is reliable (select_run)
-        return self.choice is not None and self.choice.verdict == "reliable"
+        return self.choice is not None and self.choice.verdict not in KEPT_LATEST
 
     @property
     def chosen_evaluation(self) -> Evaluation | None:
@@ -261,7 +262,7 @@ def select_run(
     curve (arguments as in :func:`select_best`; ``ranking``: this run's ``(reliable,
     reason)``). Labels win over it: the candidate with the highest ``confirmed`` value
     when any has one. Held-out ``rescored`` values choose among the candidates only when
-    that choice is reliable (verdict ``reliable``).
+    that choice does not keep the latest for want of reliability (:data:`~dse_tune.decision.KEPT_LATEST`).
     """
     scores = run_scores(run, score)
     # dse_noise is in raw DSE units: a standardised series is compared without it.
@@ -272,7 +273,7 @@ def select_run(
     confirmed_values = _values_for(run, candidates, confirmed)
     # Held-out rescored DSE re-ranks DSE's candidates but never sees the latest checkpoint, so
     # it cannot tell a drop within the noise (or a ranking DSE cannot make) from a real one.
-    decisive = confirmed_values or (rescored_values if choice.verdict == "reliable" else {})
+    decisive = confirmed_values or (rescored_values if choice.verdict not in KEPT_LATEST else {})
     # max() keeps the first of equal values: ties go to the higher score.
     chosen = max(candidates, key=lambda p: decisive.get(p, -math.inf)) if decisive else choice.chosen
     return RunSelection(

@@ -12,7 +12,7 @@ Example:
     ...     print(line)
     chosen: trial b0, beta 0, epoch 2 (basis: conservative)
     reason: highest DSE among the trials of the smallest beta (0); larger betas not credited
-    reliability: degraded: evaluation 2 beats the latest (3) by 0.1 (no noise recorded)
+    reliability: degraded: evaluation 2 beats the latest (3) by 0.1; no noise recorded, so not known whether beyond it
     >>> selection_to_dict(select_best(runs))["basis"]
     'conservative'
 """

@@ -84,7 +84,9 @@ def test_a_run_the_rule_stops_keeps_the_rules_peak(seed):
     decision = rule.decide(stopped.dse, noise=stopped.dse_noise, first_untrained=stopped.first_untrained)
     assert decision.stop
     choice = run_choice(stopped)
-    assert (choice.chosen, choice.verdict) == (decision.peak_index, "reliable"), decision.reason
+    # the same checkpoint; without recorded noise the choice says it could not weigh the drop
+    expected = "reliable" if stopped.dse_noise is not None else "noise_unknown"
+    assert (choice.chosen, choice.verdict) == (decision.peak_index, expected), decision.reason
     assert select_best([stopped]).best.chosen == decision.peak_index
 
 
@@ -123,6 +125,25 @@ def test_noise_and_the_ranking_verdict_keep_the_latest():
     assert (verdict.best.chosen, verdict.best.verdict) == (3, "not_reliable")
     recorded = dataclasses.replace(run, ranking_reliable=False, ranking_reason="recorded")
     assert select_best([recorded]).best.reliability.startswith("not reliable: confirm with a few labels (recorded)")
+
+
+def test_a_drop_without_recorded_noise_keeps_dse_pick_and_says_the_noise_is_unknown():
+    # dino_s0's history in the probe-regime study recorded no dse_noise: its drop was
+    # labelled "reliable" before; the choice is the same, the verdict no longer claims it.
+    values = [0.5, 0.44, 0.45, 0.43, 0.46, 0.42, 0.44]
+    unknown = choose_checkpoint(values)
+    assert (unknown.chosen, unknown.verdict) == (0, "noise_unknown")
+    scatter_bar = 2 * math.sqrt(2) * scatter_noise(values)
+    assert unknown.reason.endswith(f"not known whether beyond it (the run's own scatter puts 2 standard errors at {scatter_bar:.3g})")
+    assert "scatter" not in choose_checkpoint(values[:4]).reason  # too few values for a hint
+    # recorded noise for the two compared values decides, as before
+    assert choose_checkpoint(values, noise=[0.001] * 7).verdict == "reliable"
+    assert choose_checkpoint(values, noise=[None] * 6 + [0.05]).verdict == "within_noise"
+    # rescored values still choose among the candidates of such a run (only KEPT_LATEST blocks them)
+    run = RunRecord.from_values("r", values, checkpoints=[f"c{i}.pt" for i in range(7)])
+    rescored = {"c0.pt": 0.1, "c4.pt": 0.9}  # the candidates: evaluations 0 and 4
+    selection = select_run(run, rescored=rescored)
+    assert selection.choice.verdict == "noise_unknown" and selection.chosen == 4
 
 
 def test_nothing_finite_chooses_nothing():

@@ -34,17 +34,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dse_tune.decision import KEPT_LATEST
 from dse_tune.degradation import finite_or_none, peak
 from dse_tune.evaluation.few_label import (
     FewLabelScores, bootstrap_mious, bootstrap_standard_error, in_points, miou_of, per_image_confusions,
 )
 
-__all__ = ["KEPT_LAST", "check_choice", "format_label_check"]
-
-#: The selector's verdicts that keep the last checkpoint over DSE's own pick
-#: (:data:`dse_tune.decision.VERDICTS`).
-KEPT_LAST = ("within_noise", "not_reliable")
-
+__all__ = ["check_choice", "format_label_check"]
 
 def _same_file(a: Any, b: Any) -> bool:
     return a is not None and b is not None and os.path.abspath(a) == os.path.abspath(b)
@@ -142,7 +138,7 @@ def check_choice(
     spread = {key: bootstrap_standard_error(value, per_image[key].shape[0]) for key, value in samples.items()}
     baseline = random_init_baselines([run], configs, sizes, splits_by_size, **options)[run.name]
     verdict = (decision or {}).get("reliability")
-    declared = (decision or {}).get("reliability_reason") if verdict in KEPT_LAST and last is chosen else None
+    declared = (decision or {}).get("reliability_reason") if verdict in KEPT_LATEST and last is chosen else None
     check = {
         "chosen": _entry(chosen, spread),
         "last": _entry(last, spread),

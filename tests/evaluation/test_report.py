@@ -51,8 +51,9 @@ def test_the_report_selects_what_select_chooses_and_says_how_reliable():
     rows = [{"index": i, "epoch": i, "miou": m} for i, m in enumerate([0.30, 0.20, 0.25, 0.28])]
     # [0.9, 0.5, 0.6, 0.4]: select chose index 2 and validate index 0 before issue 17
     for steps, noise, expected, verdict in (
-        ([None] * 4, None, 0, "reliable"),
-        ([0, 10, 20, 30], None, 2, "reliable"),  # step 0: untrained, never kept
+        ([None] * 4, None, 0, "noise_unknown"),  # no noise recorded: DSE's pick, unconfirmed
+        ([0, 10, 20, 30], None, 2, "noise_unknown"),  # step 0: untrained, never kept
+        ([0, 10, 20, 30], [0.01] * 4, 2, "reliable"),  # 0.6 beats 0.4 beyond the noise
         ([0, 10, 20, 30], [0.2] * 4, 3, "within_noise"),  # 0.6 beats 0.4 within the noise
     ):
         run = RunRecord.from_values("r", [0.9, 0.5, 0.6, 0.4], global_steps=steps, noise=noise)
