@@ -119,7 +119,7 @@ def _open_labelled(data: Any, splits: Sequence[str] | str | None) -> Any:
 def load_few_label_split(
     data: str | os.PathLike | Any,
     *,
-    image_size: int,
+    image_size: int | tuple[int, int] | str,
     label_images: int = 32,
     splits: Sequence[str] | str | None = None,
     num_classes: int | None = None,
@@ -274,13 +274,19 @@ class FewLabelScores:
         return difference, bootstrap_standard_error(samples["a"] - samples["b"], pair[0].shape[0])
 
 
-def _image_size(run: Any, given: int | None) -> int:
+def _image_size(run: Any, given: Any) -> Any:
+    """The run's probe image size, as validate and the label check read it
+    (:func:`dse_tune.data.probe_image_size`: ``probe_image_size``, else ``image_size``)."""
+    from dse_tune.data import probe_image_size
     from dse_tune.runs import CONFIG_FILE, read_config
+    from dse_tune.typed_config import parse_image_size
 
-    size = given or (read_config(run.path).get("image_size") if run.path is not None else None)
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"run {run.name}: {CONFIG_FILE} has no image_size; pass image_size")
-    return size
+    if given is not None:
+        return parse_image_size(given)
+    try:
+        return probe_image_size(read_config(run.path) if run.path is not None else {})
+    except ValueError as error:
+        raise ValueError(f"run {run.name}: {CONFIG_FILE}: {error}; pass image_size") from None
 
 
 def confirm_candidates(
@@ -293,7 +299,7 @@ def confirm_candidates(
     top: int | None = CANDIDATE_TOP,
     score: str = "raw",
     skip_untrained: bool = True,
-    image_size: int | None = None,
+    image_size: int | tuple[int, int] | str | None = None,
     device: str = "cpu",
     progress: bool = True,
 ) -> FewLabelScores:

@@ -200,3 +200,23 @@ def test_pooling_the_splits_without_a_label_split_is_a_warning_naming_them(tmp_p
     assert split.description["pooled_splits"] == ["train", "val"]
     (warning,) = split.warnings
     assert "no --label-split given, so the labelled images come from the splits train, val pooled together" in warning
+
+
+def test_the_few_label_probe_is_built_at_the_runs_probe_image_size(tmp_path):
+    # validate and the label check read probe_image_size, else image_size: so does few-label
+    from dse_tune.evaluation.few_label import _image_size
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"image_size": 32, "probe_image_size": "24x32"}))
+    run = RunRecord.from_values("r", [0.1], path=run_dir)
+    assert _image_size(run, None) == (24, 32)
+    assert _image_size(run, "native") == "native"  # the caller's size wins
+    (run_dir / "config.json").write_text(json.dumps({"image_size": 32}))
+    assert _image_size(run, None) == (32, 32)
+    (run_dir / "config.json").write_text(json.dumps({"method": "dino"}))
+    with pytest.raises(ValueError, match="run r: config.json: .*neither probe_image_size nor image_size; pass image_size"):
+        _image_size(run, None)
+    write_labelled_folder(tmp_path / "labelled")
+    split = load_few_label_split(tmp_path / "labelled", image_size=(24, 32), label_images=4, splits="train")
+    assert split.fit.masks.shape[1:] == (24, 32)
