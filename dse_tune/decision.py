@@ -341,8 +341,14 @@ def finite_or_none(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def is_int_at_least(value: object, minimum: int) -> bool:
+    """THE integer test of every argument check: an integer (any ``numbers.Integral``,
+    numpy's too, never a bool) >= ``minimum``."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
+
+
 def check_int(name: str, value: object, *, minimum: int, extra: str = "") -> None:
-    """A ValueError naming ``name`` unless ``value`` is an integer (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    """A ValueError naming ``name`` unless :func:`is_int_at_least` ``(value, minimum)``."""
+    if not is_int_at_least(value, minimum):
         suffix = f" {extra}" if extra else ""
         raise ValueError(f"{name} must be an integer >= {minimum}{suffix}, got {value!r}")

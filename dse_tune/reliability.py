@@ -152,8 +152,9 @@ def ranking_verdict(
         >>> ranking_verdict([0.3, 0.2, float("nan")], [0.1, 0.2, 0.3]).reliable is None
         True
     """
-    if isinstance(min_evaluations, bool) or not isinstance(min_evaluations, int) or min_evaluations < 2:
-        raise ValueError(f"min_evaluations must be an int >= 2, got {min_evaluations!r}")
+    from dse_tune.decision import check_int  # decision imports this module: no top-level cycle
+
+    check_int("min_evaluations", min_evaluations, minimum=2)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
         raise ValueError(f"threshold must be a number in [-1, 1], got {threshold!r}")
     count = len(_pairs(dse, class_relevance, ("dse", "class_relevance")))

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dse_tune.decision import is_int_at_least
 from dse_tune.degradation import DegradationRule
 
 __all__ = [
@@ -66,7 +67,7 @@ def integer_at_least(minimum: int, *, auto: bool = False) -> OptionCheck:
     def check(value: Any) -> str | None:
         if auto and value == "auto":
             return None
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        if not is_int_at_least(value, minimum):
             return f"must be {wanted}, got {value!r}"
         return None
 

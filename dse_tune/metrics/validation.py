@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dse_tune.decision import check_int
+
 LAYOUTS = ("tokens", "feature_map")
 #: The dimensions of each layout of features (``embeddings``: the image-level baselines').
 SHAPES = {"tokens": ("B", "N", "d"), "feature_map": ("B", "d", "H", "W"), "embeddings": ("n", "d")}
@@ -77,6 +79,6 @@ def resolve_generator(seed: int | None, generator: torch.Generator | None) -> to
 
 
 def check_positive_int(value: object, argument: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{argument} must be an integer >= {minimum}, got {value!r}")
+    """``value`` when :func:`dse_tune.decision.check_int` accepts it (its error otherwise)."""
+    check_int(argument, value, minimum=minimum)
     return value
