@@ -12,7 +12,7 @@ Example:
     ...     print(line)
     chosen: trial b0, beta 0, epoch 2 (basis: conservative)
     reason: highest DSE among the trials of the smallest beta (0); larger betas not credited
-    reliability: degraded: evaluation 2 beats the latest (3) by 0.1; no noise recorded, so not known whether beyond it
+    reliability: noise unknown: degraded: evaluation 2 beats the latest (3) by 0.1; no noise recorded, so not known whether beyond it
     >>> selection_to_dict(select_best(runs))["basis"]
     'conservative'
 """
@@ -44,7 +44,8 @@ def describe_rule(compare: str, window: int = CANDIDATE_WINDOW, top: int | None 
         "(non-finite DSE never a candidate"
         + ("; a first evaluation at step 0 (untrained) only when no later one qualifies" if skip_untrained else "")
         + f"). Without labels the latest evaluation is kept unless the best candidate beats it by more than "
-        f"{NOISE_Z:g} standard errors of the difference (dse_noise), and whenever the run's ranking verdict "
+        f"{NOISE_Z:g} standard errors of the difference (dse_noise; a history that records none keeps DSE's pick, "
+        "marked noise_unknown), and whenever the run's ranking verdict "
         "says DSE does not rank its checkpoints. "
     )
     if compare == "few_label":
@@ -80,10 +81,12 @@ def describe_decision(result: SelectionResult, *, checkpoint: bool = True) -> li
     else:
         best = result.best
         beta = "-" if best.beta is None else f"{best.beta:g}"
+        # The other verdicts' reasons open with their own words ("not reliable: ...").
+        verdict = f"{best.verdict.replace('_', ' ')}: " if best.verdict in ("reliable", "noise_unknown") else ""
         lines = [
             f"chosen: trial {best.name}, beta {beta}, epoch {best.chosen_epoch} (basis: {result.basis})",
             f"reason: {result.reason}",
-            f"reliability: {best.reliability}",
+            f"reliability: {verdict}{best.reliability}",
         ]
         if best.chosen_confirmed is not None:
             lines.append(f"few-label mIoU of the chosen checkpoint: {best.chosen_confirmed:.4f}")

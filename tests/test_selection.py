@@ -387,6 +387,18 @@ def test_few_label_scores_decide_across_betas_and_are_recorded(tmp_path):
     assert lines[1].startswith("reason: highest linear-probe mIoU")
 
 
+def test_the_printed_reliability_names_the_verdict_once():
+    values = [0.1, 0.5, 0.42, 0.45]
+    lines = {
+        verdict: selection.describe_decision(select_best([RunRecord.from_values("r", values, noise=noise)]))[2]
+        for verdict, noise in (("reliable", [0.01] * 4), ("within_noise", [0.05] * 4), ("noise_unknown", None))
+    }
+    assert lines["reliable"].startswith("reliability: reliable: degraded: evaluation 1 beats the latest (3)")
+    assert lines["within_noise"].startswith("reliability: no reliable degradation: ")
+    assert lines["noise_unknown"].startswith("reliability: noise unknown: degraded: ")
+    assert "no noise recorded, so not known whether beyond it" in lines["noise_unknown"]
+
+
 def test_basis_is_label_free_dse_with_a_single_beta():
     runs = [_run("a", [0.1, 0.5, 0.4], 0.0), _run("b", [0.1, 0.6, 0.3], 0.0)]
     result = select_best(runs)
