@@ -8,6 +8,8 @@ checkpoints like the linear probe's mIoU, and does that depend on the probe imag
     # 3. tables (Kendall tau, selection gain, split-half and cross-size agreement, the
     #    reliability verdict's hit and false-alarm rates) from the files step 2 wrote
     python benchmarks/probe_regime.py analyse docs/results/probe_regime [--json]
+    # 4. what the product decided on each run (its recorded noise), from validate reports
+    python benchmarks/probe_regime.py outcomes docs/results/validation_probe_study_*.json
 
 Step 2 rebuilds each run's monitoring probe set (:func:`dse_tune.data.probe_set_for`:
 the same images the monitor scored, ``probe_size`` of them) at every ``--sizes`` entry
@@ -344,6 +346,28 @@ def print_default_decisions(decisions: dict) -> None:
           + (", ".join(n for n, d in decisions.items() if not d["bar_met"]) or "none"))
 
 
+def report_outcomes(path: Path) -> dict:
+    """What the product decided on each run of a ``dse-tune validate`` report, beside the
+    labels: the report's ``selection`` is the one decision ``select`` and ``track`` make
+    (the run's recorded history, its recorded noise), ``kendall_tau`` of the monitored DSE
+    against mIoU is the ranking. Same keys as :func:`default_decision`. A run whose report
+    predates the verdict (no ``reliability``) is left out, with a note on stderr."""
+    report = json.loads(Path(path).read_text())
+    out = {}
+    for name, run in report["per_run"].items():
+        selection, tau = run["selection"], run["kendall_tau"]["dse_monitored"]
+        if "reliability" not in selection:
+            print(f"{path}: run {name}: the report predates the reliability verdict; left out", file=sys.stderr)
+            continue
+        kept_latest = selection["selected"]["index"] == selection["last"]["index"]
+        out[name] = {"evaluations": sum(1 for r in report["checkpoints"] if r["run"] == name), "tau": tau,
+                     "verdict": selection["reliability"], "reason": selection["reliability_reason"],
+                     "chosen_epoch": selection["selected"]["epoch"], "last_epoch": selection["last"]["epoch"],
+                     "gain_vs_last": 100 * selection["gain_vs_last"],
+                     "bar_met": (tau is not None and tau >= BAD_TAU) or (selection["reliability"] == "not_reliable" and kept_latest)}
+    return out
+
+
 def study_rows(scores: dict, size: str) -> list[dict]:
     """A scored run's evaluations at ``size`` in :func:`default_decision`'s shape."""
     def part(e, key):
@@ -484,7 +508,12 @@ def main(argv=None) -> None:
     analyse.add_argument("folder", type=Path)
     analyse.add_argument("--committed", nargs="*", type=Path, default=[], help="validation_*.json reports (64 px only)")
     analyse.add_argument("--json", action="store_true", help="also write FOLDER/probe_regime.json")
+    outcomes = sub.add_parser("outcomes", help="the product's recorded decision on each run of validate reports")
+    outcomes.add_argument("reports", nargs="+", type=Path, help="dse-tune validate reports (validation.json)")
     args = parser.parse_args(argv)
+    if args.command == "outcomes":
+        print_default_decisions({name: row for path in args.reports for name, row in report_outcomes(path).items()})
+        return
     if args.command == "score":
         args.out.mkdir(parents=True, exist_ok=True)
         for run_dir in args.runs:

@@ -40,3 +40,19 @@ def test_default_decision_flags_a_cluster_driven_run():
     decision = bench.default_decision("toy", rows)
     assert decision["tau"] == -1.0
     assert decision["verdict"] == "not_reliable" and decision["chosen_epoch"] == 7 and decision["bar_met"]
+
+
+def test_outcomes_read_the_products_recorded_decision_from_a_report(capsys):
+    # dino_s1: the decision validate recorded with the run's own noise (epoch 1, beyond it)
+    bench = load_benchmark()
+    report = ROOT / "docs" / "results" / "validation_probe_study_dino_s1.json"
+    outcome = bench.report_outcomes(report)["dino_s1"]
+    assert (outcome["verdict"], outcome["chosen_epoch"], outcome["last_epoch"]) == ("reliable", 1, 35)
+    assert outcome["reason"].endswith("beyond 2 standard errors (0.0301)")
+    assert outcome["tau"] < 0.25 and not outcome["bar_met"]
+    assert round(outcome["gain_vs_last"], 2) == 0.86
+    # a report made before the verdict existed is left out, and says so
+    old = bench.report_outcomes(ROOT / "docs" / "results" / "validation_camvid_mae_b0.json")
+    assert old == {} and "predates the reliability verdict" in capsys.readouterr().err
+    bench.main(["outcomes", str(report)])
+    assert "| dino_s1 | 18 | -0.12 | reliable | 1 / 35 | +0.86 | NO |" in capsys.readouterr().out
