@@ -92,11 +92,12 @@ def test_the_measured_noise_agrees_with_the_scatter(capsys):
 
 def test_the_default_gains_over_the_last_checkpoint_where_dse_is_sure(capsys):
     # Issue 17's average bound (>= +0.13 points) on every committed report: the gain comes
-    # from the two DINO runs of the probe-regime study, whose early peak beats the last
+    # from the three DINO runs of the probe-regime study, whose early peak beats the last
     # checkpoint beyond the noise (and by labels); everywhere else the latest is kept.
     assert load_benchmark().main([*REPORTS, "--json"]) == 0
     default = {row["rule"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}["default"]
     assert default["gain_vs_last"] >= 0.13
     gains = {name: m["gain_vs_last"] for name, m in default["per_comparison"].items()}
-    assert gains["dino_s0"] > 1 and gains["dino_s1"] > 0.5
-    assert all(gain == 0 for name, gain in gains.items() if name not in {"dino_s0", "dino_s1"})
+    early = {"dino_s0", "dino_s1", "dino_s2"}
+    assert all(gains[name] > 0.5 for name in early)
+    assert all(gain == 0 for name, gain in gains.items() if name not in early)
