@@ -24,12 +24,12 @@ Example:
 from __future__ import annotations
 
 import math
-import numbers
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dse_tune.arguments import check_int
 from dse_tune.reliability import RankingVerdict, ranking_verdict
 
 __all__ = [
@@ -339,16 +339,3 @@ def finite_or_none(value: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
-
-
-def is_int_at_least(value: object, minimum: int) -> bool:
-    """THE integer test of every argument check: an integer (any ``numbers.Integral``,
-    numpy's too, never a bool) >= ``minimum``."""
-    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
-
-
-def check_int(name: str, value: object, *, minimum: int, extra: str = "") -> None:
-    """A ValueError naming ``name`` unless :func:`is_int_at_least` ``(value, minimum)``."""
-    if not is_int_at_least(value, minimum):
-        suffix = f" {extra}" if extra else ""
-        raise ValueError(f"{name} must be an integer >= {minimum}{suffix}, got {value!r}")

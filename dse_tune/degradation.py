@@ -14,8 +14,9 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dse_tune.arguments import check_int
 from dse_tune.decision import (
-    NOISE_Z, RULE_MIN_DROP, RULE_PATIENCE, RULE_WARMUP, as_floats, check_int, difference_noise, finite_or_none,
+    NOISE_Z, RULE_MIN_DROP, RULE_PATIENCE, RULE_WARMUP, as_floats, difference_noise, finite_or_none,
 )
 
 __all__ = [

@@ -41,6 +41,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from dse_tune.arguments import check_int
+
 
 #: tau(class relevance, DSE) above this: DSE's ranking is driven by its cluster term
 #: (on the study's 14 runs a threshold of 0 flagged 11 of 11 badly ranked, and 1 of 3 good).
@@ -153,8 +155,6 @@ def ranking_verdict(
         >>> ranking_verdict([0.3, 0.2, float("nan")], [0.1, 0.2, 0.3]).reliable is None
         True
     """
-    from dse_tune.decision import check_int  # decision imports this module: no top-level cycle
-
     check_int("min_evaluations", min_evaluations, minimum=2)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
         raise ValueError(f"threshold must be a number in [-1, 1], got {threshold!r}")

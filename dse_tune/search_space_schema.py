@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dse_tune.decision import is_int_at_least
+from dse_tune.arguments import is_int_at_least
 from dse_tune.degradation import DegradationRule
 
 __all__ = [

@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW, NOISE_Z, check_int
+from dse_tune.arguments import check_int
+from dse_tune.decision import CANDIDATE_TOP, CANDIDATE_WINDOW, NOISE_Z
 
 __all__ = [
     "BOOTSTRAP_DRAWS",

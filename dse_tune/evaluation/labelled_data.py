@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from dse_tune.decision import check_int
+from dse_tune.arguments import check_int
 
 __all__ = [
     "DEFAULT_SYNTHETIC_IMAGES",

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dse_tune.decision import check_int
+from dse_tune.arguments import check_int
 
 __all__ = [
     "DEFAULT_ADAMW_LR",

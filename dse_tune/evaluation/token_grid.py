@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dse_tune.decision import check_int
+from dse_tune.arguments import check_int
 
 __all__ = ["check_grid", "infer_grid", "pixel_logits", "training_pixels"]
 

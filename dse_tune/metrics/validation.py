@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dse_tune.decision import check_int
+from dse_tune.arguments import check_int
 
 LAYOUTS = ("tokens", "feature_map")
 #: The dimensions of each layout of features (``embeddings``: the image-level baselines').
@@ -79,6 +79,6 @@ def resolve_generator(seed: int | None, generator: torch.Generator | None) -> to
 
 
 def check_positive_int(value: object, argument: str, minimum: int = 1) -> int:
-    """``value`` when :func:`dse_tune.decision.check_int` accepts it (its error otherwise)."""
+    """``value`` when :func:`dse_tune.arguments.check_int` accepts it (its error otherwise)."""
     check_int(argument, value, minimum=minimum)
     return value
