@@ -201,3 +201,12 @@ def test_recovering_run_says_so():
 def test_noise_must_match_the_history():
     with pytest.raises(ValueError, match="noise has 2 entries but values has 3"):
         DegradationRule().decide([0.1, 0.2, 0.3], noise=[0.1, 0.1])
+
+
+def test_a_stop_says_whether_the_drop_was_weighed_against_noise():
+    history = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 0.95, 0.85, 0.75, 0.65]
+    bare = DegradationRule().decide(history)
+    weighed = DegradationRule().decide(history, noise=[0.01] * len(history))
+    assert bare.stop and weighed.stop
+    assert bare.reason.endswith("at least 10% below (no noise recorded to weigh the drop against)")
+    assert weighed.reason.endswith("at least 10% below and beyond the noise")
