@@ -41,8 +41,7 @@ from typing import Any
 
 from dse_tune.decision import (
     CANDIDATE_TOP, CANDIDATE_WINDOW, KEPT_LATEST, Choice, as_floats, candidate_indices, class_relevance, finite_or_none,
-    run_choice,
-    standardized_series,
+    run_choice, standardized_series,
 )
 from dse_tune.runs import Evaluation, RunRecord, load_sweep
 from dse_tune.signals import FailureSignature, run_signatures
@@ -152,7 +151,7 @@ class RunSelection:
 
     @property
     def _rescored_decided(self) -> bool:
-        # rescored values choose only when the label-free choice is reliable (select_run)
+        # rescored values choose unless the label-free choice kept the latest for want of reliability (select_run)
         return self.choice is not None and self.choice.verdict not in KEPT_LATEST
 
     @property

@@ -42,6 +42,7 @@ from dse_tune.evaluation.few_label import (
 
 __all__ = ["check_choice", "format_label_check"]
 
+
 def _same_file(a: Any, b: Any) -> bool:
     return a is not None and b is not None and os.path.abspath(a) == os.path.abspath(b)
 
