@@ -460,3 +460,18 @@ def test_a_trial_that_kept_its_unrescored_latest_is_named_when_rescored_values_c
     assert result.best.name == "sharp"
     assert any(w.startswith("trial noisy: its kept checkpoint was not rescored (no reliable degradation")
                for w in result.warnings), result.warnings
+
+
+def test_a_standardised_series_is_compared_without_the_raw_noise_and_says_so():
+    from dse_tune.runs import Evaluation
+
+    values = [0.1, 0.5, 0.3, 0.45, 0.44, 0.2]
+    evaluations = tuple(
+        Evaluation(i, v, epoch=i, noise=0.001, global_step=10 * (i + 1),
+                   components={"inter": v, "intra_image": 0.1, "intra_batch": 0.1, "dim": v / 2 + 0.01 * i})
+        for i, v in enumerate(values))
+    run = RunRecord("r", evaluations)
+    raw = select_run(run, ranking=(True, ""))
+    standardized = select_run(run, score="standardized", ranking=(True, ""))
+    assert (raw.chosen, raw.choice.verdict) == (1, "reliable")
+    assert (standardized.chosen, standardized.choice.verdict) == (1, "noise_unknown")
