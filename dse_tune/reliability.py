@@ -19,7 +19,7 @@ measured on 14 CamVid runs against linear-probe mIoU:
   runs it is judged on: treat its rates (6 of 11 badly ranked runs flagged, 1 false
   alarm in 3 well ranked ones; docs/validation.md) as a first estimate, not a guarantee.
   Out of sample (docs/validation.md, 6.2-6.3): 2 hits in 4 badly ranked runs (it missed
-  both DINO seeds), 0 false alarms in 1 well ranked run.
+  both DINO seeds), 1 false alarm in 3 well ranked runs.
 
 Every function takes plain numbers: one value per evaluation in evaluation order, NaN
 or None for one that could not be scored (left out). The selector takes the verdict as
