@@ -129,6 +129,8 @@ class DegradationRule:
         evaluations = len(history)
         if noise is not None and len(noise) != evaluations:
             raise ValueError(f"noise has {len(noise)} entries but values has {evaluations}")
+        if noise is not None and all(finite_or_none(n) is None for n in noise):
+            noise = None  # nothing recorded: said as such, as the selector says it
         context = {"noise": noise, "first_untrained": first_untrained}
 
         positions = [i for i, v in enumerate(history) if math.isfinite(v)]

@@ -210,3 +210,5 @@ def test_a_stop_says_whether_the_drop_was_weighed_against_noise():
     assert bare.stop and weighed.stop
     assert bare.reason.endswith("at least 10% below (no noise recorded to weigh the drop against)")
     assert weighed.reason.endswith("at least 10% below and beyond the noise")
+    # a noise list that records nothing is no noise: the same stop, said the same way
+    assert DegradationRule().decide(history, noise=[None] * len(history)) == bare

@@ -92,7 +92,7 @@ class DSEDegradationPruner(BasePruner):
             values = [-value for value in values]  # the rule assumes higher is better
         attrs = trial.storage.get_trial(trial._trial_id).user_attrs if isinstance(trial, Trial) else trial.user_attrs
         noise = [attrs.get(f"{NOISE_ATTR}:{step}") for step, _ in reports]
-        return self._rule.decide(values, noise=None if all(n is None for n in noise) else noise)
+        return self._rule.decide(values, noise=noise)
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         return self.decision(study, trial).stop
