@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dse_tune import search_space_schema as schema
+from dse_tune.arguments import is_int_at_least
 from dse_tune.pretrain_config import PretrainConfig
 from dse_tune.search_space_schema import Dimension, PrunerSpec, Resources, SearchSpaceError
 from dse_tune.typed_config import ConfigValueError, describe_type, describe_value, field_types, suggest, typed_value, union_members
@@ -123,7 +124,9 @@ def resources(where: str, data: Mapping[str, Any]) -> Resources:
     """``resources``: CPUs and GPUs per trial (``cpu``, ``gpu``), or per worker of a
     trial over several workers (``workers``, ``cpus_per_worker``, ``gpus_per_worker``)."""
     section = _section(where, data, "resources", RESOURCE_KEYS)
-    workers = _integers(where, "resources", section, workers=1).get("workers", 1)
+    workers = section.get("workers", 1)  # null is refused, not read as the default
+    if not is_int_at_least(workers, 1):
+        raise SearchSpaceError(f"{where}: resources.workers: must be an integer >= 1 (processes per trial), got {workers!r}")
     cpu = _per_worker(where, section, "cpu", "cpus_per_worker", 1)
     gpu = _per_worker(where, section, "gpu", "gpus_per_worker", 0)
     if cpu <= 0:

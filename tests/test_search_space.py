@@ -241,6 +241,7 @@ ERRORS = [
     ("resources: {tpu: 1}\n", "resources.tpu: unknown key (did you mean 'gpu'?); known keys: cpu, gpu, workers"),
     ("resources: {gpu: 2}\n", "resources.gpu: 2 GPUs in one process would train on one of them; use workers: 2, gpus_per_worker: 1"),
     ("resources: {workers: 0}\n", "resources.workers: must be an integer >= 1"),
+    ("resources: {workers: null}\n", "resources.workers: must be an integer >= 1 (processes per trial), got None"),
     ("resources: {workers: 2, gpus_per_worker: 0.5}\n", "resources.gpus_per_worker: DDP workers need whole GPUs, got 0.5"),
     ("resources: {cpu: 2, cpus_per_worker: 2}\n", "resources: give cpu or cpus_per_worker, not both"),
     ("storage: {path: 's3://bucket/sweeps'}\n", "storage.path: must be a local or shared (NFS) folder"),
