@@ -291,6 +291,19 @@ def parse_image_size(value: Any) -> tuple[int, int] | str:
     return (sides[0], sides[-1])
 
 
+def image_size_key(size: int | tuple[int, int] | str) -> str:
+    """The text reports key a probe size by: ``"32"`` for a square (as every older report
+    says), ``"96x128"``, ``"native"``.
+
+    Example:
+        >>> image_size_key((32, 32)), image_size_key(32), image_size_key((96, 128)), image_size_key("native")
+        ('32', '32', '96x128', 'native')
+    """
+    if isinstance(size, (str, int)):
+        return str(size)
+    return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
+
+
 def recorded_image_size(value: Any) -> list[int] | str:
     """How ``config.json`` records a probe image size: ``[H, W]`` or ``"native"``."""
     size = parse_image_size(value)

@@ -312,18 +312,21 @@ def confirm_candidates(
     from dse_tune.checkpoints.tracked_run import score_checkpoints
     from dse_tune.evaluation.rescore import checkpoint_jobs
     from dse_tune.selection import select_run
+    from dse_tune.typed_config import image_size_key
 
     def candidates_and_choice(run: Any) -> list[int | None]:
         chosen = select_run(run, window, top, score=score, skip_untrained=skip_untrained)
         return [*chosen.candidates, chosen.chosen]
 
     shortlist = checkpoint_jobs(runs, candidates_and_choice)
-    # Every split is loaded before any scoring: bad labelled data fails here.
-    splits_by_size = {size: load_few_label_split(data, image_size=size, label_images=label_images, splits=splits)
-                      for size in dict.fromkeys(_image_size(run, image_size) for run, _, _ in shortlist)}
+    # Each run's size read once; every split loaded before any scoring (bad labelled data
+    # fails here), keyed as the validation report keys its sizes ("32", "96x128").
+    sizes = {run.name: _image_size(run, image_size) for run, _, _ in shortlist}
+    splits_by_size = {image_size_key(size): load_few_label_split(data, image_size=size, label_images=label_images,
+                                                                 splits=splits) for size in sizes.values()}
 
     def confusions_of(model: Any, run: Any) -> np.ndarray:
-        split = splits_by_size[_image_size(run, image_size)]
+        split = splits_by_size[image_size_key(sizes[run.name])]
         return per_image_confusions(model, split.fit, split.score, split.num_classes, device=device)
 
     per_image: dict[str, np.ndarray] = {}
@@ -338,7 +341,7 @@ def confirm_candidates(
     spread = {key: bootstrap_standard_error(samples[key], per_image[key].shape[0]) for key in per_image}
     used = max((s.labels_used for s in splits_by_size.values()), default=0)
     scored = max((len(s.score) for s in splits_by_size.values()), default=0)
-    description = {str(size): s.description for size, s in splits_by_size.items()}
+    description = {key: s.description for key, s in splits_by_size.items()}
     notes = tuple(dict.fromkeys(note for s in splits_by_size.values() for note in s.warnings))
     return FewLabelScores(values, used, description, problems, spread, scored, notes, per_image)
 

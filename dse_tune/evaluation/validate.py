@@ -91,7 +91,7 @@ def load_labelled_data(
     their text: ``"32"`` (a square, as before), ``"96x128"`` or ``"native"``."""
     from dse_tune.data import probe_image_size
     from dse_tune.evaluation.labelled_data import load_labelled_splits
-    from dse_tune.typed_config import parse_image_size
+    from dse_tune.typed_config import image_size_key, parse_image_size
 
     sizes: dict[str, str] = {}
     splits_by_size: dict[str, Any] = {}
@@ -102,7 +102,7 @@ def load_labelled_data(
             raise ValueError(f"run {run.name}: {CONFIG_FILE}: {error}; pass --image-size") from None
         if not isinstance(size, str) and size[0] == size[1]:
             size = size[0]  # a square keeps its old spelling (the report's key "32")
-        key = f"{size[0]}x{size[1]}" if isinstance(size, tuple) else str(size)
+        key = image_size_key(size)
         if key not in splits_by_size:
             splits_by_size[key] = load_labelled_splits(data, image_size=size, **split_options)
         sizes[run.name] = key

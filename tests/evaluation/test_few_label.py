@@ -220,3 +220,9 @@ def test_the_few_label_probe_is_built_at_the_runs_probe_image_size(tmp_path):
     write_labelled_folder(tmp_path / "labelled")
     split = load_few_label_split(tmp_path / "labelled", image_size=(24, 32), label_images=4, splits="train")
     assert split.fit.masks.shape[1:] == (24, 32)
+
+
+def test_the_few_label_description_keys_sizes_as_the_validation_report_does():
+    from dse_tune.typed_config import image_size_key
+
+    assert [image_size_key(s) for s in ((32, 32), 32, (24, 32), "native")] == ["32", "32", "24x32", "native"]
