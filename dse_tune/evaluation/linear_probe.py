@@ -314,8 +314,14 @@ def evaluate_linear_probe(linear_probe: LinearProbe, tokens: Tensor, masks: Tens
     """
     tokens = _check_tokens(tokens)
     masks = _check_masks(masks, tokens, linear_probe.num_classes)
-    predictions = linear_probe.predict(tokens, (int(masks.shape[1]), int(masks.shape[2])))
-    return scores_from_confusion(confusion_matrix(predictions, masks, linear_probe.num_classes).cpu())
+    size, classes = (int(masks.shape[1]), int(masks.shape[2])), linear_probe.num_classes
+    # Chunk by chunk: the per-pixel predictions of a whole evaluation set at full
+    # resolution would not bound the memory (_PREDICT_CHUNK).
+    confusion = torch.zeros(classes, classes, dtype=torch.int64)
+    for start in range(0, tokens.shape[0], _PREDICT_CHUNK):
+        chunk = slice(start, start + _PREDICT_CHUNK)
+        confusion += confusion_matrix(linear_probe.predict(tokens[chunk], size), masks[chunk], classes).cpu()
+    return scores_from_confusion(confusion)
 
 
 def linear_probe_model(

@@ -180,3 +180,17 @@ def test_linear_probe_on_camvid_with_a_random_vit():
     assert result.num_pixels == int((test.masks != IGNORE_INDEX).sum())
     # Sky and road are large and easy: even random patch features beat chance on them.
     assert result.pixel_accuracy > 1 / 11
+
+
+def test_evaluation_in_chunks_counts_every_pixel_once():
+    from dse_tune.evaluation.linear_probe import _PREDICT_CHUNK, confusion_matrix, evaluate_linear_probe, fit_linear_probe
+
+    generator = torch.Generator().manual_seed(0)
+    images = 2 * _PREDICT_CHUNK + 2  # three chunks, the last of two images
+    tokens = torch.randn(images, 16, 8, generator=generator)
+    masks = torch.randint(0, 3, (images, 8, 8), generator=generator)
+    masks[-1, 0, 0] = 255
+    probe = fit_linear_probe(tokens[:20], masks[:20], 3)
+    whole = confusion_matrix(probe.predict(tokens, (8, 8)), masks, 3)
+    result = evaluate_linear_probe(probe, tokens, masks)
+    assert torch.equal(result.confusion, whole) and result.num_pixels == images * 64 - 1
