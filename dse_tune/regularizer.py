@@ -94,11 +94,17 @@ class DSERegularizer(nn.Module):
                  "global_batch")
         return ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
 
+    @property
+    def computes_next(self) -> bool:
+        """Whether the next call computes DSE: weight > 0 and not a step skipped by
+        ``every_n_steps`` (a training step can skip the work the call would ignore)."""
+        return self.weight > 0 and self.calls % self.every_n_steps == 0
+
     def forward(self, tokens: Tensor) -> Tensor:
         tokens = as_token_tensor(tokens, "tokens", argument="tokens")
-        call = self.calls
+        computes = self.computes_next
         self.calls += 1
-        if self.weight == 0 or call % self.every_n_steps:
+        if not computes:
             return tokens.new_zeros(())
         if self.max_images is not None:
             tokens = tokens[: self.max_images]

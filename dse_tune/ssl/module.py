@@ -176,10 +176,9 @@ class DenseSSLModule(pl.LightningModule):
         return [m for name, m in self.named_children() if id(m) not in teachers and name != "regularizer"]
 
     def regularizer_computes_next(self) -> bool:
-        """Whether the regularizer's next call computes DSE (weight > 0 and not a
-        skipped step of ``every_n_steps``): methods skip work it would ignore."""
-        regularizer = self.regularizer
-        return regularizer.weight > 0 and regularizer.calls % regularizer.every_n_steps == 0
+        """:attr:`DSERegularizer.computes_next <dse_tune.regularizer.DSERegularizer.computes_next>`:
+        methods skip work the regularizer would ignore."""
+        return self.regularizer.computes_next
 
     # ---------------------------------------------------------------- features
 
