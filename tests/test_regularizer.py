@@ -154,3 +154,15 @@ def test_global_batch_on_two_gloo_processes_is_the_dse_of_the_whole_batch_with_i
         # averaging of parameter gradients divides that by the world size again.
         torch.testing.assert_close(result["grad"] / 2, full.grad.chunk(2)[rank], rtol=1e-4, atol=1e-6)
         assert float(result["local"]) != pytest.approx(float(expected)), "the local mode scores 4 images only"
+
+
+def test_computes_next_says_which_calls_compute_dse():
+    every_other = DSERegularizer(weight=0.1, global_clusters=4, every_n_steps=2)
+    tokens = torch.randn(8, 16, 8)
+    seen = []
+    for _ in range(4):
+        seen.append(every_other.computes_next)
+        loss = every_other(tokens)
+        assert bool(loss != 0) == seen[-1]
+    assert seen == [True, False, True, False]
+    assert not DSERegularizer(weight=0.0, global_clusters=4).computes_next
